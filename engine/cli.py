@@ -1,0 +1,292 @@
+"""The ``facecut`` command: click only here.
+
+Each command parses options (every option also reads ``FACECUT_<NAME>``),
+calls one library function, and maps errors to the exit codes in README.md:
+0 all inputs done, 3 finished but some inputs failed, 2 usage error,
+4 environment problem, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from engine import __version__
+from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, FacecutError
+
+log = logging.getLogger("facecut")
+
+
+def opt(*decls: str, **kw):
+    """``click.option`` whose env var is ``FACECUT_`` + the long name (``--filter-from``
+    -> ``FACECUT_FILTER_FROM``), shown in ``--help``."""
+    long = next(d for d in decls if d.startswith("--"))
+    name = long[2:].split("/")[0].replace("-", "_").upper()
+    kw.setdefault("envvar", f"FACECUT_{name}")
+    kw.setdefault("show_envvar", True)
+    kw.setdefault("show_default", "default" in kw and kw["default"] is not None)
+    return click.option(*decls, **kw)
+
+
+def _path(**kw):
+    return click.Path(path_type=Path, **kw)
+
+
+WORK_OPT = opt("-w", "--work", type=_path(file_okay=False), required=True, help="Work folder (logs, plan, report).")
+
+
+def scan_options(f):
+    f = opt("--skip-pattern", default=None, help="Skip files whose relative path matches this regular expression.")(f)
+    f = opt("--filter-from", default=None, metavar="NAME", help="Start at this file (relative path or name) in sorted order.")(f)
+    f = opt(
+        "--ext",
+        "extensions",
+        envvar="FACECUT_EXT",
+        default=",".join(e[1:] for e in _default_exts()),
+        help="Video file extensions, comma-separated.",
+    )(f)
+    return f
+
+
+def _default_exts():
+    from engine.scan import DEFAULT_EXTENSIONS
+
+    return DEFAULT_EXTENSIONS
+
+
+def handle_errors(fn):
+    """Map facecut errors to exit codes; Ctrl-C to 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            code = fn(*args, **kwargs)
+        except FacecutError as ex:
+            click.echo(f"error: {ex}", err=True)
+            sys.exit(ex.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code or EXIT_OK)
+
+    return wrapper
+
+
+def not_implemented(stage: str) -> int:
+    click.echo(f"facecut {stage}: not implemented yet", err=True)
+    return EXIT_USAGE
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="facecut")
+@opt("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """facecut: turn folders of long videos into short, swap-ready face clips.
+
+    \b
+    Pipeline: scan -> analyze (decode once + shot cuts + batched face models)
+              -> track -> score -> cut -> report.
+    `facecut run INPUT_DIR -o OUT_DIR` does all of it, resumably.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("input_dir", type=_path(exists=True, file_okay=False), envvar="FACECUT_INPUT")
+@opt("-o", "--out", type=_path(file_okay=False), required=True, help="Output folder for clips.")
+@opt("-w", "--work", type=_path(file_okay=False), default=None, help="Work folder [default: OUT/facecut-work].")
+@scan_options
+@handle_errors
+def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_from, skip_pattern) -> int:
+    """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable)."""
+    from engine.fsio import WorkDir
+    from engine.scan import save_scan, scan
+
+    wd = WorkDir(work or Path(out) / "facecut-work")
+    result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
+    save_scan(wd, result)
+    _print_scan(result)
+    return not_implemented("run: analyze")
+
+
+# --------------------------------------------------------------------------- scan
+
+
+def _print_scan(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scan of {result.input_dir}", title_justify="left")
+    for col, kw in [
+        ("file", {"no_wrap": True}),
+        ("status", {}),
+        ("duration", {"justify": "right"}),
+        ("size", {}),
+        ("fps", {"justify": "right"}),
+        ("codec", {}),
+        ("notes / reason", {}),
+    ]:
+        table.add_column(col, **kw)
+    hours = 0.0
+    for v in result.videos:
+        if v.status == "ok":
+            hours += v.duration / 3600
+            w, h = v.display_size
+            notes = ", ".join(
+                n
+                for n in [
+                    f"rot {v.rotation}" if v.rotation else "",
+                    "VFR" if v.vfr else "",
+                    f"audio {len(v.audio)}" if v.audio else "no audio",
+                    f"SAR {v.sar}" if v.sar != "1:1" else "",
+                ]
+                if n
+            )
+            table.add_row(
+                v.path, "[green]ok[/]", _hms(v.duration), f"{w}x{h}", f"{v.fps:.3f}".rstrip("0").rstrip("."),
+                v.codec, notes,
+            )
+        else:
+            table.add_row(v.path, "[red]failed[/]", "", "", "", "", v.reason)
+    failed = sum(v.status == "failed" for v in result.videos)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{len(result.videos)} files, {len(result.videos) - failed} ok ({hours:.2f} h of video), "
+        f"{failed} failed, {len(result.skipped)} skipped by filter/pattern"
+    )
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+@main.command("scan")
+@click.argument("input_dir", type=_path(exists=True, file_okay=False), envvar="FACECUT_INPUT")
+@WORK_OPT
+@scan_options
+@opt("--json", "as_json", is_flag=True, help="Print the scan as JSON instead of a table.")
+@handle_errors
+def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pattern, as_json: bool) -> int:
+    """Find and probe the videos in INPUT_DIR; write WORK/scan.json."""
+    import msgspec
+
+    from engine.fsio import WorkDir
+    from engine.scan import save_scan, scan
+
+    result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
+    save_scan(WorkDir(work), result)
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(result), indent=1).decode())
+    else:
+        _print_scan(result)
+    return EXIT_SOME_FAILED if any(v.status == "failed" for v in result.videos) else EXIT_OK
+
+
+# --------------------------------------------------------------------------- stages to come
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def analyze() -> int:
+    """Decode each video once: shot cuts + batched face analysis into logs."""
+    return not_implemented("analyze")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def track() -> int:
+    """Link faces into tracks within each shot."""
+    return not_implemented("track")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def score() -> int:
+    """Apply quality gates to tracks and write WORK/plan.json."""
+    return not_implemented("score")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def cut() -> int:
+    """Cut the planned clips by stream copy."""
+    return not_implemented("cut")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def report() -> int:
+    """Write the HTML report."""
+    return not_implemented("report")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def status() -> int:
+    """Progress of a running or finished batch."""
+    return not_implemented("status")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@handle_errors
+def bench() -> int:
+    """Measure fps and tune decoder/inference process counts."""
+    return not_implemented("bench")
+
+
+# --------------------------------------------------------------------------- doctor, demo
+
+
+@main.command()
+@opt("--model-dir", type=_path(), default=None, help="buffalo_l model folder [default: ~/.insightface/models/buffalo_l].")
+@opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def doctor(model_dir: Path | None, as_json: bool) -> int:
+    """Check the installation: versions, onnxruntime flavour and providers, models, shared memory."""
+    from engine.doctor import diagnose, render
+
+    report = diagnose(model_dir=model_dir)
+    if as_json:
+        import msgspec
+
+        click.echo(msgspec.json.format(msgspec.json.encode(report), indent=1).decode())
+    else:
+        render(report)
+    return report["exit_code"]
+
+
+@main.command()
+@opt("-o", "--out", type=_path(file_okay=False), default=Path("facecut-demo"), help="Folder for the demo media and results.")
+@handle_errors
+def demo(out: Path) -> int:
+    """Generate the embedded demo media and run the chain on it."""
+    from engine.fsio import WorkDir
+    from engine.scan import save_scan, scan
+
+    try:
+        from tools.make_media import demo_batch
+    except ImportError as ex:  # pragma: no cover - packaging problem
+        raise FacecutError(f"demo media generator unavailable: {ex}") from ex
+    media = Path(out) / "media"
+    click.echo(f"generating demo media in {media} ...")
+    demo_batch(media)
+    wd = WorkDir(Path(out) / "work")
+    result = scan(media)
+    save_scan(wd, result)
+    _print_scan(result)
+    click.echo("(analysis, cutting and the report arrive with the next stages)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

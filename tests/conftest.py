@@ -1,0 +1,67 @@
+"""Shared fixtures: generated media with truth, made once per test session.
+
+Multiprocessing in the engine always uses an explicit spawn context; the
+default start method is forced to spawn as well so nothing passes here that
+would fail on Windows.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tools.make_media import Shot, make_video, tests_batch
+
+
+def pytest_configure(config):
+    multiprocessing.set_start_method("spawn", force=True)
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory) -> Path:
+    """The standard small test batch (see tools.make_media.tests_batch)."""
+    d = tmp_path_factory.mktemp("media")
+    tests_batch(d)
+    return d
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> None:
+    out = av.open(str(path), "w")
+    s = out.add_stream("aac", rate=48000, layout="mono")
+    n = int(seconds * 48000 / 1024)
+    for i in range(n):
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate, f.pts, f.time_base = 48000, i * 1024, Fraction(1, 48000)
+        for p in s.encode(f):
+            out.mux(p)
+    for p in s.encode(None):
+        out.mux(p)
+    out.close()
+
+
+@pytest.fixture(scope="session")
+def scan_dir(tmp_path_factory, media_dir) -> Path:
+    """Good files in several containers plus one of each kind of broken input."""
+    d = tmp_path_factory.mktemp("scan")
+    for p in media_dir.rglob("*"):
+        if p.is_file():
+            dst = d / p.relative_to(media_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, dst)
+    short = [Shot("face", 1.0, "astronaut", face_px=120), Shot("noface", 1.0, "coffee")]
+    make_video(d / "clip.webm", short, codec="libvpx", seed=5)
+    make_video(d / "old.avi", short, codec="mpeg4", seed=6)
+    make_video(d / "cam.mov", short, seed=7)
+    (d / "bad").mkdir()
+    (d / "bad" / "empty.mp4").write_bytes(b"")
+    (d / "bad" / "notes.mp4").write_text("shopping list: eggs, milk\n" * 20)
+    data = (media_dir / "basic.mp4").read_bytes()
+    (d / "bad" / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    write_audio_only(d / "bad" / "audio_only.mp4")
+    return d

@@ -1,0 +1,129 @@
+"""scan: real files, good and broken, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.errors import ConfigError
+from engine.fsio import WorkDir
+from engine.scan import load_scan, probe, scan, walk
+from tools.make_media import load_truth
+
+BAD = {
+    "bad/empty.mp4": "empty file",
+    "bad/notes.mp4": "not a video file",
+    "bad/truncated.mp4": "truncated",
+    "bad/audio_only.mp4": "no video stream (audio only",
+}
+
+
+@pytest.fixture(scope="module")
+def result(scan_dir):
+    return scan(scan_dir)
+
+
+def by_path(result):
+    return {v.path: v for v in result.videos}
+
+
+def test_good_files_have_correct_metadata(result, scan_dir):
+    videos = by_path(result)
+    for name in ["basic.mp4", "vfr.mp4", "rotated.mp4", "sub/nofaces.mkv"]:
+        v, t = videos[name], load_truth(scan_dir / name)
+        assert v.status == "ok", v.reason
+        assert v.display_size == (t.width, t.height)
+        assert (v.width, v.height) == (t.coded_width, t.coded_height)
+        assert v.rotation == t.rotation
+        assert v.vfr == t.vfr, name
+        assert v.duration == pytest.approx(t.duration, abs=0.15)
+        if not t.vfr:
+            assert v.fps == pytest.approx(t.fps)
+        assert v.codec == "h264" and v.pix_fmt == "yuv420p"
+        assert [a.codec for a in v.audio] == ["aac"]
+        assert v.fingerprint and v.size == (scan_dir / name).stat().st_size
+
+
+def test_other_containers_and_codecs(result):
+    videos = by_path(result)
+    assert videos["clip.webm"].codec == "vp8" and videos["clip.webm"].audio[0].codec == "opus"
+    assert videos["old.avi"].codec == "mpeg4"
+    assert videos["cam.mov"].container.startswith("mov")
+    for name in ("clip.webm", "old.avi", "cam.mov"):
+        assert videos[name].status == "ok"
+        assert videos[name].duration == pytest.approx(2.0, abs=0.15)
+        assert videos[name].display_size == (512, 288)
+
+
+def test_broken_inputs_become_failed_records(result):
+    videos = by_path(result)
+    for name, why in BAD.items():
+        assert videos[name].status == "failed", name
+        assert why in videos[name].reason, videos[name].reason
+        assert "\n" not in videos[name].reason
+
+
+def test_missing_and_dangling(tmp_path):
+    v = probe(tmp_path / "gone.mp4", "gone.mp4")
+    assert v.status == "failed" and v.reason == "file not found"
+    link = tmp_path / "link.mp4"
+    try:
+        os.symlink(tmp_path / "nowhere.mp4", link)
+    except (OSError, NotImplementedError):
+        pytest.skip("symlinks not available")
+    res = scan(tmp_path)
+    assert [(v.path, v.reason) for v in res.videos] == [("link.mp4", "broken link")]
+
+
+def test_walk_sorted_filter_and_skip(scan_dir):
+    selected, skipped = walk(scan_dir)
+    assert selected == sorted(selected) and not skipped
+    assert "sub/nofaces.mkv" in selected
+    sel, skip = walk(scan_dir, filter_from="clip.webm")
+    assert sel[0] == "clip.webm" and all(s < "clip.webm" for s in skip)
+    sel, skip = walk(scan_dir, skip_pattern=r"^bad/")
+    assert not any(s.startswith("bad/") for s in sel) and len(skip) == 4
+    with pytest.raises(ConfigError):
+        walk(scan_dir, filter_from="nope.mp4")
+    with pytest.raises(ConfigError):
+        walk(scan_dir, skip_pattern="(")
+
+
+def test_fingerprint_ignores_mtime(scan_dir, tmp_path):
+    import shutil
+
+    src = scan_dir / "basic.mp4"
+    dst = tmp_path / "basic.mp4"
+    shutil.copyfile(src, dst)
+    os.utime(dst, (1, 1))
+    assert probe(dst, "basic.mp4").fingerprint == probe(src, "basic.mp4").fingerprint
+
+
+def test_cli_scan_table_exit_code_and_saved_result(scan_dir, tmp_path):
+    work = tmp_path / "work"
+    res = CliRunner().invoke(main, ["scan", str(scan_dir), "-w", str(work), ])
+    assert res.exit_code == 3, res.output
+    for name in ["basic.mp4", "rotated.mp4", "audio_only.mp4", "truncated.mp4", "notes.mp4", "empty.mp4"]:
+        assert name in res.output
+    assert "4 failed" in res.output
+    saved = load_scan(WorkDir(work))
+    assert sum(v.status == "failed" for v in saved.videos) == 4
+    assert {v.path for v in saved.videos if v.status == "ok"} >= {"basic.mp4", "vfr.mp4", "sub/nofaces.mkv"}
+
+
+def test_cli_scan_env_vars_and_json(scan_dir, tmp_path):
+    env = {"FACECUT_WORK": str(tmp_path / "w"), "FACECUT_SKIP_PATTERN": "^bad/", "FACECUT_FILTER_FROM": "rotated.mp4"}
+    res = CliRunner().invoke(main, ["scan", str(scan_dir), "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [v["path"] for v in data["videos"]] == ["rotated.mp4", "sub/nofaces.mkv", "vfr.mp4"]
+    assert data["skip_pattern"] == "^bad/"
+
+
+def test_cli_all_good_is_exit_0(media_dir, tmp_path):
+    res = CliRunner().invoke(main, ["scan", str(media_dir), "-w", str(tmp_path)])
+    assert res.exit_code == 0, res.output
