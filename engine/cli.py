@@ -195,11 +195,96 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 # --------------------------------------------------------------------------- stages to come
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def analyze_options(f):
+    """Options of the analysis stage (shared by `analyze` and `run`)."""
+    from engine.procs import cpu_count
+
+    opts = [
+        opt("--fps", type=float, default=2.0, help="Frames sampled per second of video."),
+        opt("--max-side", type=int, default=1280, help="Downscale analysed frames whose long side exceeds this (0 = never)."),
+        opt("--decoders", type=int, default=max(1, cpu_count() // 2), help="Decoder processes."),
+        opt("--infer-procs", type=int, default=0, help="Inference processes [default: 1 on GPU, CPU count - decoders on CPU]."),
+        opt("--infer-threads", type=int, default=1, help="onnxruntime threads per inference process."),
+        opt("--batch", type=int, default=8, help="Frames per inference batch."),
+        opt("--batch-timeout", type=float, default=0.05, help="Seconds to wait for a full batch."),
+        opt("--ring-slots", type=int, default=0, help="Frame ring slots [default: from decoders x batch]."),
+        opt("--model", type=click.Choice(["mtcnn", "buffalo_l"]), default="mtcnn", help="Face model backend."),
+        opt("--model-dir", type=_path(), default=None, help="Model folder (buffalo_l) [default: ~/.insightface/models/buffalo_l]."),
+        opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="onnxruntime execution provider."),
+        opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels."),
+        opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
+        opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
+        opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
+        opt("--retry-failed", is_flag=True, help="Analyse videos that failed in an earlier run again."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _analyze_config(kw: dict):
+    from engine.config import AnalyzeConfig, build
+
+    keys = [
+        "fps", "max_side", "decoders", "infer_procs", "infer_threads", "batch", "batch_timeout", "ring_slots",
+        "model", "model_dir", "provider", "min_face", "detector", "threshold", "min_scene_len", "retry_failed",
+    ]
+    vals = {k: kw.pop(k) for k in keys}
+    if vals["model_dir"] is not None:
+        vals["model_dir"] = str(vals["model_dir"])
+    return build(AnalyzeConfig, **vals)
+
+
+def _run_analysis(work, cfg) -> int:
+    from engine.coordinator import analyze as run_analyze
+    from engine.fsio import WorkDir
+
+    printer = _ProgressPrinter()
+    result = run_analyze(WorkDir(work), cfg, on_stats=printer)
+    printer.final(result)
+    return result.exit_code
+
+
+class _ProgressPrinter:
+    """Plain timestamped progress lines (the rich dashboard replaces this on a terminal)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.last = 0.0
+
+    def __call__(self, snap) -> None:
+        import time
+
+        if snap.time - self.last < self.every:
+            return
+        self.last = snap.time
+        eta = f"{snap.eta_s:.0f}s" if snap.eta_s is not None else "?"
+        fps = sum(i.fps for i in snap.infer)
+        click.echo(
+            f"{time.strftime('%H:%M:%S')} videos {snap.videos_done + snap.videos_partial + snap.videos_failed}"
+            f"/{snap.videos_total}  {snap.video_seconds_done / 60:.1f}/{snap.video_seconds_total / 60:.1f} min"
+            f"  {snap.speed:.1f}x  infer {fps:.1f} fps  ring {snap.ring.ready}/{snap.ring.slots}"
+            f"  {snap.bottleneck}  ETA {eta}",
+            err=True,
+        )
+
+    def final(self, result) -> None:
+        for v in result.videos:
+            if v.status in ("failed", "partial"):
+                click.echo(f"{v.status}: {v.info.path}: {v.reason}", err=True)
+        n = len(result.videos)
+        ok = sum(v.status == "ok" for v in result.videos)
+        click.echo(f"analysed {ok}/{n} video(s) ok in {result.elapsed:.1f}s", err=True)
+
+
+@main.command()
+@WORK_OPT
+@analyze_options
 @handle_errors
-def analyze() -> int:
-    """Decode each video once: shot cuts + batched face analysis into logs."""
-    return not_implemented("analyze")
+def analyze(work: Path, **kw) -> int:
+    """Decode each video once: shot cuts + batched face analysis into logs (resumable)."""
+    cfg = _analyze_config(kw)
+    return _run_analysis(work, cfg)
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -102,3 +102,105 @@ def embedding_from_bytes(raw: bytes):
     import numpy as np
 
     return np.frombuffer(raw, dtype="<f2").astype(np.float32)
+
+
+# --------------------------------------------------------------------------- analysis log
+#
+# One append-only log per video (engine.logio framing, msgpack payloads). All
+# log records are array_like tagged Structs (msgspec cannot mix array_like and
+# map-like Structs in one Union): [tag, field, field, ...].
+#
+# Record order in a log is deterministic: the header, then samples in grid
+# order, each preceded by the shot cuts the decoder found before it, then the
+# completion record. A resumed run appends exactly what an uninterrupted run
+# would have written after the last committed sample.
+
+
+class LogHeader(Struct, frozen=True, tag="h", tag_field="t", array_like=True):
+    """First record. A resumed run must have the same analysis parameters."""
+
+    schema: int
+    video: str  # relative path
+    fingerprint: str
+    fps: float  # sampling rate (samples per second of video)
+    t0: float  # seconds of the first frame (stream time); times below are relative to it
+    max_side: int  # long-side cap of sampled frames (pixels)
+    model: str  # e.g. "mtcnn" / "buffalo_l"
+    model_params: str  # canonical JSON of the parameters that change results
+    detector: str  # shot detector, e.g. "adaptive"
+    detector_params: str  # canonical JSON
+
+
+class Sample(Struct, frozen=True, tag="s", tag_field="t", array_like=True, gc=False):
+    """One sampled frame and the faces found in it."""
+
+    k: int  # grid index: the frame displayed at k / fps seconds (relative to t0)
+    pts: int  # the frame's pts in the stream time base
+    time: float  # the frame's time in seconds, relative to t0
+    scale: float  # analysed pixels / source pixels (<= 1)
+    faces: tuple[Face, ...] = ()
+
+
+class Cut(Struct, frozen=True, tag="c", tag_field="t", array_like=True):
+    """A shot boundary: the first frame of a new shot."""
+
+    pts: int
+    time: float  # seconds relative to t0
+
+
+class Done(Struct, frozen=True, tag="d", tag_field="t", array_like=True):
+    """Last record of a finished video."""
+
+    status: Literal["ok", "partial", "failed"]
+    reason: str = ""
+    samples: int = 0  # sample records in the log
+    frames: int = 0  # frames decoded in the run that finished it
+    errors: int = 0  # packets/frames skipped as corrupt
+    duration: float = 0.0  # seconds from t0 to the end of the last frame
+
+
+LogRecord = LogHeader | Sample | Cut | Done
+
+
+class VideoDone(Struct, kw_only=True):
+    """Completion marker ``WORK/analysis/<key>.done`` (written atomically) for cheap
+    listing; the log's Done record is the authority."""
+
+    video: str
+    key: str
+    status: Literal["ok", "partial", "failed"]
+    reason: str = ""
+    samples: int = 0
+    duration: float = 0.0
+    finished: float = 0.0  # unix time
+
+
+class Shot(Struct, frozen=True, kw_only=True):
+    index: int
+    start: float  # seconds relative to t0
+    end: float
+
+
+# --------------------------------------------------------------------------- process messages
+
+
+class DecodeJob(Struct, frozen=True, kw_only=True):
+    """What a decoder process is asked to do with one video (pickled to it)."""
+
+    job_id: int  # unique per attempt; stale messages of a cancelled job are recognised by it
+    path: str  # absolute
+    rel: str
+    stream_index: int
+    fps: float  # sampling rate
+    max_side: int  # long-side cap of sampled frames, 0 = none
+    start_k: int = 0  # first grid index still to sample (resume)
+    t0: float | None = None  # first-frame time known from an earlier run's header
+    resume_cut_pts: int | None = None  # resume: last logged cut; decode from it, drop cuts <= it
+    resume_cut_time: float | None = None
+    last_sample_pts: int | None = None  # resume: frames up to this pts were already sampled
+    detector: str = "adaptive"  # "adaptive" | "content" | "none"
+    threshold: float | None = None  # detector threshold (None: the detector's default)
+    min_scene_len: int = 15  # frames
+    shot_width: int = 256  # width of the frames fed to the shot detector
+    error_budget: int = 50  # corrupt packets tolerated before the video is failed
+    threads: int = 1  # decoder threads (FFmpeg frame threading)

@@ -1,0 +1,325 @@
+"""Decoder process: decode each video once, sequentially, no seek per sample.
+
+For every decoded frame:
+  * a small copy (``shot_width`` pixels wide) goes to PySceneDetect's detector
+    through its frame API, so shot cuts come out frame-accurate from the same pass;
+  * the sampling grid (``k / fps`` seconds after the first frame) picks the frame
+    *displayed* at each grid time, judged by ``frame.time`` (exact with variable
+    frame rate), which is converted to BGR, capped to ``max_side``, turned
+    upright (display rotation) and written straight into a free ring slot.
+
+Messages to the coordinator (tuples, small numbers only):
+  ("start", job_id, t0)  first frame of a fresh video: times below are relative to t0
+  ("ready", slot, seq, job_id, n, k, pts, time, scale, h, w, cuts)
+      cuts: [(pts, time), ...] found since the previous sample (so the log order
+      of cuts and samples is deterministic)
+  ("done", job_id, status, reason, n_samples, frames, errors, duration, t0, cuts)
+  ("stat", job_id, frames, samples, position_s, blocked_s, decode_s)
+  ("fatal", traceback) via procs._bootstrap
+Messages from the coordinator: ("job", DecodeJob), ("slot", id), ("cancel", job_id), ("stop",)
+
+Never imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from fractions import Fraction
+
+import av
+import numpy as np
+from scenedetect import FrameTimecode
+
+from engine.records import DecodeJob
+from engine.ring import FrameRing
+from engine.procs import CoordinatorGone, recv_or_parent_death
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-4  # seconds: timestamps closer than this are "the same instant"
+_STAT_EVERY = 0.5  # seconds between progress messages
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Stop(Exception):
+    pass
+
+
+def make_detector(kind: str, threshold: float | None, min_scene_len: int):
+    """PySceneDetect detector by name (frame API, fed by us)."""
+    if kind == "none":
+        return None
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    if kind == "adaptive":
+        kw = {"adaptive_threshold": threshold} if threshold is not None else {}
+        return AdaptiveDetector(min_scene_len=min_scene_len, **kw)
+    if kind == "content":
+        kw = {"threshold": threshold} if threshold is not None else {}
+        return ContentDetector(min_scene_len=min_scene_len, **kw)
+    raise ValueError(f"unknown shot detector {kind!r} (adaptive, content, none)")
+
+
+def capped_size(w: int, h: int, max_side: int) -> tuple[int, int, float]:
+    """(width, height, scale) after capping the long side to ``max_side`` (0 = no cap)."""
+    if max_side and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        return max(2, round(w * s)), max(2, round(h * s)), s
+    return w, h, 1.0
+
+
+class _Decoder:
+    """State of one decoder process between jobs: ring, slots in hand, pipe."""
+
+    def __init__(self, conn, ring: FrameRing) -> None:
+        self.conn = conn
+        self.ring = ring
+        self.slots: deque[int] = deque()
+        self.seq = 0
+        self.cancelled: set[int] = set()
+        self.stopping = False
+        self.blocked = 0.0
+
+    # -------------------------------------------------------------- messages
+
+    def _handle(self, msg, job_id: int | None) -> None:
+        kind = msg[0]
+        if kind == "slot":
+            self.slots.append(msg[1])
+        elif kind == "cancel":
+            self.cancelled.add(msg[1])
+        elif kind == "stop":
+            self.stopping = True
+        elif kind == "job":
+            raise RuntimeError("decoder got a job while busy")
+        if job_id is not None and (self.stopping or job_id in self.cancelled):
+            raise _Stop() if self.stopping else _Cancelled()
+
+    def poll(self, job_id: int) -> None:
+        """Drain pending messages without blocking."""
+        while self.conn.poll():
+            self._handle(self.conn.recv(), job_id)
+
+    def take_slot(self, job_id: int) -> int:
+        """A free slot; blocks (back-pressure from a full ring) until the coordinator gives one."""
+        self.poll(job_id)
+        if not self.slots:
+            t = time.perf_counter()
+            while not self.slots:
+                msg = recv_or_parent_death(self.conn, timeout=1.0)
+                if msg is not None:
+                    self._handle(msg, job_id)
+            self.blocked += time.perf_counter() - t
+        return self.slots.popleft()
+
+    def send(self, msg) -> None:
+        self.conn.send(msg)
+
+
+def decoder_main(conn, ring_spec) -> None:
+    """Entry point of a decoder process (see procs.start_worker)."""
+    ring = FrameRing.attach(ring_spec)
+    dec = _Decoder(conn, ring)
+    try:
+        while not dec.stopping:
+            msg = recv_or_parent_death(conn, timeout=None)
+            if msg[0] == "job":
+                job: DecodeJob = msg[1]
+                try:
+                    run_job(dec, job)
+                except _Cancelled:
+                    dec.send(("cancelled", job.job_id))
+                except _Stop:
+                    break
+            else:
+                dec._handle(msg, None)
+    except CoordinatorGone:
+        pass
+    finally:
+        ring.close()
+
+
+# ------------------------------------------------------------------ one video
+
+
+class _Sampler:
+    """Picks, on the grid k / fps, the frame displayed at each grid time."""
+
+    def __init__(self, fps: float, start_k: int, used_upto_pts: int | None = None) -> None:
+        self.fps = fps
+        self.k = start_k
+        self.prev = None  # (frame, pts, t)
+        self.prev_used = False
+        # Resume: a frame already sampled in the earlier run is not sampled again
+        # (matters when the video's frame rate is below the sampling rate).
+        self.used_upto_pts = used_upto_pts
+
+    def target(self) -> float:
+        return self.k / self.fps
+
+    def feed(self, frame, pts: int, t: float):
+        """Yield (k, frame, pts, t) for every grid time the stream has passed."""
+        while self.prev is not None and t > self.target() + _EPS:
+            if not self.prev_used and self.prev[2] <= self.target() + _EPS:
+                yield (self.k, *self.prev)
+                self.prev_used = True
+            self.k += 1
+        self.prev = (frame, pts, t)
+        self.prev_used = self.used_upto_pts is not None and pts <= self.used_upto_pts
+        if not self.prev_used and abs(t - self.target()) <= _EPS:
+            yield (self.k, frame, pts, t)
+            self.prev_used = True
+            self.k += 1
+
+    def finish(self, end_time: float):
+        """At end of stream the last frame is displayed until ``end_time``."""
+        if self.prev is not None and not self.prev_used:
+            if self.prev[2] <= self.target() + _EPS and self.target() < end_time - _EPS:
+                yield (self.k, *self.prev)
+                self.k += 1
+
+
+def run_job(dec: _Decoder, job: DecodeJob) -> None:
+    t_start = time.perf_counter()
+    dec.blocked = 0.0
+    try:
+        container = av.open(job.path, metadata_errors="ignore")
+    except (av.FFmpegError, OSError) as ex:
+        dec.send(("done", job.job_id, "failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, []))
+        return
+    with container:
+        _run(dec, job, container, t_start)
+
+
+def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
+    stream = container.streams[job.stream_index]
+    stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
+    stream.codec_context.thread_count = job.threads
+    tb: Fraction = stream.time_base or Fraction(1, 90000)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+    frame_dur = float(1 / rate)
+
+    detector = make_detector(job.detector, job.threshold, job.min_scene_len)
+    sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
+    t0 = job.t0
+    if job.resume_cut_pts is not None and job.resume_cut_time is not None and t0 is not None:
+        # Resume: one seek to the keyframe at/before the last logged cut; the
+        # detector restarts exactly at that cut (its state right after a cut is
+        # the same as in an uninterrupted run).
+        container.seek(job.resume_cut_pts, stream=stream, backward=True, any_frame=False)
+    feed_from_pts = job.resume_cut_pts  # detector starts at this frame (None: first frame)
+
+    recent: deque[tuple[int, int, float]] = deque(maxlen=128)  # (detector frame no., pts, t)
+    det_no = 0
+    pending_cuts: list[tuple[int, float]] = []
+    n = 0  # samples sent in this job
+    frames = errors = 0
+    last_err = ""
+    last_t = -math.inf
+    offset = 0.0  # added when timestamps jump backwards (keeps the timeline monotonic)
+    last_stat = time.perf_counter()
+    shot_h = None
+    scale_info = None
+    rotation = None
+
+    def emit(k, frame, pts, t):
+        nonlocal n, scale_info, rotation
+        if rotation is None:
+            rotation = int(frame.rotation or 0) % 360
+        if scale_info is None:
+            scale_info = capped_size(frame.width, frame.height, job.max_side)
+        w, h, scale = scale_info
+        img = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="AREA")
+        if rotation:
+            img = np.rot90(img, k=rotation // 90)
+        slot = dec.take_slot(job.job_id)
+        dec.seq += 1
+        hh, ww = img.shape[:2]
+        dec.ring.write(slot, dec.seq, img)
+        dec.send(("ready", slot, dec.seq, job.job_id, n, k, pts, t, scale, hh, ww, pending_cuts[:]))
+        pending_cuts.clear()
+        n += 1
+
+    def detect(frame, pts, t):
+        nonlocal det_no, shot_h
+        if detector is None:
+            return
+        if shot_h is None:
+            shot_h = max(2, round(job.shot_width * frame.height / frame.width / 2) * 2)
+        small = frame.to_ndarray(format="bgr24", width=job.shot_width, height=shot_h, interpolation="FAST_BILINEAR")
+        recent.append((det_no, pts, t))
+        for tc in detector.process_frame(FrameTimecode(det_no, fps=rate), small):
+            hit = next((r for r in recent if r[0] == tc.frame_num), None)
+            if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
+                pending_cuts.append((hit[1], hit[2]))
+        det_no += 1
+
+    def handle(frame):
+        nonlocal frames, t0, last_t, offset, feed_from_pts
+        frames += 1
+        pts = frame.pts
+        if pts is None or frame.time is None:
+            t_abs = (last_t + offset + frame_dur) if last_t > -math.inf else 0.0
+            pts = round(t_abs / tb)
+            raw = t_abs
+        else:
+            raw = float(frame.time)
+        if t0 is None:
+            t0 = raw
+            dec.send(("start", job.job_id, t0))
+        t = raw - t0 + offset
+        if t < last_t - _EPS:  # timestamps went backwards: keep the timeline going
+            offset += last_t + frame_dur - t
+            t = last_t + frame_dur
+        last_t = t
+        if feed_from_pts is None or pts >= feed_from_pts:
+            feed_from_pts = None
+            detect(frame, pts, t)
+        for k, f, p, tt in sampler.feed(frame, pts, t):
+            emit(k, f, p, tt)
+
+    status, reason = "ok", ""
+    try:
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except (av.FFmpegError, ValueError) as ex:
+                errors += 1
+                last_err = str(ex).split(":")[0]
+                if errors > job.error_budget:
+                    status, reason = "failed", f"too many decode errors ({errors}; last: {last_err})"
+                    break
+                continue
+            for frame in decoded:
+                handle(frame)
+            now = time.perf_counter()
+            if now - last_stat > _STAT_EVERY:
+                last_stat = now
+                dec.poll(job.job_id)
+                dec.send(("stat", job.job_id, frames, n, max(0.0, last_t), dec.blocked, now - t_start))
+    except (av.FFmpegError, OSError) as ex:  # demuxer gave up (truncated file, I/O error)
+        errors += 1
+        last_err = str(ex)
+        status, reason = "partial", f"stopped reading at {max(0.0, last_t):.1f}s: {ex}"
+
+    end_time = (last_t + frame_dur) if last_t > -math.inf else 0.0
+    if status != "failed":
+        for k, f, p, tt in sampler.finish(end_time):
+            emit(k, f, p, tt)
+        if detector is not None and last_t > -math.inf:
+            for tc in detector.post_process(FrameTimecode(det_no, fps=rate)):
+                hit = next((r for r in recent if r[0] == tc.frame_num), None)
+                if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
+                    pending_cuts.append((hit[1], hit[2]))
+    if status == "ok" and errors:
+        status, reason = "partial", f"{errors} corrupt packet(s) skipped (last: {last_err})"
+    if status == "ok" and frames == 0 and job.start_k == 0:
+        status, reason = "failed", "no frame could be decoded"
+    dec.send(("stat", job.job_id, frames, n, max(0.0, last_t), dec.blocked, time.perf_counter() - t_start))
+    dec.send(("done", job.job_id, status, reason, n, frames, errors, end_time, t0, pending_cuts[:]))

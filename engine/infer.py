@@ -1,0 +1,96 @@
+"""Inference process: batches of ring slots -> face model -> encoded Sample records.
+
+Protocol with the coordinator (tuples over this process's pipe):
+  <- ("batch", [(slot, seq, job_id, n, k, pts, time, scale, thumb_path | None), ...])
+  <- ("stop",)
+  -> ("model", name, provider, has_embeddings)   once, after loading
+  -> ("model_error", message, exit_code)         when the model cannot load
+  -> ("want",)                                   ready for the next batch
+  -> ("release", [slot, ...])                    pixels copied out: slots are free again
+  -> ("results", [(job_id, n, payload, n_faces), ...], busy_s, starved_s)
+
+The slots of a batch are copied out and released *before* the model runs, and
+the next batch is asked for at the same moment, so decoders never wait on the
+model and the next batch is already in the pipe when this one finishes.
+Payloads are msgpack-encoded ``Sample`` records: the coordinator appends them
+to the log as they are, never re-serialising.
+
+Never imports av.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from engine.errors import FacecutError
+from engine.procs import recv_or_parent_death
+from engine.records import Sample
+from engine.ring import FrameRing
+
+log = logging.getLogger(__name__)
+
+
+def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int) -> None:
+    """Entry point of an inference process (see procs.start_worker)."""
+    from engine.models import load_model
+
+    try:
+        model = load_model(**model_opts)
+    except FacecutError as ex:
+        conn.send(("model_error", str(ex), ex.exit_code))
+        return
+    conn.send(("model", model.name, model.provider, model.has_embeddings))
+    ring = FrameRing.attach(ring_spec)
+    enc = msgspec.msgpack.Encoder()
+    try:
+        conn.send(("want",))
+        waited_since = time.perf_counter()
+        while True:
+            msg = recv_or_parent_death(conn, timeout=None)
+            if msg[0] == "stop":
+                break
+            if msg[0] != "batch":
+                continue
+            starved = time.perf_counter() - waited_since
+            items = msg[1]
+            frames = [ring.read(it[0], it[1]) for it in items]
+            conn.send(("release", [it[0] for it in items]))
+            conn.send(("want",))
+            t = time.perf_counter()
+            faces = model.detect(frames, [it[7] for it in items])
+            busy = time.perf_counter() - t
+            out = []
+            for it, img, ff in zip(items, frames, faces):
+                _slot, _seq, job_id, n, k, pts, tt, scale, thumb = it
+                payload = enc.encode(Sample(k=k, pts=pts, time=tt, scale=scale, faces=tuple(ff)))
+                out.append((job_id, n, payload, len(ff)))
+                if thumb and ff:
+                    write_thumbnail(Path(thumb), img, thumb_side)
+            waited_since = time.perf_counter()
+            conn.send(("results", out, busy, starved))
+    finally:
+        model.close()
+        ring.close()
+
+
+def write_thumbnail(path: Path, img: np.ndarray, side: int) -> None:
+    """Small JPEG of an analysed frame (long side ``side``), written atomically."""
+    import cv2
+
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    if s < 1:
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data.tobytes())
+    os.replace(tmp, path)

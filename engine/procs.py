@@ -1,0 +1,160 @@
+"""Worker processes: spawn context, bootstrap, death reasons.
+
+Every worker is started with the ``spawn`` method (the only one on Windows,
+the default from Python 3.14 on Linux): expensive objects (ONNX sessions, open
+containers) are created inside the child. A worker talks to the coordinator
+over its own duplex pipe (no shared queues: a process killed while holding a
+``multiprocessing.Queue`` lock hangs everyone else). Workers ignore SIGINT; the
+coordinator decides when they stop. A worker whose coordinator disappears sees
+EOF on its pipe and exits.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+CTX = multiprocessing.get_context("spawn")
+log = logging.getLogger(__name__)
+
+
+class CoordinatorGone(Exception):
+    """The coordinator's end of the pipe closed or its process died."""
+
+
+def _bootstrap(target: Callable, conn, args: tuple, fault_path: str | None, log_level: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    fault_file = None
+    if fault_path:
+        # Native crashes (a segfault inside FFmpeg or onnxruntime) leave a trace here.
+        fault_file = open(fault_path, "w")
+        faulthandler.enable(fault_file)
+    try:
+        target(conn, *args)
+    except (EOFError, BrokenPipeError, ConnectionResetError, CoordinatorGone):
+        pass  # the coordinator went away: nothing left to report to
+    except BaseException:
+        try:
+            conn.send(("fatal", traceback.format_exc()))
+        except Exception:
+            pass
+        sys.exit(1)
+    finally:
+        if fault_file is not None:
+            faulthandler.disable()
+            fault_file.close()
+
+
+@dataclass
+class Worker:
+    """The coordinator's handle on one worker process."""
+
+    name: str
+    kind: str  # "decoder" | "infer"
+    process: Any
+    conn: Any
+    fault_path: Path | None = None
+    state: dict = field(default_factory=dict)  # coordinator bookkeeping
+
+    @property
+    def sentinel(self):
+        return self.process.sentinel
+
+    def send(self, msg) -> bool:
+        """Send, returning False instead of raising when the worker is gone."""
+        try:
+            self.conn.send(msg)
+            return True
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+            return False
+
+    def death_reason(self) -> str:
+        code = self.process.exitcode
+        reason = describe_exitcode(code)
+        if self.fault_path and self.fault_path.exists():
+            text = self.fault_path.read_text(errors="replace").strip()
+            if text:
+                first = next((ln for ln in text.splitlines() if ln.startswith("Fatal")), text.splitlines()[0])
+                reason += f"; {first.strip()}"
+        return reason
+
+
+def describe_exitcode(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def start_worker(
+    name: str, kind: str, target: Callable, args: tuple = (), *, fault_dir: Path | None = None
+) -> Worker:
+    parent_conn, child_conn = CTX.Pipe(duplex=True)
+    fault_path = Path(fault_dir) / f"{name}.fault" if fault_dir else None
+    proc = CTX.Process(
+        target=_bootstrap,
+        args=(target, child_conn, args, str(fault_path) if fault_path else None, logging.getLogger().level),
+        name=name,
+        daemon=True,
+    )
+    proc.start()
+    child_conn.close()
+    return Worker(name=name, kind=kind, process=proc, conn=parent_conn, fault_path=fault_path)
+
+
+def stop_workers(workers: list[Worker], timeout: float = 5.0) -> None:
+    """Ask politely, then terminate, then kill; always returns."""
+    for w in workers:
+        w.send(("stop",))
+    deadline = timeout
+    for w in workers:
+        w.process.join(max(0.1, deadline))
+    for w in workers:
+        if w.process.is_alive():
+            w.process.terminate()
+    for w in workers:
+        w.process.join(2.0)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join(2.0)
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+
+
+def recv_or_parent_death(conn, timeout: float | None = None):
+    """Child side: wait for a message; raise CoordinatorGone when the parent dies.
+
+    Returns None on timeout.
+    """
+    parent = multiprocessing.parent_process()
+    waitables = [conn] + ([parent.sentinel] if parent is not None else [])
+    ready = multiprocessing.connection.wait(waitables, timeout)
+    if not ready:
+        return None
+    if conn in ready:
+        return conn.recv()
+    raise CoordinatorGone()
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
