@@ -1,0 +1,1 @@
+"""Small data files shipped with facecut (see NOTICE for their origin)."""
