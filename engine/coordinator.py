@@ -204,6 +204,8 @@ class Coordinator:
                 else:
                     self._check_params(info, h)
             if vr.state.done is not None:
+                if not self.work.done_path(key).exists():  # killed between the Done record and the marker
+                    self._write_markers(vr, vr.state.done)
                 if vr.state.done.status == "failed" and cfg.retry_failed:
                     self._set_aside(path, "failed")
                     vr.state = LogState()
@@ -579,24 +581,28 @@ class Coordinator:
             self._open_log(vr, t0)
         st = vr.state
         self._write_cuts(vr, cuts)
-        done = Done(
-            status=status, reason=reason, samples=st.samples, frames=frames, errors=errors, duration=duration
-        )
+        # (No frame count here: a resumed job decodes from a seek point, and the
+        # log must be identical to an uninterrupted run's.)
+        done = Done(status=status, reason=reason, samples=st.samples, errors=errors, duration=duration)
         vr.writer.append(done)
         vr.writer.close()
         st.done = done
         vr.status, vr.reason = status, reason
         vr.pending.clear()
-        write_json(self.work.analysis_dir / f"{vr.key}.shots.json", shots_from_cuts(st.cuts, duration))
+        self._write_markers(vr, done)
+        if status != "ok":
+            self._warn(f"{vr.info.path}: {status}: {reason}")
+
+    def _write_markers(self, vr: VideoRun, done: Done) -> None:
+        """The shot list and the completion marker, both derived from the log."""
+        write_json(self.work.analysis_dir / f"{vr.key}.shots.json", shots_from_cuts(vr.state.cuts, done.duration))
         write_json(
             self.work.done_path(vr.key),
             VideoDone(
-                video=vr.info.path, key=vr.key, status=status, reason=reason, samples=st.samples,
-                duration=duration, finished=time.time(),
+                video=vr.info.path, key=vr.key, status=done.status, reason=done.reason, samples=done.samples,
+                duration=done.duration, finished=time.time(),
             ),
         )
-        if status != "ok":
-            self._warn(f"{vr.info.path}: {status}: {reason}")
 
     def _fail(self, vr: VideoRun, reason: str) -> None:
         """A video whose decoder died: keep the committed prefix, mark it failed."""
@@ -736,7 +742,15 @@ class Coordinator:
             self._last_heartbeat = now
             write_json(
                 self.work.heartbeat,
-                {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "stage": "analyze"},
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "time": time.time(),
+                    "stage": "analyze",
+                    "workers": {w.name: w.process.pid for w in self.decoders + self.infers},
+                    "running": {w.name: self.jobs[w.state["job"]].info.path for w in self.decoders
+                                if w.state["job"] in self.jobs},
+                },
             )
 
     @staticmethod

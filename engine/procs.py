@@ -79,6 +79,7 @@ class Worker:
             return False
 
     def death_reason(self) -> str:
+        self.process.join(2.0)  # the sentinel fires a moment before exitcode is set
         code = self.process.exitcode
         reason = describe_exitcode(code)
         if self.fault_path and self.fault_path.exists():

@@ -154,8 +154,7 @@ class Done(Struct, frozen=True, tag="d", tag_field="t", array_like=True):
     status: Literal["ok", "partial", "failed"]
     reason: str = ""
     samples: int = 0  # sample records in the log
-    frames: int = 0  # frames decoded in the run that finished it
-    errors: int = 0  # packets/frames skipped as corrupt
+    errors: int = 0  # corrupt packets skipped (by the job that finished the video)
     duration: float = 0.0  # seconds from t0 to the end of the last frame
 
 
@@ -204,3 +203,71 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     shot_width: int = 256  # width of the frames fed to the shot detector
     error_budget: int = 50  # corrupt packets tolerated before the video is failed
     threads: int = 1  # decoder threads (FFmpeg frame threading)
+
+
+# --------------------------------------------------------------------------- plan (track + score -> cut + report)
+#
+# WORK/plan.json is the single source of truth for cut and report. Times are
+# seconds relative to the source's first frame (``SourcePlan.t0`` seconds of
+# stream time), which is what players show.
+
+
+class ClipStats(Struct, kw_only=True):
+    frames: int  # sampled frames in the clip's span with a usable face
+    face_short_median: float  # source pixels
+    yaw_range: tuple[float, float]  # degrees, min..max over the clip
+    pitch_range: tuple[float, float] = (0.0, 0.0)
+    det_score_median: float = 0.0
+
+
+class Clip(Struct, kw_only=True):
+    id: str  # UUID from source fingerprint + start + end (fsio.clip_id)
+    source: str  # relative path of the source video
+    key: str  # video key (work-folder names)
+    start: float  # planned start, seconds
+    end: float  # planned end, seconds
+    shot: int  # index of the shot it lies in
+    tracks: list[int]  # track ids (per source) merged into this clip
+    stats: ClipStats
+    thumb: str | None = None  # thumbnail path relative to WORK (captured during analysis)
+    # filled by cut:
+    file: str | None = None  # path relative to the output folder
+    cut_start: float | None = None  # actual start (keyframe at/before start, stream copy)
+    cut_end: float | None = None
+    lead_in: float | None = None  # start - cut_start
+    container: str | None = None  # "mp4" | "mkv" (fallback when the codec can't go in MP4)
+
+
+class TrackSummary(Struct, kw_only=True):
+    """A face track and the verdict of the quality gates (report timelines)."""
+
+    id: int
+    shot: int
+    start: float
+    end: float
+    frames: int
+    status: Literal["accepted", "rejected"]
+    reason: str = ""  # rejection reason: too_small, pose, det_score, too_short, too_long, identity
+
+
+class SourcePlan(Struct, kw_only=True):
+    path: str  # relative to the input folder
+    key: str
+    status: Literal["ok", "partial", "failed", "pending"]
+    reason: str = ""
+    duration: float = 0.0
+    fingerprint: str = ""
+    t0: float = 0.0  # stream time of the first frame, seconds
+    shots: list[Shot] = []
+    tracks: list[TrackSummary] = []
+
+
+class Plan(Struct, kw_only=True):
+    schema: int = SCHEMA
+    created: float = 0.0
+    input_dir: str = ""
+    model: str = ""
+    params: dict = {}  # every option used (analysis header + score options)
+    sources: list[SourcePlan] = []
+    clips: list[Clip] = []
+    rejected: dict[str, int] = {}  # reason -> number of tracks

@@ -1,0 +1,304 @@
+"""The analysis engine end to end on generated media with truth: real decode,
+real ring, real MTCNN, real logs; then resume, kills and supervision."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import AnalyzeConfig
+from engine.coordinator import analyze, read_log_state
+from engine.fsio import WorkDir, video_key
+from engine.logio import iter_frames, read_records
+from engine.records import Cut, Done, LogHeader, LogRecord, Sample
+from engine.scan import save_scan, scan
+from tools.make_media import Shot, load_truth, make_video
+
+CFG = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
+LINUX = sys.platform.startswith("linux")
+
+
+def run_analysis(media: Path, work: Path, **kw) -> object:
+    wd = WorkDir(work)
+    save_scan(wd, scan(media))
+    return analyze(wd, AnalyzeConfig(**{**CFG, **kw}))
+
+
+def records(work: Path, rel: str):
+    return read_records(WorkDir(work).log_path(video_key(rel)), LogRecord)
+
+
+def log_bytes(work: Path) -> dict[str, bytes]:
+    d = WorkDir(work).analysis_dir
+    return {p.name: p.read_bytes() for p in sorted(d.glob("*.fclog"))}
+
+
+def shm_segments() -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob("facecut_*")) if LINUX else []
+
+
+@pytest.fixture(scope="session")
+def analyzed(media_dir, tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    result = run_analysis(media_dir, work)
+    return work, result
+
+
+def test_every_video_finishes_ok(analyzed):
+    work, result = analyzed
+    assert result.exit_code == 0
+    assert {v.info.path: v.status for v in result.videos} == {
+        "basic.mp4": "ok", "rotated.mp4": "ok", "vfr.mp4": "ok", "sub/nofaces.mkv": "ok",
+    }
+    for v in result.videos:
+        recs = records(work, v.info.path)
+        assert isinstance(recs[0], LogHeader) and isinstance(recs[-1], Done)
+        assert recs[-1].samples == sum(isinstance(r, Sample) for r in recs)
+        assert (WorkDir(work).done_path(v.key)).exists()
+
+
+def test_samples_follow_the_requested_grid(analyzed, media_dir):
+    work, _ = analyzed
+    for rel in ["basic.mp4", "vfr.mp4", "rotated.mp4"]:
+        truth = load_truth(media_dir / rel)
+        times = truth.frame_times or [i / truth.fps for i in range(truth.frames)]
+        samples = [r for r in records(work, rel) if isinstance(r, Sample)]
+        assert [s.k for s in samples] == list(range(len(samples)))
+        assert len(samples) == int(truth.duration * 2 - 1e-9) + 1
+        for s in samples:
+            target = s.k / 2.0
+            # the frame displayed at the grid time: the last frame starting at or before it
+            shown = max(t for t in times if t <= target + 1e-6)
+            assert s.time == pytest.approx(shown, abs=1e-4), (rel, s.k)
+
+
+def test_faces_found_in_face_shots_only(analyzed, media_dir):
+    work, _ = analyzed
+    for rel in ["basic.mp4", "vfr.mp4", "rotated.mp4", "sub/nofaces.mkv"]:
+        truth = load_truth(media_dir / rel)
+        for s in (r for r in records(work, rel) if isinstance(r, Sample)):
+            shot = next(sh for sh in truth.shots if sh.start <= s.time < sh.end)
+            if shot.kind in ("face", "small") or (shot.kind == "enter" and s.time >= shot.face_from + 0.3):
+                assert len(s.faces) == 1, (rel, s.time, shot.kind)
+                assert s.faces[0].short == pytest.approx(shot.face_short, rel=0.35)
+            elif shot.kind == "noface" or (shot.kind == "enter" and s.time < shot.face_from - 0.6):
+                # (an entering face slides in over 0.6 s and may be found while partly in)
+                assert s.faces == (), (rel, s.time, shot.kind)
+
+
+def test_boxes_are_in_displayed_source_pixels(analyzed, media_dir):
+    work, _ = analyzed
+    truth = load_truth(media_dir / "rotated.mp4")
+    for s in (r for r in records(work, "rotated.mp4") if isinstance(r, Sample)):
+        for f in s.faces:
+            x1, y1, x2, y2 = f.box
+            assert -5 <= x1 < x2 <= truth.width + 5 and -5 <= y1 < y2 <= truth.height + 5
+            assert y2 - y1 > 0.8 * (x2 - x1)  # upright face: taller than wide, not lying on its side
+
+
+def test_shot_cuts_match_truth_within_one_frame(analyzed, media_dir):
+    work, _ = analyzed
+    for rel in ["basic.mp4", "vfr.mp4", "rotated.mp4", "sub/nofaces.mkv"]:
+        truth = load_truth(media_dir / rel)
+        cuts = [r.time for r in records(work, rel) if isinstance(r, Cut)]
+        assert len(cuts) == len(truth.cut_times), rel
+        for got, want in zip(cuts, truth.cut_times):
+            assert abs(got - want) <= 1.0 / truth.fps + 1e-6, (rel, got, want)
+        shots = json.loads((WorkDir(work).analysis_dir / f"{video_key(rel)}.shots.json").read_text())
+        assert len(shots) == len(truth.shots)
+
+
+def test_thumbnails_from_analysed_frames(analyzed):
+    work, _ = analyzed
+    thumbs = list((WorkDir(work).thumbs_dir / video_key("basic.mp4")).glob("*.jpg"))
+    assert thumbs, "frames with faces get thumbnails"
+    assert not (WorkDir(work).thumbs_dir / video_key("sub/nofaces.mkv")).exists()
+
+
+def test_rerun_skips_finished_videos(analyzed):
+    work, _ = analyzed
+    before = log_bytes(work)
+    result = analyze(WorkDir(work), AnalyzeConfig(**CFG))
+    assert result.exit_code == 0 and all(v.status == "ok" for v in result.videos)
+    assert log_bytes(work) == before
+
+
+def test_other_settings_refuse_to_mix(analyzed):
+    from engine.errors import ConfigError
+
+    work, _ = analyzed
+    # a fresh analysis with other settings would silently mix two runs in one log
+    dst = work.parent / "mixed"
+    shutil.copytree(work, dst)
+    for p in (WorkDir(dst).analysis_dir).glob("*.done"):
+        p.unlink()
+    st = read_log_state(WorkDir(dst).log_path(video_key("basic.mp4")))
+    assert st.done is not None
+    # a log without its Done record (unfinished) and another fps
+    path = WorkDir(dst).log_path(video_key("basic.mp4"))
+    frames = list(iter_frames(path))[:-1]
+    from engine.logio import LogWriter
+
+    path.unlink()
+    with LogWriter(path) as w:
+        for f in frames:
+            w.append_raw(f)
+    with pytest.raises(ConfigError, match="fps"):
+        analyze(WorkDir(dst), AnalyzeConfig(**{**CFG, "fps": 3.0}))
+
+
+def test_decoder_count_does_not_change_the_logs(analyzed, media_dir, tmp_path):
+    work, _ = analyzed
+    result = run_analysis(media_dir, tmp_path / "w3", decoders=3, infer_procs=2)
+    assert result.exit_code == 0
+    assert log_bytes(tmp_path / "w3") == log_bytes(work)
+
+
+# --------------------------------------------------------------------------- kills and resume
+
+
+@pytest.fixture(scope="session")
+def long_media(tmp_path_factory) -> Path:
+    """One longer video (so a run can be interrupted mid-video) and a short one."""
+    d = tmp_path_factory.mktemp("long")
+    shots = [
+        Shot("face", 4.0, "astronaut", face_px=130),
+        Shot("noface", 3.0, "coffee"),
+        Shot("face", 5.0, "t1_mid", face_px=140),
+        Shot("noface", 3.0, "rocket"),
+        Shot("face", 5.0, "hanks", face_px=130, background="chelsea"),
+        Shot("small", 3.0, "astronaut", face_px=34, background="coffee"),
+        Shot("face", 5.0, "astronaut", face_px=150),
+    ] * 2
+    make_video(d / "a_long.mp4", shots, seed=42)
+    make_video(d / "b_short.mp4", [Shot("face", 2.0, "t1_mid", face_px=130), Shot("noface", 2.0, "coffee")], seed=43)
+    return d
+
+
+@pytest.fixture(scope="session")
+def long_reference(long_media, tmp_path_factory):
+    work = tmp_path_factory.mktemp("longref")
+    result = run_analysis(long_media, work, batch=1)
+    assert result.exit_code == 0
+    return work
+
+
+ANALYZE = [sys.executable, "-m", "engine", "analyze", "--provider", "cpu", "--decoders", "1", "--infer-procs", "1",
+           "--min-face", "60", "--batch", "1"]
+
+
+def start_analyze(work: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ANALYZE + ["-w", str(work), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True, cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def wait_for_samples(path: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists() and read_log_state(path).samples >= n:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no {n} samples in {path} within {timeout}s")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("moment", [1, 23, 61])
+def test_sigkill_and_resume_gives_identical_logs(long_media, long_reference, tmp_path, moment):
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    wait_for_samples(log, moment, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(0.5)  # let orphaned workers notice
+    state = read_log_state(log)
+    assert state.done is None and state.samples >= moment
+    out = subprocess.run(ANALYZE + ["-w", str(work)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert log_bytes(work) == log_bytes(long_reference)
+    assert shm_segments() == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tmp_path):
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    wait_for_samples(log, 5, proc)
+    hb = json.loads(WorkDir(work).heartbeat.read_text())
+    os.kill(hb["workers"]["decoder-0"], signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 3, err
+    assert b"a_long.mp4" in err and b"SIGKILL" in err
+    state = read_log_state(log)
+    assert state.done.status == "failed" and "decoder process died" in state.done.reason
+    assert read_log_state(WorkDir(work).log_path(video_key("b_short.mp4"))).done.status == "ok"
+    assert shm_segments() == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="SIGINT to a process group")
+def test_ctrl_c_stops_cleanly_and_resumes(long_media, long_reference, tmp_path):
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    wait_for_samples(log, 10, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert shm_segments() == []
+    result = analyze(WorkDir(work), AnalyzeConfig(**{**CFG, "batch": 1}))
+    assert result.exit_code == 0
+    assert log_bytes(work) == log_bytes(long_reference)
+
+
+@pytest.mark.skipif(not LINUX, reason="/dev/shm")
+def test_stale_segments_of_dead_runs_are_removed(media_dir, tmp_path):
+    from multiprocessing import shared_memory
+
+    # A segment named like a ring of a process that no longer exists.
+    shm = shared_memory.SharedMemory(name="facecut_999999_dead00", create=True, size=4096)
+    shm.close()
+    work = tmp_path / "w"
+    wd = WorkDir(work)
+    save_scan(wd, scan(media_dir, skip_pattern="^(?!basic)"))
+    assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
+    assert shm_segments() == []
+
+
+def test_corrupt_packets_make_a_partial_video_not_a_lost_one(long_media, tmp_path):
+    src = (long_media / "b_short.mp4").read_bytes()
+    media = tmp_path / "m"
+    media.mkdir()
+    data = bytearray(src)
+    # Overwrite a stretch in the middle of the media data with garbage.
+    mid = len(data) // 2
+    data[mid : mid + 3000] = bytes((i * 97) % 256 for i in range(3000))
+    (media / "broken.mp4").write_bytes(bytes(data))
+    result = run_analysis(media, tmp_path / "w")
+    v = result.videos[0]
+    assert v.status in ("partial", "ok")
+    recs = records(tmp_path / "w", "broken.mp4")
+    samples = [r for r in recs if isinstance(r, Sample)]
+    assert samples and samples[-1].time > 3.0  # went on past the damage
