@@ -235,56 +235,68 @@ def _analyze_config(kw: dict):
     return build(AnalyzeConfig, **vals)
 
 
-def _run_analysis(work, cfg) -> int:
-    from engine.coordinator import analyze as run_analyze
+def progress_options(f):
+    f = opt("--json-progress", is_flag=True, help="Write JSON lines of progress snapshots to stdout (for scripts).")(f)
+    f = opt("--no-dashboard", is_flag=True, help="Plain progress lines instead of the live dashboard.")(f)
+    return f
+
+
+def _reporter(no_dashboard: bool, json_progress: bool):
+    from engine.dashboard import Reporter
+
+    if json_progress:
+        return Reporter("json")
+    return Reporter("plain" if no_dashboard else "auto")
+
+
+def _log_to_work(work: Path, command: str) -> None:
+    """Also log to WORK/logs/<command>-<time>.log (INFO and up)."""
+    import time
+
     from engine.fsio import WorkDir
 
-    printer = _ProgressPrinter()
-    result = run_analyze(WorkDir(work), cfg, on_stats=printer)
-    printer.final(result)
+    logs = WorkDir(work).ensure().logs_dir
+    handler = logging.FileHandler(logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO:
+        for h in root.handlers:
+            if h is not handler and h.level == logging.NOTSET:
+                h.setLevel(root.level)
+        root.setLevel(logging.INFO)
+
+
+def _run_analysis(work, cfg, reporter) -> int:
+    from rich.console import Console
+
+    from engine.coordinator import analyze as run_analyze
+    from engine.dashboard import summary_table
+    from engine.fsio import WorkDir
+
+    _log_to_work(work, "analyze")
+    with reporter:
+        result = run_analyze(WorkDir(work), cfg, on_stats=reporter)
+    reporter.final(result.stats)
+    rows = [
+        {"source": v.info.path, "status": v.status, "duration": v.info.duration, "reason": v.reason}
+        for v in result.videos
+    ]
+    if reporter.mode != "json":
+        Console(stderr=True).print(summary_table(rows, title=f"analysed in {result.elapsed:.1f}s"))
     return result.exit_code
-
-
-class _ProgressPrinter:
-    """Plain timestamped progress lines (the rich dashboard replaces this on a terminal)."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.every = every
-        self.last = 0.0
-
-    def __call__(self, snap) -> None:
-        import time
-
-        if snap.time - self.last < self.every:
-            return
-        self.last = snap.time
-        eta = f"{snap.eta_s:.0f}s" if snap.eta_s is not None else "?"
-        fps = sum(i.fps for i in snap.infer)
-        click.echo(
-            f"{time.strftime('%H:%M:%S')} videos {snap.videos_done + snap.videos_partial + snap.videos_failed}"
-            f"/{snap.videos_total}  {snap.video_seconds_done / 60:.1f}/{snap.video_seconds_total / 60:.1f} min"
-            f"  {snap.speed:.1f}x  infer {fps:.1f} fps  ring {snap.ring.ready}/{snap.ring.slots}"
-            f"  {snap.bottleneck}  ETA {eta}",
-            err=True,
-        )
-
-    def final(self, result) -> None:
-        for v in result.videos:
-            if v.status in ("failed", "partial"):
-                click.echo(f"{v.status}: {v.info.path}: {v.reason}", err=True)
-        n = len(result.videos)
-        ok = sum(v.status == "ok" for v in result.videos)
-        click.echo(f"analysed {ok}/{n} video(s) ok in {result.elapsed:.1f}s", err=True)
 
 
 @main.command()
 @WORK_OPT
 @analyze_options
+@progress_options
 @handle_errors
-def analyze(work: Path, **kw) -> int:
+def analyze(work: Path, no_dashboard: bool, json_progress: bool, **kw) -> int:
     """Decode each video once: shot cuts + batched face analysis into logs (resumable)."""
     cfg = _analyze_config(kw)
-    return _run_analysis(work, cfg)
+    return _run_analysis(work, cfg, _reporter(no_dashboard, json_progress))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -315,11 +327,37 @@ def report() -> int:
     return not_implemented("report")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command()
+@WORK_OPT
+@opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@opt("--watch", is_flag=True, help="Refresh every few seconds until interrupted.")
+@opt("--interval", type=float, default=2.0, help="Seconds between refreshes with --watch.")
 @handle_errors
-def status() -> int:
-    """Progress of a running or finished batch."""
-    return not_implemented("status")
+def status(work: Path, as_json: bool, watch: bool, interval: float) -> int:
+    """Progress of a running or finished batch (reads the work folder only)."""
+    import time
+
+    import msgspec
+    from rich.console import Console
+    from rich.live import Live
+
+    from engine.fsio import WorkDir
+    from engine.status import batch_status, render_status
+
+    wd = WorkDir(work)
+    if as_json:
+        while True:
+            click.echo(msgspec.json.encode(batch_status(wd)).decode())
+            if not watch:
+                return EXIT_OK
+            time.sleep(interval)
+    if not watch:
+        Console().print(render_status(batch_status(wd)))
+        return EXIT_OK
+    with Live(render_status(batch_status(wd)), refresh_per_second=1) as live:
+        while True:
+            time.sleep(interval)
+            live.update(render_status(batch_status(wd)))
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

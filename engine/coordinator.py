@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 _STATS_EVERY = 0.25  # s between snapshots
 _HEARTBEAT_EVERY = 2.0
+_PROGRESS_EVERY = 10.0
 _DECODER_CREDIT = 2  # free slots a decoder may hold
 _MAX_INFER_RESTARTS = 3
 
@@ -177,6 +178,7 @@ class Coordinator:
         self.done_seconds_before = 0.0
         self._last_stats = 0.0
         self._last_heartbeat = 0.0
+        self._last_progress = 0.0
         self.snapshot: RunStats | None = None
 
     # ------------------------------------------------------------------ setup
@@ -738,6 +740,12 @@ class Coordinator:
         self.snapshot = snap
         if self.on_stats is not None:
             self.on_stats(snap)
+        if now - self._last_progress >= _PROGRESS_EVERY:
+            # History for `facecut status` (rates over the last minutes), a line per 10 s.
+            self._last_progress = now
+            line = {"time": snap.time, "video_seconds": snap.video_seconds_done, "samples": self.samples_written}
+            with open(self.work.logs_dir / "progress.jsonl", "a") as f:
+                f.write(json.dumps(line) + "\n")
         if now - self._last_heartbeat >= _HEARTBEAT_EVERY:
             self._last_heartbeat = now
             write_json(

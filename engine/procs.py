@@ -53,6 +53,8 @@ def _bootstrap(target: Callable, conn, args: tuple, fault_path: str | None, log_
         if fault_file is not None:
             faulthandler.disable()
             fault_file.close()
+            if fault_path and os.path.getsize(fault_path) == 0:
+                os.remove(fault_path)  # nothing crashed: leave no empty trace files
 
 
 @dataclass

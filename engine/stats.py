@@ -66,3 +66,9 @@ class RunStats(Struct, kw_only=True):
     samples_written: int = 0
     faces_found: int = 0
     warnings: list[str] = []  # the last few, newest last
+    # later stages (filled by `run` as they happen)
+    tracks: int | None = None
+    segments: int | None = None  # accepted segments (clips planned)
+    clips_cut: int | None = None
+    clips_total: int | None = None
+    report: str | None = None  # path of the HTML report once written

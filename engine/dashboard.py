@@ -1,0 +1,202 @@
+"""What a person (or a script) sees of a run: rich renderables built from
+``RunStats`` snapshots, a live dashboard on a terminal, plain timestamped lines
+elsewhere, JSON lines for scripts, and the summary table at the end.
+
+The dashboard only reads snapshots the coordinator publishes; it never drives
+the engine, and workers never render.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Callable
+
+import msgspec
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from engine.stats import RunStats
+
+
+def hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(max(0.0, seconds)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _short(path: str, width: int = 38) -> str:
+    return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
+def render(snap: RunStats) -> Group:
+    """The dashboard for one snapshot (pure: the same snapshot gives the same text)."""
+    done = snap.videos_done + snap.videos_partial + snap.videos_failed
+    head = Text.assemble(
+        (f"facecut {snap.stage}", "bold"),
+        f"  elapsed {hms(snap.elapsed)}",
+        f"  speed {snap.speed:.1f}x real time",
+        f"  ETA {hms(snap.eta_s)}",
+    )
+    batch = Text.assemble(
+        "videos ", (f"{done}/{snap.videos_total}", "bold"),
+        f" finished ({snap.videos_done} ok, {snap.videos_partial} partial, ",
+        (f"{snap.videos_failed} failed", "red" if snap.videos_failed else ""),
+        f")   video {snap.video_seconds_done / 3600:.2f}/{snap.video_seconds_total / 3600:.2f} h",
+        f"   samples {snap.samples_written}   faces {snap.faces_found}",
+    )
+
+    dec = Table(title="decoders", title_justify="left", expand=True, box=None, padding=(0, 1))
+    for col, just in [("", "left"), ("video", "left"), ("position", "right"), ("decode fps", "right"),
+                      ("sampled fps", "right"), ("blocked (ring full)", "right")]:
+        dec.add_column(col, justify=just, no_wrap=True)
+    for d in snap.decoders:
+        pos = f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle"
+        dec.add_row(d.name, _short(d.video) if d.video else "-", pos, f"{d.decode_fps:.0f}",
+                    f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s")
+
+    inf = Table(title="inference", title_justify="left", expand=True, box=None, padding=(0, 1))
+    for col, just in [("", "left"), ("provider", "left"), ("model", "left"), ("frames/s", "right"),
+                      ("faces/s", "right"), ("batch fill", "right"), ("starved (ring empty)", "right")]:
+        inf.add_column(col, justify=just, no_wrap=True)
+    for i in snap.infer:
+        inf.add_row(i.name, i.provider.replace("ExecutionProvider", ""), i.model, f"{i.fps:.1f}",
+                    f"{i.faces_per_s:.1f}", f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s")
+
+    r = snap.ring
+    bar = ProgressBar(total=max(1, r.slots), completed=r.ready + r.at_infer, width=30)
+    ring = Table.grid(padding=(0, 1))
+    ring.add_row(
+        Text("ring"), bar,
+        Text(f"{r.ready} ready, {r.at_infer} in inference, {r.at_decoders} at decoders, {r.free} free"
+             f" of {r.slots} x {r.slot_mib:.1f} MiB"),
+    )
+    ring.add_row(Text("bottleneck"), Text(snap.bottleneck or "-", style="bold"), Text(""))
+
+    parts = [head, batch, dec, inf, ring]
+    later = []
+    if snap.tracks is not None:
+        later.append(f"tracks {snap.tracks}")
+    if snap.segments is not None:
+        later.append(f"accepted segments {snap.segments}")
+    if snap.clips_cut is not None:
+        later.append(f"clips cut {snap.clips_cut}/{snap.clips_total or 0}")
+    if snap.report:
+        later.append(f"report {snap.report}")
+    if later:
+        parts.append(Text("   ".join(later)))
+    if snap.warnings:
+        w = Text("\n".join(_short(x, 110) for x in snap.warnings[-4:]), style="yellow")
+        parts.append(Panel(w, title="warnings", title_align="left", border_style="yellow"))
+    return Group(*parts)
+
+
+def plain_line(snap: RunStats) -> str:
+    done = snap.videos_done + snap.videos_partial + snap.videos_failed
+    fps = sum(i.fps for i in snap.infer)
+    return (
+        f"{time.strftime('%H:%M:%S')} {snap.stage}: videos {done}/{snap.videos_total}"
+        f" ({snap.videos_failed} failed)  {snap.video_seconds_done / 60:.1f}/{snap.video_seconds_total / 60:.1f} min"
+        f"  {snap.speed:.1f}x  infer {fps:.1f} fps  ring {snap.ring.ready}/{snap.ring.slots}"
+        f"  {snap.bottleneck or '-'}  ETA {hms(snap.eta_s)}"
+    )
+
+
+class Reporter:
+    """Receives snapshots; shows them as a live dashboard, plain lines or JSON lines.
+
+    mode: "live" (a terminal), "plain" (lines every ``every`` seconds to stderr),
+    "json" (JSON lines to stdout, about once a second), "quiet".
+    """
+
+    def __init__(self, mode: str = "auto", *, every: float = 10.0, console: Console | None = None) -> None:
+        if mode == "auto":
+            mode = "live" if sys.stderr.isatty() else "plain"
+        self.mode = mode
+        self.every = every if mode == "plain" else 1.0
+        self.console = console or Console(stderr=True)
+        self.snap: RunStats | None = None
+        self._last = 0.0
+        self._live: Live | None = None
+        self._handlers: list[tuple[logging.Handler, int]] = []
+
+    def __enter__(self) -> "Reporter":
+        if self.mode == "live":
+            self._live = Live(get_renderable=self._renderable, console=self.console, refresh_per_second=4,
+                              transient=False, redirect_stderr=False, redirect_stdout=False)
+            self._live.__enter__()
+            # Log records would tear the layout: while live, stderr handlers only
+            # take errors; warnings are shown in the dashboard's panel.
+            for h in logging.getLogger().handlers:
+                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.stdout):
+                    self._handlers.append((h, h.level))
+                    h.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+        for h, level in self._handlers:
+            h.setLevel(level)
+        self._handlers.clear()
+
+    def _renderable(self):
+        return render(self.snap) if self.snap is not None else Text("starting…")
+
+    def __call__(self, snap: RunStats) -> None:
+        self.snap = snap
+        if self.mode in ("live", "quiet"):
+            return
+        if snap.time - self._last < self.every:
+            return
+        self._last = snap.time
+        if self.mode == "json":
+            sys.stdout.write(msgspec.json.encode(snap).decode() + "\n")
+            sys.stdout.flush()
+        else:
+            self.console.print(plain_line(snap), highlight=False, soft_wrap=True)
+
+    def final(self, snap: RunStats | None) -> None:
+        """Show the last snapshot once more (so the summary matches the end state)."""
+        if snap is not None:
+            self._last = 0.0
+            self(snap)
+
+
+def summary_table(rows: list[dict], title: str = "summary") -> Table:
+    """Per source: status, duration, clips, reason; then totals."""
+    t = Table(title=title, title_justify="left")
+    for col, just in [("source", "left"), ("status", "left"), ("duration", "right"), ("clips", "right"),
+                      ("clip time", "right"), ("reason", "left")]:
+        t.add_column(col, justify=just, overflow="fold" if col == "reason" else "ellipsis",
+                     no_wrap=col != "reason")
+    colour = {"ok": "green", "partial": "yellow", "failed": "red", "pending": "dim", "skipped": "dim"}
+    tot_d = tot_c = tot_s = 0.0
+    for r in rows:
+        st = r.get("status", "")
+        t.add_row(r["source"], f"[{colour.get(st, '')}]{st}[/]" if colour.get(st) else st,
+                  hms(r.get("duration", 0.0)), str(r.get("clips", 0)), hms(r.get("clip_seconds", 0.0)),
+                  r.get("reason", ""))
+        tot_d += r.get("duration", 0.0)
+        tot_c += r.get("clips", 0)
+        tot_s += r.get("clip_seconds", 0.0)
+    t.add_section()
+    share = f" ({100 * tot_s / tot_d:.1f}% of input)" if tot_d else ""
+    t.add_row(f"{len(rows)} sources", "", hms(tot_d), str(int(tot_c)), hms(tot_s), share)
+    return t
+
+
+def print_json_lines(objs, out=None) -> None:
+    out = out or sys.stdout
+    for o in objs:
+        out.write(msgspec.json.encode(o).decode() + "\n")
+
+
+StatsCallback = Callable[[RunStats], None]

@@ -1,0 +1,183 @@
+"""``facecut status``: progress of a running or finished batch, from files only.
+
+Reads the scan, the per-video logs and completion markers, the heartbeat
+(pid, host, time of a live run) and the progress history the coordinator
+appends every few seconds. Never talks to a running engine, so it works from
+another terminal, on a finished batch and on one that was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import msgspec
+
+from engine.errors import ConfigError
+from engine.fsio import WorkDir, read_json, video_key
+from engine.records import VideoDone
+from engine.scan import load_scan
+
+HEARTBEAT_STALE = 30.0  # s without a heartbeat: the run is not alive
+RATE_WINDOW = 300.0  # s of progress history the rates are computed over
+
+
+class VideoStatus(msgspec.Struct, kw_only=True):
+    path: str
+    status: str  # ok | partial | failed | running | interrupted | pending | unreadable
+    duration: float = 0.0
+    analysed: float = 0.0  # seconds of the video analysed so far
+    samples: int = 0
+    reason: str = ""
+
+
+class BatchStatus(msgspec.Struct, kw_only=True):
+    work: str
+    alive: bool
+    pid: int | None = None
+    host: str | None = None
+    heartbeat_age: float | None = None
+    stage: str | None = None
+    videos: list[VideoStatus] = []
+    total: int = 0
+    done: int = 0
+    partial: int = 0
+    failed: int = 0
+    pending: int = 0
+    video_seconds_total: float = 0.0
+    video_seconds_done: float = 0.0
+    speed: float | None = None  # video seconds per second over the last minutes
+    infer_fps: float | None = None  # samples per second over the last minutes
+    eta_s: float | None = None
+    failures: list[str] = []
+
+
+def _pid_alive(pid: int) -> bool:
+    from engine.ring import _pid_alive as alive
+
+    if os.name == "nt":  # os.kill(pid, 0) terminates processes on Windows
+        import ctypes
+
+        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # type: ignore[attr-defined]
+        if handle:
+            ctypes.windll.kernel32.CloseHandle(handle)  # type: ignore[attr-defined]
+            return True
+        return False
+    return alive(pid)
+
+
+def read_heartbeat(work: WorkDir) -> tuple[bool, dict]:
+    try:
+        hb = json.loads(work.heartbeat.read_text())
+    except (FileNotFoundError, ValueError):
+        return False, {}
+    age = time.time() - float(hb.get("time", 0))
+    alive = age < HEARTBEAT_STALE
+    if alive and hb.get("host") == socket.gethostname() and hb.get("pid"):
+        alive = _pid_alive(int(hb["pid"]))
+    hb["age"] = age
+    return alive, hb
+
+
+def _rates(work: WorkDir) -> tuple[float | None, float | None]:
+    path = work.logs_dir / "progress.jsonl"
+    try:
+        lines = path.read_bytes().splitlines()[-200:]
+    except FileNotFoundError:
+        return None, None
+    pts = []
+    for ln in lines:
+        try:
+            d = json.loads(ln)
+            pts.append((d["time"], d["video_seconds"], d["samples"]))
+        except (ValueError, KeyError):
+            continue
+    if len(pts) < 2:
+        return None, None
+    end = pts[-1]
+    start = next((p for p in pts if end[0] - p[0] <= RATE_WINDOW), pts[0])
+    dt = end[0] - start[0]
+    if dt <= 0:
+        return None, None
+    return (end[1] - start[1]) / dt, (end[2] - start[2]) / dt
+
+
+def batch_status(work: WorkDir) -> BatchStatus:
+    if not work.root.is_dir():
+        raise ConfigError(f"work folder not found: {work.root}")
+    alive, hb = read_heartbeat(work)
+    scan = load_scan(work)
+    running = set((hb.get("running") or {}).values()) if alive else set()
+    out = BatchStatus(work=str(work.root), alive=alive, pid=hb.get("pid"), host=hb.get("host"),
+                      heartbeat_age=hb.get("age"), stage=hb.get("stage"))
+    for info in scan.videos:
+        if info.status != "ok":
+            out.videos.append(VideoStatus(path=info.path, status="unreadable", reason=info.reason))
+            continue
+        key = video_key(info.path)
+        vs = VideoStatus(path=info.path, status="pending", duration=info.duration)
+        done_path = work.done_path(key)
+        if done_path.exists():
+            d = read_json(done_path, VideoDone)
+            vs.status, vs.reason, vs.samples, vs.analysed = d.status, d.reason, d.samples, info.duration
+        elif work.log_path(key).exists():
+            from engine.coordinator import read_log_state
+
+            try:
+                st = read_log_state(work.log_path(key))
+                vs.samples = st.samples
+                vs.analysed = min(info.duration, (st.last_k + 1) / st.header.fps) if st.header else 0.0
+            except Exception as ex:  # noqa: BLE001 - a status must not crash on a damaged log
+                vs.reason = f"log unreadable: {ex}"
+            vs.status = "running" if info.path in running else ("interrupted" if not alive else "pending")
+        out.videos.append(vs)
+    ok_videos = [v for v in out.videos if v.status != "unreadable"]
+    out.total = len(out.videos)
+    out.done = sum(v.status == "ok" for v in out.videos)
+    out.partial = sum(v.status == "partial" for v in out.videos)
+    out.failed = sum(v.status in ("failed", "unreadable") for v in out.videos)
+    out.pending = sum(v.status in ("pending", "running", "interrupted") for v in out.videos)
+    out.video_seconds_total = sum(v.duration for v in ok_videos)
+    out.video_seconds_done = sum(v.analysed for v in ok_videos)
+    out.failures = [f"{v.path}: {v.status}: {v.reason}" for v in out.videos if v.status in ("failed", "partial", "unreadable")]
+    if alive:
+        out.speed, out.infer_fps = _rates(work)
+        if out.speed:
+            out.eta_s = max(0.0, out.video_seconds_total - out.video_seconds_done) / out.speed
+    return out
+
+
+def render_status(st: BatchStatus):
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from engine.dashboard import hms
+
+    if st.alive:
+        head = Text.assemble(("running", "bold green"), f" (pid {st.pid} on {st.host}, {st.stage},"
+                             f" heartbeat {st.heartbeat_age:.0f}s ago)")
+    else:
+        head = Text.assemble(("not running", "bold"),
+                             f" ({'finished' if st.pending == 0 else f'{st.pending} video(s) left'})")
+    t = Table(title=f"facecut status: {st.work}", title_justify="left")
+    for col, just in [("video", "left"), ("status", "left"), ("analysed", "right"), ("samples", "right"),
+                      ("reason", "left")]:
+        t.add_column(col, justify=just, no_wrap=col != "reason", overflow="fold")
+    colour = {"ok": "green", "partial": "yellow", "failed": "red", "unreadable": "red", "running": "cyan",
+              "interrupted": "magenta"}
+    for v in st.videos:
+        c = colour.get(v.status)
+        t.add_row(v.path, f"[{c}]{v.status}[/]" if c else v.status,
+                  f"{hms(v.analysed)}/{hms(v.duration)}", str(v.samples), v.reason)
+    lines = [
+        f"videos: {st.done} ok, {st.partial} partial, {st.failed} failed, {st.pending} left of {st.total}"
+        f"   video analysed {st.video_seconds_done / 3600:.2f}/{st.video_seconds_total / 3600:.2f} h",
+    ]
+    if st.alive:
+        sp = f"{st.speed:.1f}x" if st.speed is not None else "?"
+        fps = f"{st.infer_fps:.1f}" if st.infer_fps is not None else "?"
+        lines.append(f"last minutes: {sp} real time, {fps} samples/s, ETA {hms(st.eta_s)}")
+    return Group(head, t, Text("\n".join(lines)))
