@@ -90,6 +90,10 @@ def test_bad_arguments():
         load_model("mtcnn", threads=0)
     with pytest.raises(ConfigError):
         load_model("mtcnn", min_face=0)
+    with pytest.raises(ConfigError, match="no such option"):
+        load_model("mtcnn", det_thresh=0.3)
+    with pytest.raises(ConfigError, match="thresholds"):
+        load_model("mtcnn", thresholds=(0.5, 0.5))
     with pytest.raises(ModelError, match="not found"):
         make_session("/nonexistent/x.onnx", "cpu")
 

@@ -315,14 +315,19 @@ def load_model(
         raise ConfigError(f"min_face must be > 0 source pixels, got {min_face}")
     if batch is not None and batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
-    return cls(
-        model_dir=None if model_dir is None else Path(model_dir),
-        provider=provider,
-        threads=threads,
-        min_face=float(min_face),
-        batch=batch,
-        **opts,
-    )
+    try:
+        return cls(
+            model_dir=None if model_dir is None else Path(model_dir),
+            provider=provider,
+            threads=threads,
+            min_face=float(min_face),
+            batch=batch,
+            **opts,
+        )
+    except TypeError as ex:
+        if "unexpected keyword argument" not in str(ex):
+            raise
+        raise ConfigError(f"model {name!r} has no such option: {ex}") from ex
 
 
 def describe_backends(model_dir: Path | None = None, provider: str = "auto") -> list[dict]:

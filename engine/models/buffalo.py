@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import ModelError
+from engine.errors import ConfigError, ModelError
 from engine.records import Face, embedding_to_bytes
 
 from .base import (
@@ -125,7 +125,7 @@ class BuffaloL(FaceModel):
         self.det_thresh = float(det_thresh)
         self.nms_thresh = float(nms_thresh)
         if det_size % 32:
-            raise ValueError(f"det_size must be a multiple of 32, got {det_size}")
+            raise ConfigError(f"det_size must be a multiple of 32, got {det_size}")
         self.det_size = int(det_size)
         self.max_rows = max(1, int(max_rows))
         self.batch = batch

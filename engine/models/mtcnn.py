@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import ModelError
+from engine.errors import ConfigError, ModelError
 from engine.records import Face
 
 from .base import (
@@ -258,9 +258,9 @@ class MTCNN(FaceModel):
         self.min_size = float(min_size) if min_size else float(min_face) * float(min_size_ratio)
         self.thresholds = tuple(float(t) for t in thresholds)
         if len(self.thresholds) != 3:
-            raise ValueError(f"thresholds: expected 3 values, got {thresholds!r}")
+            raise ConfigError(f"thresholds: expected 3 values, got {thresholds!r}")
         if not 0.1 < factor < 1:
-            raise ValueError(f"factor must be in (0.1, 1), got {factor}")
+            raise ConfigError(f"factor must be in (0.1, 1), got {factor}")
         self.factor = float(factor)
         self.exact = bool(exact)
         self.batch = batch
