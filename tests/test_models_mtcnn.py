@@ -160,3 +160,18 @@ def test_bad_frames_are_refused(model):
         model.detect([np.zeros((10, 10, 3), np.uint8)], [])
     assert model.detect([], []) == []
     assert model.detect([np.zeros((8, 8, 3), np.uint8)], [1.0]) == [[]]  # below 12 px
+
+
+def test_directml_pads_second_stage_batches(photos):
+    """DirectML prefers few shapes: R-Net/O-Net rows padded to a power of two, same result."""
+    m = load_model("mtcnn", provider="cpu", min_face=MIN_FACE)
+    ref = m.detect_arrays([photos["t1"]], [1.0])[0]
+    seen = []
+    for sess in (m.rnet, m.onet):
+        sess.key = "dml"  # pretend; the CPU session runs the padded batches
+        run = sess.run
+        sess.run = lambda x, run=run: seen.append(len(x)) or run(x)
+    got = m.detect_arrays([photos["t1"]], [1.0])[0]
+    assert seen and all(n >= 16 and n & (n - 1) == 0 for n in seen)
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(a, b, atol=1e-3)

@@ -27,6 +27,17 @@ candidate's regression from a vertically flipped map (a MATLAB leftover); here
 every candidate uses its own. Ties in scores are broken by candidate order, so a
 frame gives the same faces alone or inside any batch.
 
+Resampling (the one deliberate departure, see :class:`_Octaves`): pyramid levels
+and crops are resized from exact power-of-two area reductions of the frame
+instead of the full frame each time, which the reference spends more time on
+than on P-Net. Boxes stay within a few pixels of the reference's (its own
+jitter under +-1 grey level of noise is as large); ``exact=True`` restores the
+reference's resampling and numbers.
+
+Providers: on DirectML the R-Net/O-Net batches are padded to a power of two so
+the session sees few shapes; P-Net's pyramid is variable-size by nature (the
+worst case for DirectML; CPU or CUDA suit MTCNN better).
+
 Output: box (x1, y1, x2, y2), 5 landmarks (image-left eye, image-right eye, nose,
 mouth corners), O-Net score; yaw/pitch/roll from the landmarks
 (:func:`engine.models.postproc.pose_from_5points`, insightface's convention);
@@ -349,6 +360,17 @@ class MTCNN(FaceModel):
         return _net_input(crops), regions
 
     @staticmethod
+    def _run_rows(sess, x: np.ndarray) -> list[np.ndarray]:
+        """One run over all rows; on DirectML padded to a power of two (>= 16) rows."""
+        n = len(x)
+        if sess.key != "dml" or n == 0:
+            return sess.run(x)
+        rows = max(16, 1 << (n - 1).bit_length())
+        padded = np.zeros((rows, *x.shape[1:]), x.dtype)
+        padded[:n] = x
+        return [o[:n] for o in sess.run(padded)]
+
+    @staticmethod
     def _regress(regions: np.ndarray, reg: np.ndarray) -> np.ndarray:
         """Box regression against the cut regions (the reference's ``bbreg`` when the
         region is the box's own: left = x1 - 1, right = x2)."""
@@ -373,7 +395,7 @@ class MTCNN(FaceModel):
         boxes = np.concatenate(parts)
         # Stage 2: R-Net over every candidate of the batch at once.
         x, regions = self._crops(sources, fid, boxes, 24)
-        reg, prob = self.rnet.run(x)
+        reg, prob = self._run_rows(self.rnet, x)
         score = prob[:, 1].astype(np.float64)
         ok = score > self.thresholds[1]
         boxes, score, reg, regions, fid = boxes[ok, :4], score[ok], reg[ok], regions[ok], fid[ok]
@@ -385,7 +407,7 @@ class MTCNN(FaceModel):
         # Stage 3: O-Net, one call.
         boxes = np.fix(_rerec(boxes))
         x, regions = self._crops(sources, fid, boxes, 48)
-        reg, pts, prob = self.onet.run(x)
+        reg, pts, prob = self._run_rows(self.onet, x)
         score = prob[:, 1].astype(np.float64)
         ok = score > self.thresholds[2]
         score, reg, regions, fid = score[ok], reg[ok], regions[ok], fid[ok]
