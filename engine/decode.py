@@ -28,6 +28,7 @@ import math
 import time
 from collections import deque
 from fractions import Fraction
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -185,19 +186,89 @@ class _Sampler:
                 self.k += 1
 
 
+class Sink:
+    """Where a decode pass delivers its results (the ring in a decoder process;
+    a collector in the benchmark). Frames are PyAV frames in coded orientation."""
+
+    def start(self, t0: float) -> None:
+        """First frame of a fresh video: times below are relative to ``t0``."""
+
+    def sample(self, k: int, frame, pts: int, t: float, cuts: list[tuple[int, float]]) -> None:
+        """The frame displayed at grid time ``k / fps``, and the cuts found since the last sample."""
+
+    def progress(self, frames: int, samples: int, position: float) -> None:
+        """Called about every ``_STAT_EVERY`` seconds."""
+
+
+class Decoded(NamedTuple):
+    status: str  # ok | partial | failed
+    reason: str
+    samples: int
+    frames: int
+    errors: int
+    end_time: float  # seconds relative to t0: end of the last frame
+    t0: float | None
+    cuts: list[tuple[int, float]]  # cuts found after the last sample
+
+
+def frame_to_bgr(frame, max_side: int) -> tuple[np.ndarray, float]:
+    """Upright BGR pixels of a frame with the long side capped, and the scale used.
+
+    One swscale pass converts and downscales; the display rotation is applied
+    with a numpy view (``np.rot90``), copied once when written to the ring.
+    """
+    w, h, scale = capped_size(frame.width, frame.height, max_side)
+    img = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="AREA")
+    rotation = int(frame.rotation or 0) % 360
+    if rotation:
+        img = np.rot90(img, k=rotation // 90)
+    return img, scale
+
+
+class _RingSink(Sink):
+    def __init__(self, dec: _Decoder, job: DecodeJob) -> None:
+        self.dec, self.job = dec, job
+        self.n = 0
+        self.t_start = time.perf_counter()
+
+    def start(self, t0: float) -> None:
+        self.dec.send(("start", self.job.job_id, t0))
+
+    def sample(self, k, frame, pts, t, cuts) -> None:
+        dec = self.dec
+        img, scale = frame_to_bgr(frame, self.job.max_side)
+        slot = dec.take_slot(self.job.job_id)
+        dec.seq += 1
+        h, w = img.shape[:2]
+        dec.ring.write(slot, dec.seq, img)
+        dec.send(("ready", slot, dec.seq, self.job.job_id, self.n, k, pts, t, scale, h, w, cuts))
+        self.n += 1
+
+    def progress(self, frames, samples, position) -> None:
+        self.dec.poll(self.job.job_id)
+        elapsed = time.perf_counter() - self.t_start
+        self.dec.send(("stat", self.job.job_id, frames, samples, position, self.dec.blocked, elapsed))
+
+
 def run_job(dec: _Decoder, job: DecodeJob) -> None:
-    t_start = time.perf_counter()
     dec.blocked = 0.0
+    sink = _RingSink(dec, job)
+    r = decode_video(job, sink)
+    sink.progress(r.frames, r.samples, max(0.0, r.end_time))
+    dec.send(("done", job.job_id, r.status, r.reason, r.samples, r.frames, r.errors, r.end_time, r.t0, r.cuts))
+
+
+def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
+    """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
         container = av.open(job.path, metadata_errors="ignore")
     except (av.FFmpegError, OSError) as ex:
-        dec.send(("done", job.job_id, "failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, []))
-        return
+        return Decoded("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
     with container:
-        _run(dec, job, container, t_start)
+        return _decode(job, container, sink)
 
 
-def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
+def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
     stream.codec_context.thread_count = job.threads
@@ -208,7 +279,7 @@ def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
     detector = make_detector(job.detector, job.threshold, job.min_scene_len)
     sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
     t0 = job.t0
-    if job.resume_cut_pts is not None and job.resume_cut_time is not None and t0 is not None:
+    if job.resume_cut_pts is not None and t0 is not None:
         # Resume: one seek to the keyframe at/before the last logged cut; the
         # detector restarts exactly at that cut (its state right after a cut is
         # the same as in an uninterrupted run).
@@ -218,67 +289,52 @@ def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
     recent: deque[tuple[int, int, float]] = deque(maxlen=128)  # (detector frame no., pts, t)
     det_no = 0
     pending_cuts: list[tuple[int, float]] = []
-    n = 0  # samples sent in this job
-    frames = errors = 0
+    n = frames = errors = 0
     last_err = ""
     last_t = -math.inf
     offset = 0.0  # added when timestamps jump backwards (keeps the timeline monotonic)
     last_stat = time.perf_counter()
     shot_h = None
-    scale_info = None
-    rotation = None
 
     def emit(k, frame, pts, t):
-        nonlocal n, scale_info, rotation
-        if rotation is None:
-            rotation = int(frame.rotation or 0) % 360
-        if scale_info is None:
-            scale_info = capped_size(frame.width, frame.height, job.max_side)
-        w, h, scale = scale_info
-        img = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="AREA")
-        if rotation:
-            img = np.rot90(img, k=rotation // 90)
-        slot = dec.take_slot(job.job_id)
-        dec.seq += 1
-        hh, ww = img.shape[:2]
-        dec.ring.write(slot, dec.seq, img)
-        dec.send(("ready", slot, dec.seq, job.job_id, n, k, pts, t, scale, hh, ww, pending_cuts[:]))
+        nonlocal n
+        sink.sample(k, frame, pts, t, pending_cuts[:])
         pending_cuts.clear()
         n += 1
 
+    def found(cut_timecodes):
+        for tc in cut_timecodes:
+            hit = next((r for r in recent if r[0] == tc.frame_num), None)
+            if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
+                pending_cuts.append((hit[1], hit[2]))
+
     def detect(frame, pts, t):
         nonlocal det_no, shot_h
-        if detector is None:
-            return
         if shot_h is None:
             shot_h = max(2, round(job.shot_width * frame.height / frame.width / 2) * 2)
         small = frame.to_ndarray(format="bgr24", width=job.shot_width, height=shot_h, interpolation="FAST_BILINEAR")
         recent.append((det_no, pts, t))
-        for tc in detector.process_frame(FrameTimecode(det_no, fps=rate), small):
-            hit = next((r for r in recent if r[0] == tc.frame_num), None)
-            if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
-                pending_cuts.append((hit[1], hit[2]))
+        found(detector.process_frame(FrameTimecode(det_no, fps=rate), small))
         det_no += 1
 
     def handle(frame):
         nonlocal frames, t0, last_t, offset, feed_from_pts
         frames += 1
         pts = frame.pts
-        if pts is None or frame.time is None:
-            t_abs = (last_t + offset + frame_dur) if last_t > -math.inf else 0.0
-            pts = round(t_abs / tb)
-            raw = t_abs
+        if pts is None or frame.time is None:  # raw streams: synthesise from decode order
+            raw = (last_t + offset + frame_dur) if last_t > -math.inf else 0.0
+            pts = round(raw / tb)
         else:
             raw = float(frame.time)
         if t0 is None:
             t0 = raw
-            dec.send(("start", job.job_id, t0))
+            sink.start(t0)
         t = raw - t0 + offset
         if t < last_t - _EPS:  # timestamps went backwards: keep the timeline going
             offset += last_t + frame_dur - t
             t = last_t + frame_dur
         last_t = t
-        if feed_from_pts is None or pts >= feed_from_pts:
+        if detector is not None and (feed_from_pts is None or pts >= feed_from_pts):
             feed_from_pts = None
             detect(frame, pts, t)
         for k, f, p, tt in sampler.feed(frame, pts, t):
@@ -289,7 +345,7 @@ def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()
-            except (av.FFmpegError, ValueError) as ex:
+            except (av.FFmpegError, ValueError) as ex:  # a corrupt packet: skip it, within budget
                 errors += 1
                 last_err = str(ex).split(":")[0]
                 if errors > job.error_budget:
@@ -301,9 +357,8 @@ def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
             now = time.perf_counter()
             if now - last_stat > _STAT_EVERY:
                 last_stat = now
-                dec.poll(job.job_id)
-                dec.send(("stat", job.job_id, frames, n, max(0.0, last_t), dec.blocked, now - t_start))
-    except (av.FFmpegError, OSError) as ex:  # demuxer gave up (truncated file, I/O error)
+                sink.progress(frames, n, max(0.0, last_t))
+    except (av.FFmpegError, OSError) as ex:  # the demuxer gave up (truncated file, I/O error)
         errors += 1
         last_err = str(ex)
         status, reason = "partial", f"stopped reading at {max(0.0, last_t):.1f}s: {ex}"
@@ -313,13 +368,9 @@ def _run(dec: _Decoder, job: DecodeJob, container, t_start: float) -> None:
         for k, f, p, tt in sampler.finish(end_time):
             emit(k, f, p, tt)
         if detector is not None and last_t > -math.inf:
-            for tc in detector.post_process(FrameTimecode(det_no, fps=rate)):
-                hit = next((r for r in recent if r[0] == tc.frame_num), None)
-                if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
-                    pending_cuts.append((hit[1], hit[2]))
+            found(detector.post_process(FrameTimecode(det_no, fps=rate)))
     if status == "ok" and errors:
         status, reason = "partial", f"{errors} corrupt packet(s) skipped (last: {last_err})"
     if status == "ok" and frames == 0 and job.start_k == 0:
         status, reason = "failed", "no frame could be decoded"
-    dec.send(("stat", job.job_id, frames, n, max(0.0, last_t), dec.blocked, time.perf_counter() - t_start))
-    dec.send(("done", job.job_id, status, reason, n, frames, errors, end_time, t0, pending_cuts[:]))
+    return Decoded(status, reason, n, frames, errors, end_time, t0, pending_cuts[:])
