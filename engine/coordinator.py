@@ -320,6 +320,7 @@ class Coordinator:
         self.start()
         try:
             self._loop()
+            self._publish(time.perf_counter())  # the final state, for the summary
         finally:
             self.shutdown()
         return AnalyzeResult(self.videos, time.perf_counter() - self.t_start, self.snapshot)

@@ -1,0 +1,458 @@
+"""``facecut bench`` / ``python -m bench``: measure, compare, tune.
+
+Every figure is measured in this run, side by side with its baseline, and
+reported as min / median / max over ``--repeats`` (medians are quoted).
+See bench/README.md for what each figure means and how to reproduce it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bench.common import SCHEMA, default_cache, figure, generated_corpus, machine, repeat, save_json
+
+console = Console(stderr=True)
+STAGES = ("decode", "inference", "ring", "log", "analyze", "chain")
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]
+
+
+def _med(f: dict) -> float:
+    return f["median"]
+
+
+def _resolve_provider(provider: str) -> str:
+    from engine.models import resolve_provider
+
+    return resolve_provider(provider)
+
+
+def _analyze_cfg(base: dict, **over):
+    from engine.config import AnalyzeConfig
+
+    return AnalyzeConfig(**{**base, **over})
+
+
+# --------------------------------------------------------------------------- chain vs baseline
+
+
+def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
+    """scan + analyze + score + cut + report, timed per stage, on a fresh work folder."""
+    from engine.coordinator import analyze
+    from engine.fsio import WorkDir
+    from engine.scan import save_scan, scan
+
+    work = WorkDir(tempfile.mkdtemp(prefix="chain-", dir=tmp))
+    out = Path(tempfile.mkdtemp(prefix="clips-", dir=tmp))
+    t = {}
+    s = time.perf_counter()
+    save_scan(work, scan(corpus))
+    t["scan_s"] = time.perf_counter() - s
+    s = time.perf_counter()
+    analyze(work, cfg)
+    t["analyze_s"] = time.perf_counter() - s
+    plan = None
+    try:
+        from engine.config import ScoreConfig
+        from engine.score import plan_from_work, write_plan
+
+        s = time.perf_counter()
+        plan = plan_from_work(work, ScoreConfig())
+        write_plan(work, plan)
+        t["score_s"] = time.perf_counter() - s
+    except ImportError as ex:
+        t["score_s"] = None
+        console.print(f"[yellow]score stage not available: {ex}[/]")
+    if plan is not None:
+        try:
+            from engine.cut import cut_plan
+
+            s = time.perf_counter()
+            cut_plan(work, out)
+            t["cut_s"] = time.perf_counter() - s
+        except ImportError:
+            t["cut_s"] = None
+        try:
+            from engine.report import write_report
+
+            s = time.perf_counter()
+            write_report(work, out)
+            t["report_s"] = time.perf_counter() - s
+        except ImportError:
+            t["report_s"] = None
+    t["total_s"] = sum(v for v in t.values() if v)
+    clips = []
+    if plan is not None:
+        by_key = {sp.key: sp for sp in plan.sources}
+        for c in plan.clips:
+            clips.append((Path(plan.input_dir) / by_key[c.key].path, c.start, c.end))
+    t["clips"] = len(clips)
+    return {"times": t, "clips": clips}
+
+
+def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max_side: int, tmp: Path) -> dict:
+    from bench import baseline
+
+    paths = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
+    work = Path(tempfile.mkdtemp(prefix="baseline-", dir=tmp))
+    t = {}
+    t["scene_pass_s"], _ = baseline.scene_pass(paths)
+    r = baseline.sample_and_detect(paths, model_opts, fps=fps, max_side=max_side, out=work / "results.jsonl")
+    t["sample_detect_s"] = r["wall_s"]
+    t["detect_only_s"] = r["detect_s"]
+    t["cut_s"] = baseline.cut_per_clip(clips, work / "clips") if clips else 0.0
+    t["thumbs_s"] = baseline.thumbnails_by_decoding(clips, work / "thumbs") if clips else 0.0
+    t["total_s"] = t["scene_pass_s"] + t["sample_detect_s"] + t["cut_s"] + t["thumbs_s"]
+    return t
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tuple[list[dict], dict]:
+    """Coordinate descent over (infer_procs, decoders, batch, infer_threads) within ``budget`` seconds:
+    vary one knob at a time around the best point so far."""
+    from bench.stages import bench_analyze
+
+    grid = {
+        "infer_procs": [1, 2, 3, 4][: max(2, cores + 1)],
+        "decoders": [1, 2, 3][: max(2, cores)],
+        "batch": [1, 4, 8, 16],
+        "infer_threads": [1, 2],
+    }
+    best = {k: base[k] for k in grid}
+    best["infer_procs"] = best["infer_procs"] or max(1, cores - best["decoders"])
+    rows: list[dict] = []
+    seen: dict[tuple, dict] = {}
+    t0 = time.perf_counter()
+
+    def evaluate(point: dict) -> dict | None:
+        key = tuple(point[k] for k in grid)
+        if key in seen:
+            return seen[key]
+        if time.perf_counter() - t0 > budget:
+            return None
+        r = bench_analyze(corpus, _analyze_cfg(base, **point), tmp)
+        shutil.rmtree(r["work"], ignore_errors=True)
+        row = {**point, "wall_s": r["wall_s"], "samples_per_s": r["samples_per_s"],
+               "video_s_per_s": r["video_s_per_s"], "bottleneck": r.get("bottleneck", "")}
+        rows.append(row)
+        seen[key] = row
+        console.print(f"  sweep {point} -> {row['samples_per_s']:.1f} samples/s, {row['video_s_per_s']:.1f}x")
+        return row
+
+    best_row = evaluate(best)
+    for knob, values in grid.items():
+        for v in values:
+            cand = {**best, knob: v}
+            row = evaluate(cand)
+            if row is not None and best_row is not None and row["samples_per_s"] > best_row["samples_per_s"]:
+                best, best_row = cand, row
+    return rows, {**best, **(best_row or {})}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _table(title: str, rows: list[dict], cols: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for name, _ in cols:
+        t.add_column(name, justify="right")
+    for r in rows:
+        t.add_row(*[fmt.format(r[k]) if r.get(k) is not None else "-" for k, fmt in
+                    [(key, f) for (_, f), key in zip(cols, [c[0] for c in cols])]])
+    return t
+
+
+def _print_figures(res: dict) -> None:
+    f = res["figures"]
+    if "decode" in f:
+        t = Table(title="decode only (real decoder path, samples converted, no ring)", title_justify="left")
+        for c in ("decoders", "shot detection", "frames/s", "video s/s", "samples/s"):
+            t.add_column(c, justify="right")
+        for key, v in f["decode"].items():
+            t.add_row(str(v["decoders"]), "on" if v["detector"] != "none" else "off",
+                      f"{_med(v['frames_per_s']):.0f}", f"{_med(v['video_s_per_s']):.1f}",
+                      f"{_med(v['samples_per_s']):.1f}")
+        console.print(t)
+        if "shot_detection_cost" in f:
+            console.print(f"shot detection inside decode costs {100 * f['shot_detection_cost']:.0f}% of decode time")
+    if "inference" in f:
+        t = Table(title=f"inference only ({res['config']['model']}, frames in memory)", title_justify="left")
+        for c in ("procs", "threads", "batch", "frames/s (min/median/max)"):
+            t.add_column(c, justify="right")
+        for v in f["inference"].values():
+            fp = v["frames_per_s"]
+            t.add_row(str(v["procs"]), str(v["threads"]), str(v["batch"]),
+                      f"{fp['min']:.1f} / {fp['median']:.1f} / {fp['max']:.1f}")
+        console.print(t)
+    if "ring" in f:
+        r = f["ring"]
+        console.print(f"ring transport: {_med(r['us_per_frame']):.0f} µs per {r['frame_mb']:.1f} MB frame "
+                      f"({_med(r['gb_per_s']):.2f} GB/s) between two processes")
+    if "log" in f:
+        lg = f["log"]
+        console.print(f"log writes: {_med(lg['write_records_per_s']):,.0f} records/s "
+                      f"({_med(lg['write_mb_per_s']):.0f} MB/s, 512-d embeddings, flush per 8); "
+                      f"reads {_med(lg['read_records_per_s']):,.0f} records/s")
+    if "analyze" in f:
+        a = f["analyze"]
+        console.print(f"analyze end to end: {_med(a['wall_s']):.1f}s, {_med(a['samples_per_s']):.1f} samples/s, "
+                      f"{_med(a['video_s_per_s']):.1f}x real time ({a.get('bottleneck', '')})")
+        if "pipeline_efficiency" in f:
+            console.print(f"pipeline efficiency (analyze / inference only, same processes): "
+                          f"{f['pipeline_efficiency']:.2f}")
+    if "chain" in f:
+        c = f["chain"]
+        t = Table(title="facecut vs the old chain (same files, model, provider)", title_justify="left")
+        for col in ("stage", "old chain s", "facecut s", "ratio"):
+            t.add_column(col, justify="right")
+        for stage, (b, fc) in c["stages"].items():
+            ratio = f"{b / fc:.2f}x" if b and fc else "-"
+            t.add_row(stage, f"{b:.1f}" if b is not None else "-", f"{fc:.1f}" if fc is not None else "-", ratio)
+        console.print(t)
+        console.print(f"[bold]end to end: old chain {c['baseline_total_s']:.1f}s, facecut {c['facecut_total_s']:.1f}s "
+                      f"-> {c['ratio']:.2f}x faster[/] ({c['clips']} clips)")
+    if "sweep" in res:
+        s = res["sweep"]
+        t = Table(title="sweep (analyze on the sweep corpus)", title_justify="left")
+        for col in ("decoders", "infer procs", "batch", "threads", "samples/s", "video s/s", "bottleneck"):
+            t.add_column(col, justify="right")
+        for r in sorted(s["rows"], key=lambda r: -r["samples_per_s"]):
+            t.add_row(str(r["decoders"]), str(r["infer_procs"]), str(r["batch"]), str(r["infer_threads"]),
+                      f"{r['samples_per_s']:.1f}", f"{r['video_s_per_s']:.1f}", r.get("bottleneck", ""))
+        console.print(t)
+        b = s["best"]
+        console.print(f"[bold]best: --decoders {b['decoders']} --infer-procs {b['infer_procs']} --batch {b['batch']} "
+                      f"--infer-threads {b['infer_threads']}[/] ({b.get('samples_per_s', 0):.1f} samples/s)")
+
+
+def compare(a_path: Path, b_path: Path) -> None:
+    """Ratios of every median that both result files have (B relative to A)."""
+    import json
+
+    a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
+    t = Table(title=f"{b_path} vs {a_path} (ratio of medians, B / A)", title_justify="left")
+    for c in ("figure", "A", "B", "B / A"):
+        t.add_column(c, justify="right" if c != "figure" else "left")
+
+    def walk(x, y, path):
+        if isinstance(x, dict) and isinstance(y, dict):
+            if "median" in x and "median" in y:
+                ratio = y["median"] / x["median"] if x["median"] else float("nan")
+                t.add_row(path, f"{x['median']:.4g}", f"{y['median']:.4g}", f"{ratio:.2f}")
+                return
+            for k in x:
+                if k in y:
+                    walk(x[k], y[k], f"{path}.{k}" if path else k)
+
+    walk(a.get("figures", {}), b.get("figures", {}), "")
+    Console().print(t)
+
+
+# --------------------------------------------------------------------------- main
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("input_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--generate", type=click.Choice(["bench720", "bench1080", "bench360"]), default=None,
+              help="Use a generated, deterministic corpus (made once, cached).")
+@click.option("--minutes", type=float, default=1.0, show_default=True, help="Length of each generated video.")
+@click.option("--videos", type=int, default=3, show_default=True, help="Number of generated videos.")
+@click.option("--stages", default=",".join(STAGES), show_default=True, help="Which figures to measure.")
+@click.option("--model", default="mtcnn", show_default=True)
+@click.option("--model-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--provider", default="auto", show_default=True)
+@click.option("--min-face", type=float, default=80.0, show_default=True)
+@click.option("--fps", type=float, default=2.0, show_default=True)
+@click.option("--max-side", type=int, default=1280, show_default=True)
+@click.option("--decoders", type=int, default=None, help="For analyze/chain [default: profile or CPU/2].")
+@click.option("--infer-procs", type=int, default=None)
+@click.option("--infer-threads", type=int, default=None)
+@click.option("--batch", type=int, default=None)
+@click.option("--decoder-counts", default="1,2", show_default=True, help="Decoder counts for the decode figure.")
+@click.option("--batches", default="1,4,8,16", show_default=True, help="Batch sizes for the inference figure.")
+@click.option("--infer-frames", type=int, default=96, show_default=True, help="Frames preloaded for inference only.")
+@click.option("--repeats", type=int, default=1, show_default=True)
+@click.option("--warmup", type=int, default=0, show_default=True)
+@click.option("--sweep", is_flag=True, help="Try decoder x inference-process x batch x thread settings.")
+@click.option("--budget", type=float, default=600.0, show_default=True, help="Seconds the sweep may take.")
+@click.option("--sweep-videos", type=int, default=1, show_default=True, help="Corpus videos the sweep analyses.")
+@click.option("--save-profile", is_flag=True, help="Save the sweep's best setting as this machine's default.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write all figures here.")
+@click.option("--compare", "compare_files", nargs=2, type=click.Path(exists=True, path_type=Path), default=None,
+              help="Print the ratios between two result files and exit.")
+@click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
+def main(input_dir, generate, minutes, videos, stages, model, model_dir, provider, min_face, fps, max_side,
+         decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
+         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep) -> None:
+    """Benchmark facecut on INPUT_DIR or a generated corpus, against the old chain."""
+    if compare_files:
+        compare(*compare_files)
+        return
+    from bench import stages as st
+    from engine.procs import cpu_count
+    from engine.profile import load_profile
+    from engine.scan import scan
+
+    if input_dir is None and generate is None:
+        generate = "bench720"
+    corpus = Path(input_dir) if input_dir else generated_corpus(default_cache(), generate, minutes, videos)
+    wanted = set(s.strip() for s in stages.split(",") if s.strip())
+    unknown = wanted - set(STAGES)
+    if unknown:
+        raise click.UsageError(f"unknown stages {sorted(unknown)}; choose from {', '.join(STAGES)}")
+    prov = _resolve_provider(provider)
+    prof = load_profile(prov)
+    cores = cpu_count()
+    base = {
+        "fps": fps, "max_side": max_side, "model": model, "model_dir": str(model_dir) if model_dir else None,
+        "provider": prov, "min_face": min_face,
+        "decoders": decoders or prof.get("decoders") or max(1, cores // 2),
+        "infer_procs": infer_procs if infer_procs is not None else prof.get("infer_procs", 0),
+        "infer_threads": infer_threads or prof.get("infer_threads") or 1,
+        "batch": batch or prof.get("batch") or 8,
+    }
+    from engine.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
+
+    videos_info = [v for v in scan(corpus).videos if v.status == "ok"]
+    if not videos_info:
+        raise click.UsageError(f"no readable video in {corpus}")
+    total_s = sum(v.duration for v in videos_info)
+    console.print(f"corpus {corpus}: {len(videos_info)} videos, {total_s / 60:.1f} min; provider {prov}; "
+                  f"model {model}; {cores} cores; repeats {repeats}")
+    tmp = Path(tempfile.mkdtemp(prefix="facecut-bench-"))
+    model_opts = {"name": model, "model_dir": model_dir, "provider": prov, "threads": base["infer_threads"],
+                  "min_face": min_face, "batch": base["batch"]}
+    res: dict = {
+        "schema": SCHEMA, "created": time.time(), "machine": machine(), "provider": prov,
+        "corpus": {"path": str(corpus), "videos": [{"path": v.path, "duration": v.duration, "width": v.width,
+                                                    "height": v.height, "fps": v.fps} for v in videos_info],
+                   "total_seconds": total_s},
+        "config": base, "repeats": repeats, "warmup": warmup, "figures": {},
+    }
+    F = res["figures"]
+    try:
+        if "decode" in wanted:
+            F["decode"] = {}
+            for n in _ints(decoder_counts):
+                for det in ("adaptive", "none"):
+                    runs = repeat(lambda: st.bench_decode(videos_info, corpus, decoders=n, fps=fps,
+                                                          max_side=max_side, detector=det), repeats, warmup)
+                    F["decode"][f"decoders={n},detector={det}"] = {
+                        "decoders": n, "detector": det,
+                        **{k: figure([r[k] for r in runs]) for k in
+                           ("wall_s", "frames_per_s", "video_s_per_s", "samples_per_s")},
+                    }
+            one_on = F["decode"].get("decoders=1,detector=adaptive")
+            one_off = F["decode"].get("decoders=1,detector=none")
+            if one_on and one_off:
+                F["shot_detection_cost"] = _med(one_on["wall_s"]) / _med(one_off["wall_s"]) - 1.0
+            _print_figures({"figures": {k: F[k] for k in ("decode", "shot_detection_cost") if k in F}, "config": base})
+        frames = None
+        if "inference" in wanted or "analyze" in wanted:
+            frames = st.preload_frames(videos_info, corpus, fps=fps, max_side=max_side, limit=infer_frames)
+        if "inference" in wanted:
+            F["inference"] = {}
+            procs_default = base["infer_procs"] or max(1, cores - base["decoders"])
+            points = [(procs_default, base["infer_threads"], b) for b in _ints(batches)]
+            points += [(1, cores, base["batch"])] if cores > 1 else []
+            if procs_default != cores:
+                points += [(cores, 1, base["batch"])]
+            for procs, threads, b in dict.fromkeys(points):
+                opts = {**model_opts, "threads": threads, "batch": b}
+                runs = repeat(lambda: st.bench_inference(frames, model_opts=opts, batch=b, procs=procs),
+                              repeats, warmup)
+                F["inference"][f"procs={procs},threads={threads},batch={b}"] = {
+                    "procs": procs, "threads": threads, "batch": b,
+                    "frames_per_s": figure([r["frames_per_s"] for r in runs]),
+                }
+            _print_figures({"figures": {"inference": F["inference"]}, "config": base})
+        if "ring" in wanted:
+            runs = repeat(lambda: st.bench_ring(), repeats, warmup)
+            F["ring"] = {k: figure([r[k] for r in runs]) for k in ("frames_per_s", "us_per_frame", "gb_per_s")}
+            F["ring"]["frame_mb"] = runs[0]["frame_mb"]
+        if "log" in wanted:
+            runs = repeat(lambda: st.bench_log_write(), repeats, warmup)
+            F["log"] = {k: figure([r[k] for r in runs]) for k in
+                        ("write_records_per_s", "write_mb_per_s", "read_records_per_s")}
+        if "analyze" in wanted:
+            cfg = _analyze_cfg(base)
+            runs = repeat(lambda: st.bench_analyze(corpus, cfg, tmp), repeats, warmup)
+            F["analyze"] = {k: figure([r[k] for r in runs]) for k in ("wall_s", "samples_per_s", "video_s_per_s")}
+            F["analyze"]["bottleneck"] = runs[-1].get("bottleneck", "")
+            F["analyze"]["decoder_blocked_s"] = figure([r.get("decoder_blocked_s", 0.0) for r in runs])
+            F["analyze"]["infer_starved_s"] = figure([r.get("infer_starved_s", 0.0) for r in runs])
+            # The same inference configuration alone, on frames in memory: how busy the pipeline keeps it.
+            procs = cfg.infer_procs or max(1, cores - cfg.decoders)
+            opts = {**model_opts, "threads": cfg.infer_threads, "batch": cfg.batch}
+            inf = repeat(lambda: st.bench_inference(frames, model_opts=opts, batch=cfg.batch, procs=procs),
+                         repeats, warmup)
+            F["analyze"]["inference_only_same_procs"] = figure([r["frames_per_s"] for r in inf])
+            F["pipeline_efficiency"] = _med(F["analyze"]["samples_per_s"]) / _med(
+                F["analyze"]["inference_only_same_procs"])
+        if "chain" in wanted:
+            cfg = _analyze_cfg(base)
+            fc_runs, bl_runs = [], []
+            clips: list = []
+            for i in range(warmup + repeats):
+                fc = _facecut_chain(corpus, cfg, tmp)
+                clips = fc["clips"]
+                bl = _baseline_chain(corpus, clips, {**model_opts, "batch": 1}, fps, max_side, tmp)
+                if i >= warmup:
+                    fc_runs.append(fc["times"])
+                    bl_runs.append(bl)
+            med = lambda rows, k: figure([r[k] for r in rows])["median"] if all(r.get(k) is not None for r in rows) else None  # noqa: E731
+            stages = {
+                "shots + sampling + detection": (
+                    med(bl_runs, "scene_pass_s") + med(bl_runs, "sample_detect_s"), med(fc_runs, "analyze_s")),
+                "clips": (med(bl_runs, "cut_s"), med(fc_runs, "cut_s")),
+                "report thumbnails": (med(bl_runs, "thumbs_s"), med(fc_runs, "report_s")),
+            }
+            b_total, f_total = med(bl_runs, "total_s"), med(fc_runs, "total_s")
+            F["chain"] = {
+                "baseline": {k: figure([r[k] for r in bl_runs]) for k in bl_runs[0]},
+                "facecut": {k: figure([r[k] for r in fc_runs]) for k in fc_runs[0] if fc_runs[0][k] is not None},
+                "stages": stages, "baseline_total_s": b_total, "facecut_total_s": f_total,
+                "ratio": b_total / f_total, "clips": len(clips),
+            }
+        if sweep:
+            sweep_corpus = corpus
+            if sweep_videos < len(videos_info):
+                sweep_corpus = tmp / "sweep-corpus"
+                sweep_corpus.mkdir()
+                for v in videos_info[:sweep_videos]:
+                    dst = sweep_corpus / v.path
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(corpus / v.path, dst)
+            rows, best = _sweep(sweep_corpus, base, budget, tmp, cores)
+            res["sweep"] = {"rows": rows, "best": best, "budget_s": budget}
+            if save_profile:
+                from engine.profile import save_profile as save
+
+                path = save(prov, best, {"samples_per_s": best.get("samples_per_s"), "corpus": str(corpus),
+                                         "date": time.strftime("%Y-%m-%d")})
+                res["sweep"]["profile"] = str(path)
+                console.print(f"saved profile {path}")
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _print_figures({k: v for k, v in res.items() if k in ("figures", "config", "sweep")}
+                   | {"figures": {k: v for k, v in F.items() if k not in ("decode", "inference", "shot_detection_cost")}})
+    if json_out:
+        save_json(json_out, res)
+        console.print(f"wrote {json_out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
