@@ -457,6 +457,8 @@ def find_chromium() -> str | None:
 def test_renders_in_headless_chromium(planned, clip_video, tmp_path):
     exe = find_chromium()
     if exe is None:
+        if os.environ.get("FACECUT_REQUIRE_BROWSER"):  # CI: a missing browser is a failure
+            pytest.fail("FACECUT_REQUIRE_BROWSER is set but no chromium binary is on PATH")
         pytest.skip(
             "no chromium binary on PATH (chromium, chromium-browser, google-chrome); "
             ".ci/run installs Debian's chromium"
