@@ -202,12 +202,12 @@ def analyze_options(f):
     opts = [
         opt("--fps", type=float, default=2.0, help="Frames sampled per second of video."),
         opt("--max-side", type=int, default=1280, help="Downscale analysed frames whose long side exceeds this (0 = never)."),
-        opt("--decoders", type=int, default=max(1, cpu_count() // 2), help="Decoder processes."),
-        opt("--infer-procs", type=int, default=0, help="Inference processes [default: 1 on GPU, CPU count - decoders on CPU]."),
-        opt("--infer-threads", type=int, default=1, help="onnxruntime threads per inference process."),
-        opt("--batch", type=int, default=8, help="Frames per inference batch."),
+        opt("--decoders", type=int, default=None, help=f"Decoder processes [default: bench profile, else {max(1, cpu_count() // 2)}]."),
+        opt("--infer-procs", type=int, default=None, help="Inference processes [default: bench profile, else 1 on GPU, CPU count - decoders on CPU]."),
+        opt("--infer-threads", type=int, default=None, help="onnxruntime threads per inference process [default: bench profile, else 1]."),
+        opt("--batch", type=int, default=None, help="Frames per inference batch [default: bench profile, else 8]."),
         opt("--batch-timeout", type=float, default=0.05, help="Seconds to wait for a full batch."),
-        opt("--ring-slots", type=int, default=0, help="Frame ring slots [default: from decoders x batch]."),
+        opt("--ring-slots", type=int, default=None, help="Frame ring slots [default: from decoders x batch]."),
         opt("--model", type=click.Choice(["mtcnn", "buffalo_l"]), default="mtcnn", help="Face model backend."),
         opt("--model-dir", type=_path(), default=None, help="Model folder (buffalo_l) [default: ~/.insightface/models/buffalo_l]."),
         opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="onnxruntime execution provider."),
@@ -232,6 +232,23 @@ def _analyze_config(kw: dict):
     vals = {k: kw.pop(k) for k in keys}
     if vals["model_dir"] is not None:
         vals["model_dir"] = str(vals["model_dir"])
+    # Counts not given on the command line (or env) come from this machine's bench profile.
+    from engine.profile import load_profile
+
+    try:
+        from engine.models import resolve_provider
+
+        provider = resolve_provider(vals["provider"])
+    except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
+        provider = vals["provider"]
+    for k, v in load_profile(provider).items():
+        if vals.get(k) is None:
+            vals[k] = v
+            log.info("%s=%s from the bench profile", k, v)
+    if vals["decoders"] is None:
+        from engine.procs import cpu_count
+
+        vals["decoders"] = max(1, cpu_count() // 2)
     return build(AnalyzeConfig, **vals)
 
 
@@ -320,11 +337,19 @@ def cut() -> int:
     return not_implemented("cut")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command()
+@WORK_OPT
+@opt("-o", "--out", type=_path(file_okay=False), default=None,
+     help="Folder the clips were cut to [default: the one recorded in plan.json].")
 @handle_errors
-def report() -> int:
-    """Write the HTML report."""
-    return not_implemented("report")
+def report(work: Path, out: Path | None) -> int:
+    """Write the HTML report WORK/report/index.html (no second decode of the sources)."""
+    from engine.fsio import WorkDir
+    from engine.report import write_report
+
+    path = write_report(WorkDir(work), out)
+    click.echo(f"report: {path}")
+    return EXIT_OK
 
 
 @main.command()
@@ -360,11 +385,13 @@ def status(work: Path, as_json: bool, watch: bool, interval: float) -> int:
             live.update(render_status(batch_status(wd)))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@handle_errors
-def bench() -> int:
-    """Measure fps and tune decoder/inference process counts."""
-    return not_implemented("bench")
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def bench(ctx) -> None:
+    """Measure fps and tune decoder/inference process counts (`facecut bench --help`)."""
+    from bench.harness import main as bench_main
+
+    bench_main.main(args=ctx.args, prog_name="facecut bench")
 
 
 # --------------------------------------------------------------------------- doctor, demo
