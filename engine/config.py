@@ -68,3 +68,86 @@ def build(cls, **values):
         return msgspec.convert(clean, cls)
     except msgspec.ValidationError as ex:
         raise ConfigError(f"invalid option: {ex}") from ex
+
+
+# --------------------------------------------------------------------------- track + score
+#
+# CLI names: ``--`` + the field name with ``-`` for ``_``; every option also
+# reads ``FACECUT_`` + the upper-case field name (``max_yaw`` -> ``--max-yaw``,
+# ``FACECUT_MAX_YAW``), except where a field's comment names another.
+
+
+class TrackConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Options of ``facecut track`` (and the tracking inside ``score`` and ``run``).
+
+    Faces are linked sample to sample within a shot, never across a cut: first by
+    box overlap, then (for faces the overlap left over, e.g. after a short gap in
+    detection or a fast move) by embedding similarity when both sides have
+    embeddings, else by position and size continuity.
+
+    ==================  ====================  ========================  =======
+    field               CLI                   env                       default
+    ==================  ====================  ========================  =======
+    iou                 ``--track-iou``       ``FACECUT_TRACK_IOU``     0.3
+    max_gap             ``--track-max-gap``   ``FACECUT_TRACK_MAX_GAP`` 1.0
+    stitch_sim          ``--stitch-sim``      ``FACECUT_STITCH_SIM``    0.5
+    stitch_shift        ``--stitch-shift``    ``FACECUT_STITCH_SHIFT``  1.0
+    stitch_size         ``--stitch-size``     ``FACECUT_STITCH_SIZE``   1.5
+    ==================  ====================  ========================  =======
+    """
+
+    iou: Annotated[float, Meta(gt=0, le=1)] = 0.3  # least box IoU that links a face to a track's last box
+    max_gap: Annotated[float, Meta(ge=0, le=60)] = 1.0  # s without a detection a track survives (stitched)
+    stitch_sim: Annotated[float, Meta(ge=-1, le=1)] = 0.5  # least cosine similarity (embeddings) to stitch
+    stitch_shift: Annotated[float, Meta(gt=0, le=10)] = 1.0  # most centre shift, in face sizes (no embeddings)
+    stitch_size: Annotated[float, Meta(ge=1, le=10)] = 1.5  # most size ratio (no embeddings)
+
+
+class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Options of ``facecut score`` (and the scoring inside ``run``): quality gates,
+    segment rules and the identity filter. Defaults match the old chain.
+
+    ======================  =========================  =================================  =======
+    field                   CLI                        env                                default
+    ======================  =========================  =================================  =======
+    max_yaw                 ``--max-yaw``              ``FACECUT_MAX_YAW``                75 (deg)
+    max_pitch               ``--max-pitch``            ``FACECUT_MAX_PITCH``              45 (deg)
+    min_face                ``--min-face``             ``FACECUT_MIN_FACE``               80 (px)
+    min_det_score           ``--min-det-score``        ``FACECUT_MIN_DET_SCORE``          0.5
+    track_gate              ``--track-gate``           ``FACECUT_TRACK_GATE``             0.70
+    min_dur                 ``--min-dur``              ``FACECUT_MIN_DUR``                1 (s)
+    max_dur                 ``--max-dur``              ``FACECUT_MAX_DUR``                120 (s)
+    bridge_gap              ``--bridge-gap``           ``FACECUT_BRIDGE_GAP``             3 (s)
+    merge_gap               ``--merge-gap``            ``FACECUT_MERGE_GAP``              2 (s)
+    identity                ``--identity PATH``        ``FACECUT_IDENTITY``               none
+    identity_threshold      ``--identity-threshold``   ``FACECUT_IDENTITY_THRESHOLD``     0.65
+    model_dir               ``--model-dir``            ``FACECUT_MODEL_DIR``              none
+    provider                ``--provider``             ``FACECUT_PROVIDER``               auto
+    track                   the ``TrackConfig`` options above
+    ======================  =========================  =================================  =======
+
+    ``min_face`` is the same option as ``analyze --min-face`` (in ``run`` one value
+    serves both); raising it here needs no new analysis, lowering it below the
+    analysis' value cannot bring back faces the detector was told to skip.
+    ``model_dir``/``provider`` are only used by ``--identity`` (the reference faces
+    are embedded with the model named in the logs).
+    """
+
+    max_yaw: Annotated[float, Meta(ge=0, le=180)] = 75.0  # degrees, |yaw| of a usable face
+    max_pitch: Annotated[float, Meta(ge=0, le=180)] = 45.0  # degrees, |pitch|
+    min_face: PosF = 80.0  # short side of the box, source pixels
+    min_det_score: Annotated[float, Meta(ge=0, le=1)] = 0.5
+    track_gate: Annotated[float, Meta(ge=0, le=1)] = 0.70  # share of a track's detections that must pass
+    min_dur: Annotated[float, Meta(ge=0)] = 1.0  # s, shortest segment
+    max_dur: PosF = 120.0  # s, longest segment (longer probably hides a missed cut)
+    bridge_gap: Annotated[float, Meta(ge=0)] = 3.0  # s, failing stretches shorter than this are bridged
+    merge_gap: Annotated[float, Meta(ge=0)] = 2.0  # s, segments of one shot closer than this are fused
+    identity: str | None = None  # image, folder of images, or roop-unleashed face set (.fsz)
+    identity_threshold: Annotated[float, Meta(ge=0, le=2)] = 0.65  # most cosine distance to the reference
+    model_dir: str | None = None
+    provider: Literal["auto", "dml", "cuda", "cpu"] = "auto"
+    track: TrackConfig = TrackConfig()
+
+    def __post_init__(self) -> None:
+        if self.min_dur > self.max_dur:
+            raise ValueError(f"min_dur ({self.min_dur} s) must not exceed max_dur ({self.max_dur} s)")
