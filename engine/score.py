@@ -1,0 +1,353 @@
+"""Score: quality gates over face tracks, segments, and the clip plan.
+
+A pure function of the analysis logs plus :class:`~engine.config.ScoreConfig`
+(re-running with other gates never decodes or detects again). Times are seconds
+relative to the source's first frame (``SourcePlan.t0`` seconds of stream time).
+
+Per track (:mod:`engine.track`), in this order; the first rule that rejects a
+track names its reason:
+
+1. **gates**: a detection passes when its short side >= ``min_face``, |yaw| <=
+   ``max_yaw``, |pitch| <= ``max_pitch`` and detector score >= ``min_det_score``.
+   Fewer than ``track_gate`` of the track's detections passing rejects it as
+   ``too_small``, ``pose`` or ``det_score``, whichever gate failed most often.
+2. **segments**: passing detections form segments; a failing or undetected
+   stretch shorter than ``bridge_gap`` between two of them is bridged. Segment
+   bounds snap to the shot's cut when the first/last passing sample is within
+   one sample interval of it (cuts are frame-accurate, samples are not),
+   otherwise they extend half a sample interval, never past the shot. Segments
+   shorter than ``min_dur`` or longer than ``max_dur`` (probably a missed cut)
+   are dropped; a track left without segments is ``too_short`` (or ``too_long``).
+3. **identity** (``--identity``): the mean embedding of the track's passing
+   detections must lie within ``identity_threshold`` (cosine distance) of the
+   reference; otherwise ``identity``.
+
+Accepted segments of one shot closer than ``merge_gap`` (or overlapping: two
+faces at once) are fused into one clip, unless the result would exceed
+``max_dur``. Clips never cross a cut. Clip ids come from the source fingerprint
+and the span (``fsio.clip_id``), so a re-run gives the same ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from engine.config import ScoreConfig
+from engine.fsio import WorkDir, clip_id, video_key, write_json
+from engine.records import Clip, ClipStats, Plan, SourcePlan, TrackSummary, VideoInfo
+from engine.track import Track, VideoLog, link, log_status
+
+log = logging.getLogger(__name__)
+
+REASONS = ("too_small", "pose", "det_score", "too_short", "too_long", "identity")
+_EPS = 1e-6
+
+
+@dataclass
+class _Segment:
+    shot: int
+    k0: int  # first and last passing grid index
+    k1: int
+    start: float  # seconds
+    end: float
+    tracks: list[int]
+    rows: np.ndarray  # face rows of the tracks (for stats)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def _passes(video: VideoLog, cfg: ScoreConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-face pass mask over the whole FaceTable, and the fail mask of each gate."""
+    f = video.faces
+    fails = {
+        "too_small": f.short < cfg.min_face,
+        "pose": (np.abs(f.yaw) > cfg.max_yaw) | (np.abs(f.pitch) > cfg.max_pitch),
+        "det_score": f.score < cfg.min_det_score,
+    }
+    ok = ~(fails["too_small"] | fails["pose"] | fails["det_score"])
+    return ok, fails
+
+
+def span(video: VideoLog, shot: int, k0: int, k1: int) -> tuple[float, float]:
+    """Seconds covered by samples k0..k1 of ``shot``: snapped to a cut within one
+    sample interval, else half an interval wider, never past the shot."""
+    sh = video.shots[shot]
+    dt = video.dt
+    g0, g1 = k0 * dt, k1 * dt  # the grid times the samples show
+    start = sh.start if g0 - sh.start <= dt + _EPS else max(sh.start, g0 - dt / 2)
+    end = sh.end if sh.end - g1 <= dt + _EPS else min(sh.end, g1 + dt / 2)
+    return start, end
+
+
+def _segments(video: VideoLog, tr: Track, ok: np.ndarray, cfg: ScoreConfig) -> list[tuple[int, int]]:
+    """(k0, k1) of the track's passing runs, bridging stretches < bridge_gap."""
+    k = tr.k[ok]
+    if not len(k):
+        return []
+    missing = (np.diff(k) - 1) * video.dt  # seconds between passing samples, not covered
+    breaks = np.flatnonzero(missing >= cfg.bridge_gap - _EPS)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(k) - 1]])
+    return [(int(k[a]), int(k[b])) for a, b in zip(starts, ends)]
+
+
+def _judge(video: VideoLog, tr: Track, ok_all, fails, cfg: ScoreConfig, identity) -> tuple[str, list[_Segment]]:
+    """(reason or "", accepted segments) of one track."""
+    ok = ok_all[tr.rows]
+    if ok.mean() < cfg.track_gate - _EPS:
+        counts = {r: int(m[tr.rows].sum()) for r, m in fails.items()}
+        return max(counts, key=lambda r: counts[r]), []  # ties: dict order (size, pose, score)
+    kept, too_long = [], False
+    for k0, k1 in _segments(video, tr, ok, cfg):
+        start, end = span(video, tr.shot, k0, k1)
+        if end - start > cfg.max_dur + _EPS:
+            too_long = True
+        elif end - start >= cfg.min_dur - _EPS:
+            kept.append(_Segment(tr.shot, k0, k1, start, end, [tr.id], tr.rows))
+    if not kept:
+        return ("too_long" if too_long else "too_short"), []
+    if identity is not None and not identity.accepts(tr.column("emb"), ok):
+        return "identity", []
+    return "", kept
+
+
+def _merge(segments: list[_Segment], cfg: ScoreConfig) -> list[_Segment]:
+    """Fuse segments of one shot closer than merge_gap (or overlapping), unless
+    the fused span would exceed max_dur."""
+    out: list[_Segment] = []
+    for s in sorted(segments, key=lambda s: (s.shot, s.start, s.end)):
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last.shot == s.shot
+            and s.start - last.end < cfg.merge_gap - _EPS
+            and max(last.end, s.end) - last.start <= cfg.max_dur + _EPS
+        ):
+            last.end = max(last.end, s.end)
+            last.k0, last.k1 = min(last.k0, s.k0), max(last.k1, s.k1)
+            last.tracks = sorted(set(last.tracks) | set(s.tracks))
+            last.rows = np.union1d(last.rows, s.rows)  # (one track's split segments share rows)
+        else:
+            out.append(_Segment(s.shot, s.k0, s.k1, s.start, s.end, list(s.tracks), s.rows))
+    return out
+
+
+# --------------------------------------------------------------------------- one video
+
+
+def _stats(video: VideoLog, seg: _Segment, ok_all: np.ndarray) -> ClipStats:
+    """Statistics over the detections of the clip's tracks inside its span."""
+    f = video.faces
+    rows = seg.rows
+    g = video.k[f.sample[rows]] * video.dt
+    rows = rows[(g >= seg.start - _EPS) & (g <= seg.end + _EPS)]
+    if not len(rows):  # cannot happen (a segment holds its passing samples); stay safe
+        return ClipStats(frames=0, face_short_median=0.0, yaw_range=(0.0, 0.0))
+    good = rows[ok_all[rows]]
+    return ClipStats(
+        frames=int(len(np.unique(f.sample[good]))),
+        face_short_median=round(float(np.median(f.short[rows])), 1),
+        yaw_range=(round(float(f.yaw[rows].min()), 1), round(float(f.yaw[rows].max()), 1)),
+        pitch_range=(round(float(f.pitch[rows].min()), 1), round(float(f.pitch[rows].max()), 1)),
+        det_score_median=round(float(np.median(f.score[rows])), 4),
+    )
+
+
+class _Thumbs:
+    """Thumbnails captured during analysis: WORK/thumbs/<key>/<k:07d>.jpg."""
+
+    def __init__(self, work: WorkDir | None, key: str):
+        self.key = key
+        ks = []
+        if work is not None:
+            try:
+                with os.scandir(work.thumbs_dir / key) as it:
+                    ks = [int(e.name[:-4]) for e in it if e.name.endswith(".jpg") and e.name[:-4].isdigit()]
+            except FileNotFoundError:
+                pass
+        self.k = np.array(sorted(ks), np.int64)
+
+    def nearest(self, video: VideoLog, clip_span: tuple[float, float], shot_span: tuple[float, float]) -> str | None:
+        """The thumbnail nearest the clip's middle: inside the clip if any, else
+        inside its shot, else None (a frame of another shot would mislead)."""
+        if not len(self.k):
+            return None
+        g = self.k * video.dt
+        mid = (clip_span[0] + clip_span[1]) / 2
+        for lo, hi in (clip_span, shot_span):
+            inside = np.flatnonzero((g >= lo - _EPS) & (g < hi - _EPS))
+            if len(inside):
+                best = inside[np.argmin(np.abs(g[inside] - mid))]
+                return f"thumbs/{self.key}/{int(self.k[best]):07d}.jpg"
+        return None
+
+
+def score_video(
+    info: VideoInfo,
+    records,
+    cfg: ScoreConfig,
+    *,
+    work: WorkDir | None = None,
+    identity=None,
+) -> tuple[SourcePlan, list[Clip]]:
+    """Plan one analysed video: its SourcePlan (shots, every track with its
+    verdict) and its clips. ``records``: the video's log records (a finished
+    log). ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
+    :class:`engine.identity.Identity` or None. The coordinator can call this per
+    finished video (streaming); :func:`plan_from_work` calls it for every video.
+    """
+    video = VideoLog.from_records(records)
+    key = video_key(info.path)
+    h, done = video.header, video.done
+    tracks = link(video, cfg.track)
+    ok_all, fails = _passes(video, cfg)
+    summaries: list[TrackSummary] = []
+    accepted: list[_Segment] = []
+    for tr in tracks:
+        reason, segs = _judge(video, tr, ok_all, fails, cfg, identity)
+        k = tr.k
+        start, end = span(video, tr.shot, int(k[0]), int(k[-1]))
+        summaries.append(
+            TrackSummary(
+                id=tr.id, shot=tr.shot, start=_r(start), end=_r(end), frames=len(tr),
+                status="rejected" if reason else "accepted", reason=reason,
+            )
+        )
+        accepted += segs
+    thumbs = _Thumbs(work, key)
+    fp = h.fingerprint if h is not None else info.fingerprint
+    clips = []
+    for seg in _merge(accepted, cfg):
+        start, end = _r(seg.start), _r(seg.end)
+        sh = video.shots[seg.shot]
+        clips.append(
+            Clip(
+                id=clip_id(fp, start, end), source=info.path, key=key, start=start, end=end, shot=seg.shot,
+                tracks=seg.tracks, stats=_stats(video, seg, ok_all),
+                thumb=thumbs.nearest(video, (seg.start, seg.end), (sh.start, sh.end)),
+            )
+        )
+    source = SourcePlan(
+        path=info.path, key=key, status=done.status if done is not None else "pending",
+        reason=done.reason if done is not None else "", duration=_r(video.duration), fingerprint=fp,
+        t0=h.t0 if h is not None else 0.0,
+        shots=[msgspec.structs.replace(s, start=_r(s.start), end=_r(s.end)) for s in video.shots],
+        tracks=summaries,
+    )
+    return source, clips
+
+
+def _r(x: float) -> float:
+    """Seconds rounded to the microsecond (plan.json stays readable)."""
+    return round(float(x), 6)
+
+
+# --------------------------------------------------------------------------- the work folder
+
+
+def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=None) -> Plan:
+    """The plan of every scanned video in ``work``: reads scan.json and each log
+    once. Videos not (completely) analysed are listed as ``pending``, failed ones
+    with their reason. ``identity``: a path (image, folder, ``.fsz``), an
+    :class:`engine.identity.Identity`, or None for ``cfg.identity``."""
+    from engine.scan import load_scan
+
+    cfg = cfg or ScoreConfig()
+    scan = load_scan(work)
+    loaded = []
+    for info in scan.videos:
+        status, reason, records = log_status(work, info)
+        loaded.append((info, status, reason, records))
+    headers = [r[0] for _, _, _, r in loaded if r is not None]
+    ident = _identity(identity if identity is not None else cfg.identity, headers, cfg)
+    _warn_min_face(headers, cfg)
+    sources, clips = [], []
+    for info, status, reason, records in loaded:
+        if records is None:
+            sources.append(
+                SourcePlan(path=info.path, key=video_key(info.path), status=status, reason=reason,
+                           duration=_r(info.duration), fingerprint=info.fingerprint)
+            )
+            continue
+        src, cl = score_video(info, records, cfg, work=work, identity=ident)
+        sources.append(src)
+        clips += cl
+    return Plan(
+        created=time.time(),
+        input_dir=scan.input_dir,
+        model=headers[0].model if headers else "",
+        params=plan_params(cfg, headers, ident),
+        sources=sources,
+        clips=clips,
+        rejected=rejected_counts(sources),
+    )
+
+
+def rejected_counts(sources: list[SourcePlan]) -> dict[str, int]:
+    """Rejected tracks by reason, every reason listed (0 included), in REASONS order."""
+    c = Counter(t.reason for s in sources for t in s.tracks if t.status == "rejected")
+    return {r: c.get(r, 0) for r in REASONS}
+
+
+def plan_params(cfg: ScoreConfig, headers, identity=None) -> dict:
+    """Every option that shaped the plan: the score and track options, the
+    identity reference, and the analysis settings from the logs."""
+    params = msgspec.to_builtins(cfg)
+    if identity is not None:
+        params["identity"] = identity.path
+        params["identity_faces"] = identity.faces
+    if headers:
+        h = headers[0]
+        params["analysis"] = {
+            "fps": h.fps, "max_side": h.max_side, "model": h.model,
+            "model_params": msgspec.json.decode(h.model_params) if h.model_params else {},
+            "detector": h.detector,
+            "detector_params": msgspec.json.decode(h.detector_params) if h.detector_params else {},
+        }
+    return params
+
+
+def _identity(value, headers, cfg: ScoreConfig):
+    if value is None:
+        return None
+    from engine.identity import Identity, build_identity
+
+    if isinstance(value, Identity):
+        return value
+    models = sorted({h.model for h in headers})
+    if len(models) > 1:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"--identity: the logs in this work folder come from several models ({', '.join(models)})")
+    return build_identity(
+        value, models[0] if models else "", threshold=cfg.identity_threshold,
+        model_dir=cfg.model_dir, provider=cfg.provider,
+    )
+
+
+def _warn_min_face(headers, cfg: ScoreConfig) -> None:
+    for h in headers[:1]:
+        try:
+            analysed = float(msgspec.json.decode(h.model_params).get("min_face", 0))
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+            return
+        if cfg.min_face < analysed:
+            log.warning(
+                "--min-face %g is below the analysis' %g: faces smaller than the analysis' gate may be "
+                "missing from the logs (re-analyse to lower it)", cfg.min_face, analysed,
+            )
+
+
+def write_plan(work: WorkDir, plan: Plan) -> Path:
+    """Write WORK/plan.json atomically; returns its path."""
+    write_json(work.plan_json, plan)
+    return work.plan_json

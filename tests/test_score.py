@@ -1,0 +1,461 @@
+"""Score and plan: constructed detection sequences for the segment rules, then the
+real analysis of the generated media (truth files) for spans, re-scoring and the
+identity filter."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import cv2
+import msgspec
+import numpy as np
+import pytest
+
+from engine.config import AnalyzeConfig, ScoreConfig, build
+from engine.coordinator import analyze
+from engine.errors import ConfigError
+from engine.fsio import WorkDir, clip_id, video_key
+from engine.identity import Identity, build_identity, load_reference_images
+from engine.logio import LogWriter, read_records
+from engine.models import FaceModel, load_model, make_session
+from engine.models.postproc import ARCFACE_DST, umeyama
+from engine.records import LogHeader, LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
+from engine.scan import save_scan, scan
+from engine.score import REASONS, plan_from_work, score_video, span, write_plan
+from engine.track import VideoLog
+from tools.make_media import PHOTOS, load_photo, load_truth
+
+from test_track import face, log, unit
+
+INFO = VideoInfo(path="x.mp4", fingerprint="fp", duration=20.0)
+
+
+def plan_of(recs, **opts):
+    src, clips = score_video(INFO, recs, ScoreConfig(**opts))
+    return src, clips
+
+
+def spans_of(clips):
+    return [(c.shot, c.start, c.end, c.tracks) for c in clips]
+
+
+# --------------------------------------------------------------------------- constructed: bridge, merge, cuts
+
+
+def test_a_2s_pose_dropout_is_bridged_a_4s_one_splits():
+    frames = {k: [face()] for k in range(4, 32)}  # 2.0 .. 15.5 s, mid-shot (20 s video)
+    for k in range(10, 14):  # 2 s looking away
+        frames[k] = [face(yaw=80.0)]
+    src, clips = plan_of(log(frames, n=40))
+    assert spans_of(clips) == [(0, 1.75, 15.75, [0])]
+    assert clips[0].stats.frames == 24 and clips[0].stats.yaw_range == (0.0, 80.0)
+
+    for k in range(10, 18):  # 4 s looking away: longer than --bridge-gap
+        frames[k] = [face(yaw=80.0)]
+    src, clips = plan_of(log(frames, n=40))
+    assert spans_of(clips) == [(0, 1.75, 4.75, [0]), (0, 8.75, 15.75, [0])]
+    assert [t.status for t in src.tracks] == ["accepted"]
+    # the option moves the line
+    _, clips = plan_of(log(frames, n=40), bridge_gap=5.0)
+    assert spans_of(clips) == [(0, 1.75, 15.75, [0])]
+
+
+def two_tracks(cuts=()):
+    """Track 0 at the left, samples 1.0..4.5 s; track 1 far right, 6.5..10.0 s:
+    their segments (half an interval wider) are 1.5 s apart."""
+    frames = {k: [face(40)] for k in range(2, 10)}
+    frames.update({k: [face(360)] for k in range(13, 21)})
+    return log(frames, n=40, cuts=cuts)
+
+
+def test_two_tracks_1_5s_apart_in_one_shot_are_fused():
+    src, clips = plan_of(two_tracks())
+    assert [t.id for t in src.tracks] == [0, 1]
+    assert spans_of(clips) == [(0, 0.75, 10.25, [0, 1])]
+    _, clips = plan_of(two_tracks(), merge_gap=1.0)
+    assert spans_of(clips) == [(0, 0.75, 4.75, [0]), (0, 6.25, 10.25, [1])]
+    # a fused clip longer than --max-dur is not made: the segments stay apart
+    _, clips = plan_of(two_tracks(), max_dur=8.0)
+    assert spans_of(clips) == [(0, 0.75, 4.75, [0]), (0, 6.25, 10.25, [1])]
+
+
+def test_the_same_two_tracks_across_a_cut_stay_apart():
+    src, clips = plan_of(two_tracks(cuts=[5.04]))
+    assert [(s.start, s.end) for s in src.shots] == [(0.0, 5.04), (5.04, 20.0)]
+    assert spans_of(clips) == [(0, 0.75, 4.75, [0]), (1, 6.25, 10.25, [1])]
+
+
+def test_segments_snap_to_cuts_within_one_sample_interval():
+    # Shot 0 = 0..5.04 s (samples k 0..10), shot 1 = 5.04..10 s (k 11..19).
+    frames = {k: [face()] for k in range(20)}
+    src, clips = plan_of(log(frames, cuts=[5.04]))
+    assert spans_of(clips) == [(0, 0.0, 5.04, [0]), (1, 5.04, 10.0, [1])]
+    # A first/last sample more than one interval from the cut: half an interval wider.
+    frames = {k: [face()] for k in range(13, 17)}  # 6.5 .. 8.0 s
+    _, clips = plan_of(log(frames, n=20, cuts=[5.04]))
+    assert spans_of(clips) == [(1, 6.25, 8.25, [0])]
+    # ... never past the shot.
+    v = VideoLog.from_records(log({k: [face()] for k in range(20)}, cuts=[5.3]))
+    assert span(v, 0, 9, 9) == (4.25, 4.75)
+    assert span(v, 0, 10, 10) == (4.75, 5.3)  # 5.0 is within 0.5 s of the cut at 5.3: snapped
+
+
+@pytest.mark.parametrize(
+    "faces, opts, reason",
+    [
+        ([face(size=50)] * 6, {}, "too_small"),
+        ([face(yaw=-80)] * 6, {}, "pose"),
+        ([face(pitch=60)] * 6, {}, "pose"),
+        ([face(score=0.3)] * 6, {}, "det_score"),
+        ([face()], {}, "too_short"),  # one sample: 0.5 s
+        ([face()] * 12, {"max_dur": 5.0}, "too_long"),  # 6 s
+        # 40 % of the detections fail: below the 70 % track gate
+        ([face(size=85)] * 6 + [face(size=75)] * 4, {}, "too_small"),
+        ([face()] * 6 + [face(score=0.3)] * 4, {}, "det_score"),
+        # several gates fail: the one failing most names it
+        ([face(yaw=80, size=70)] * 2 + [face(yaw=80)] * 4, {}, "pose"),
+    ],
+)
+def test_rejected_tracks_keep_their_reason(faces, opts, reason):
+    frames = {4 + i: [f] for i, f in enumerate(faces)}  # mid-shot
+    src, clips = plan_of(log(frames, n=40), **opts)
+    assert clips == []
+    assert [(t.status, t.reason) for t in src.tracks] == [("rejected", reason)]
+
+
+def test_gate_share_and_stats():
+    # 3 of 10 detections small: 70 % pass, exactly the gate; the small ones are
+    # the last three, so the segment ends at the last passing sample.
+    frames = {4 + i: [face(size=90 + i, yaw=i - 3)] for i in range(7)}
+    frames.update({11 + i: [face(size=75)] for i in range(3)})
+    src, clips = plan_of(log(frames, n=40))
+    assert spans_of(clips) == [(0, 1.75, 5.25, [0])]
+    st = clips[0].stats
+    assert st.frames == 7 and st.face_short_median == 93.0 and st.det_score_median == 0.99
+    assert st.yaw_range == (-3.0, 3.0)
+    assert src.tracks[0].frames == 10 and src.tracks[0].status == "accepted"
+
+
+def test_clip_ids_are_deterministic_uuids_of_source_and_span():
+    _, a = plan_of(two_tracks())
+    _, b = plan_of(two_tracks())
+    assert [c.id for c in a] == [c.id for c in b] == [clip_id("fp", 0.75, 10.25)]
+    # another file (fingerprint in the log header), the same span: another id
+    frames = {k: [face(40)] for k in range(2, 10)}
+    _, c = plan_of(log(frames, n=40, fingerprint="other"))
+    _, d = plan_of(log(frames, n=40))
+    assert c[0].id == clip_id("other", 0.75, 4.75) != d[0].id
+
+
+def test_identity_filter_on_constructed_embeddings():
+    a, b = unit(1), unit(2)
+    noisy = [unit(10 + i) * 0.3 + a for i in range(6)]
+    frames = {k: [face(40, emb=noisy[k - 2])] for k in range(2, 8)}
+    frames.update({k: [face(40, emb=b)] for k in range(20, 26)})
+    frames.update({k: [face(40)] for k in range(30, 36)})  # no embedding: cannot be confirmed
+    ident = Identity(path="ref", reference=a.astype(np.float32), threshold=0.65, faces=1)
+    src, clips = score_video(INFO, log(frames, n=40), ScoreConfig(), identity=ident)
+    assert [(t.status, t.reason) for t in src.tracks] == [
+        ("accepted", ""), ("rejected", "identity"), ("rejected", "identity")]
+    assert [c.tracks for c in clips] == [[0]]
+    assert ident.distance(np.array([b]).astype(np.float32)) == pytest.approx(1 - float(a @ b), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- real analysis of the test media
+
+CFG = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
+VIDEOS = ["basic.mp4", "vfr.mp4", "rotated.mp4", "sub/nofaces.mkv"]
+
+
+@pytest.fixture(scope="module")
+def analysed(media_dir, tmp_path_factory) -> WorkDir:
+    wd = WorkDir(tmp_path_factory.mktemp("score_work"))
+    save_scan(wd, scan(media_dir))
+    assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
+    return wd
+
+
+@pytest.fixture(scope="module")
+def plan(analysed) -> Plan:
+    return plan_from_work(analysed, ScoreConfig())
+
+
+def test_plan_spans_match_the_truth(plan, media_dir):
+    by_path = {s.path: s for s in plan.sources}
+    assert set(by_path) == set(VIDEOS)
+    for rel in VIDEOS:
+        truth = load_truth(media_dir / rel)
+        src = by_path[rel]
+        assert src.status == "ok" and src.fingerprint and src.key == video_key(rel)
+        assert len(src.shots) == len(truth.shots)
+        frame = 1.0 / truth.fps + 1e-6
+        dt = 0.5
+        for ts, shot in zip(truth.shots, src.shots):
+            clips = [c for c in plan.clips if c.source == rel and c.shot == shot.index]
+            tracks = [t for t in src.tracks if t.shot == shot.index]
+            if ts.swappable:
+                assert len(clips) == 1, (rel, ts)
+                c = clips[0]
+                # exactly at the logged cuts, which are within a frame of the truth
+                assert (c.start, c.end) == (shot.start, shot.end), (rel, ts)
+                assert abs(c.start - ts.start) <= frame and abs(c.end - ts.end) <= frame
+                assert c.stats.face_short_median == pytest.approx(ts.face_short, rel=0.35)
+                assert c.id == clip_id(src.fingerprint, c.start, c.end)
+            elif ts.kind == "enter":
+                assert len(clips) == 1, (rel, ts)
+                assert abs(clips[0].start - ts.face_from) <= dt and clips[0].end == shot.end
+            else:
+                assert clips == [], (rel, ts)
+                if ts.kind == "small":
+                    assert [t.reason for t in tracks] == ["too_small"]
+                elif ts.kind == "noface":
+                    assert tracks == []
+    assert plan.rejected == {r: int(r == "too_small") for r in REASONS}
+    assert plan.model == "mtcnn" and plan.params["max_yaw"] == 75.0 and plan.params["analysis"]["fps"] == 2.0
+
+
+def test_clips_get_the_nearest_thumbnail_inside_them(plan, analysed):
+    for c in plan.clips:
+        assert c.thumb is not None, c
+        path = analysed.root / c.thumb
+        assert path.is_file()
+        k = int(path.stem)
+        assert c.start <= k / 2.0 < c.end
+
+
+def test_plan_json_round_trips_and_rerun_gives_the_same_ids(plan, analysed):
+    write_plan(analysed, plan)
+    back = msgspec.json.decode(analysed.plan_json.read_bytes(), type=Plan)
+    assert msgspec.to_builtins(back) == msgspec.to_builtins(plan)
+    again = plan_from_work(analysed, ScoreConfig())
+    assert [c.id for c in again.clips] == [c.id for c in plan.clips]
+    assert len({c.id for c in plan.clips}) == len(plan.clips)
+
+
+def file_stats(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "plan.json"}
+
+
+def test_rescore_with_max_yaw_25_changes_the_plan_not_the_logs(analysed, plan):
+    write_plan(analysed, plan)
+    before = file_stats(analysed.root)
+    t = time.perf_counter()
+    strict = plan_from_work(analysed, build(ScoreConfig, max_yaw=25.0))
+    write_plan(analysed, strict)
+    elapsed = time.perf_counter() - t
+    print(f"\nscore --max-yaw 25 over the test batch: {elapsed * 1000:.0f} ms")
+    assert file_stats(analysed.root) == before  # logs, markers, thumbnails untouched
+    assert msgspec.json.decode(analysed.plan_json.read_bytes(), type=Plan).params["max_yaw"] == 25.0
+    # vfr.mp4's first shot (yaw 23-27 degrees) no longer passes; the rest stays
+    gone = {(c.source, c.shot) for c in plan.clips} - {(c.source, c.shot) for c in strict.clips}
+    assert gone == {("vfr.mp4", 0)}
+    assert strict.rejected["pose"] == 1
+
+
+def test_pending_and_failed_sources_are_listed(analysed, tmp_path):
+    work = WorkDir(tmp_path / "w")
+    shutil.copytree(analysed.root, work.root)
+    sc = msgspec.json.decode(work.scan_json.read_bytes(), type=ScanResult)
+    sc.videos += [
+        VideoInfo(path="broken.mp4", status="failed", reason="cannot open: invalid data"),
+        VideoInfo(path="later.mp4", fingerprint="f-later", duration=3.0),
+    ]
+    save_scan(work, sc)
+    # basic.mp4 interrupted: its log without the Done record
+    path = work.log_path(video_key("basic.mp4"))
+    recs = read_records(path, LogRecord)[:-1]
+    path.unlink()
+    with LogWriter(path) as w:
+        for r in recs:
+            w.append(r)
+    p = plan_from_work(work)
+    status = {s.path: (s.status, s.reason) for s in p.sources}
+    assert status["broken.mp4"] == ("failed", "cannot open: invalid data")
+    assert status["later.mp4"] == ("pending", "not analysed yet")
+    assert status["basic.mp4"][0] == "pending" and "not finished" in status["basic.mp4"][1]
+    assert status["vfr.mp4"] == ("ok", "")
+    assert {c.source for c in p.clips} == {"vfr.mp4", "rotated.mp4"}
+
+
+# --------------------------------------------------------------------------- identity with a recognition model
+
+
+def build_template_recognizer(path: Path, d: int = 512) -> Path:
+    """A small but real recognition model in ONNX, with ArcFace's interface
+    ((N, 3, 112, 112) aligned crop, (v - 127.5) / 127.5, RGB -> (N, d)): grey 16 x 16
+    thumbnail of the crop, mean removed, times a matrix with orthonormal columns.
+    The cosine of two embeddings is then the correlation of the two aligned
+    faces: a template matcher, the oldest face recogniser there is. Same-photo
+    faces correlate > 0.95, different people < 0.3 on the test media."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, 256)))
+    inits = [numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), "grey"),
+             numpy_helper.from_array(q.astype(np.float32), "proj"),
+             numpy_helper.from_array(np.zeros(d, np.float32), "bias")]
+    nodes = [helper.make_node("Conv", ["input.1", "grey"], ["g"]),
+             helper.make_node("AveragePool", ["g"], ["thumb"], kernel_shape=[7, 7], strides=[7, 7]),
+             helper.make_node("Flatten", ["thumb"], ["flat"]),
+             helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Sub", ["flat", "mean"], ["centred"]),
+             helper.make_node("Gemm", ["centred", "proj", "bias"], ["683"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "template", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", d])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+class TemplateModel(FaceModel):
+    """A backend for these tests: MTCNN detection, then the template recogniser on
+    the ArcFace-aligned crop (the alignment buffalo_l uses)."""
+
+    name = "test-template"
+    has_embeddings = True
+
+    def __init__(self, *, model_dir=None, provider="cpu", threads=1, min_face=80.0, batch=None):
+        self.det = load_model("mtcnn", provider=provider, threads=threads, min_face=min_face)
+        self.rec = make_session(Path(model_dir) / "template.onnx", provider, threads)
+
+    @classmethod
+    def describe(cls, model_dir, provider):
+        return {}
+
+    def embed(self, frame: np.ndarray, kps: np.ndarray) -> np.ndarray:
+        """(n, d) L2-normalised embeddings of faces with 5 keypoints (n, 5, 2) in frame pixels."""
+        m = umeyama(np.asarray(kps, np.float64).reshape(-1, 5, 2), ARCFACE_DST)
+        crops = [cv2.warpAffine(frame, mm, (112, 112)) for mm in m]
+        blob = cv2.dnn.blobFromImages(crops, 1 / 127.5, (112, 112), (127.5,) * 3, swapRB=True)
+        out = self.rec.run(blob)[0]
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def detect(self, frames, scales):
+        out = []
+        for frame, scale, faces in zip(frames, scales, self.det.detect(frames, scales)):
+            if faces:
+                embs = self.embed(frame, np.array([f.kps for f in faces]) * scale)
+                faces = [msgspec.structs.replace(f, emb=embedding_to_bytes(e)) for f, e in zip(faces, embs)]
+            out.append(faces)
+        return out
+
+
+@pytest.fixture(scope="module")
+def template_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("template_model")
+    build_template_recognizer(d / "template.onnx")
+    return d
+
+
+@pytest.fixture(scope="module")
+def embedded(analysed, media_dir, template_dir, tmp_path_factory) -> WorkDir:
+    """The analysed work folder, its logs rewritten as the template backend would
+    have written them: the same faces, each with the embedding of its aligned
+    crop, computed on the real decoded frame the analysis sampled."""
+    import av
+
+    from engine.decode import frame_to_bgr
+
+    work = WorkDir(tmp_path_factory.mktemp("embedded"))
+    shutil.copytree(analysed.root, work.root, dirs_exist_ok=True)
+    model = TemplateModel(model_dir=template_dir)
+    for rel in VIDEOS:
+        path = work.log_path(video_key(rel))
+        recs = read_records(path, LogRecord)
+        want = {r.pts: i for i, r in enumerate(recs) if type(r) is Sample and r.faces}
+        with av.open(str(media_dir / rel)) as c:
+            for fr in c.decode(video=0):
+                i = want.get(fr.pts)
+                if i is not None:
+                    s = recs[i]
+                    img, scale = frame_to_bgr(fr, 1280)  # as the analysis (max_side 1280) did
+                    assert scale == s.scale
+                    embs = model.embed(img, np.array([f.kps for f in s.faces]) * scale)
+                    recs[i] = msgspec.structs.replace(s, faces=tuple(
+                        msgspec.structs.replace(f, emb=embedding_to_bytes(e)) for f, e in zip(s.faces, embs)))
+        assert all(f.emb for r in recs if type(r) is Sample for f in r.faces)
+        recs[0] = msgspec.structs.replace(recs[0], model="test-template")
+        path.unlink()
+        with LogWriter(path) as w:
+            for r in recs:
+                w.append(r)
+    return work
+
+
+def face_crop(photo: str, margin: float, side: int = 256) -> np.ndarray:
+    """A roop-style face-set picture: the photo's face with ``margin`` face sizes
+    around it, resized to side x side."""
+    img = load_photo(photo)
+    x, y, w, h = PHOTOS[photo].face
+    mx, my = int(w * margin), int(h * margin)
+    crop = img[max(0, y - my): y + h + my, max(0, x - mx): x + w + mx]
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def write_fsz(path: Path, crops: list[np.ndarray]) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for i, c in enumerate(crops):
+            z.writestr(f"{i}.png", cv2.imencode(".png", c)[1].tobytes())
+    return path
+
+
+def test_identity_keeps_person_a_and_drops_b(embedded, media_dir, template_dir, tmp_path):
+    fsz = write_fsz(tmp_path / "collins.fsz", [face_crop("astronaut", m) for m in (0.5, 0.8, 1.2)])
+    cfg = ScoreConfig(model_dir=str(template_dir), provider="cpu")
+    everyone = plan_from_work(embedded, cfg)
+    only_a = plan_from_work(embedded, cfg, identity=fsz)
+    assert only_a.params["identity"] == str(fsz) and only_a.params["identity_faces"] == 3
+    person = {}
+    for rel in VIDEOS:
+        for ts in load_truth(media_dir / rel).shots:
+            person[(rel, ts.index)] = ts.person
+    kept = {(c.source, c.shot) for c in only_a.clips}
+    assert kept and all(person[k] == "collins" for k in kept)
+    assert kept == {(c.source, c.shot) for c in everyone.clips if person[(c.source, c.shot)] == "collins"}
+    dropped = [(s.path, t.shot) for s in only_a.sources for t in s.tracks if t.reason == "identity"]
+    assert {person[k] for k in dropped} == {"t1_mid", "hanks"}
+    # B's shots all had clips without the filter; the small collins face is still too small
+    assert {(c.source, c.shot) for c in everyone.clips} - kept == set(dropped)
+    assert only_a.rejected["identity"] == len(dropped) and only_a.rejected["too_small"] == 1
+    # the same reference as one image and as a folder
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), face_crop("astronaut", 0.8))
+    assert {(c.source, c.shot) for c in plan_from_work(embedded, cfg, identity=one).clips} == kept
+    ident = build_identity(tmp_path, "test-template", model_dir=template_dir, provider="cpu")
+    assert ident.faces == 1  # the folder holds one.png (the .fsz is not an image)
+
+
+def test_identity_without_embeddings_is_a_clear_error(analysed, tmp_path):
+    one = tmp_path / "a.png"
+    cv2.imwrite(str(one), face_crop("astronaut", 0.8))
+    with pytest.raises(ConfigError, match="needs face embeddings.*'mtcnn'"):
+        plan_from_work(analysed, ScoreConfig(provider="cpu"), identity=one)
+
+
+def test_reference_pictures_image_folder_and_face_set(tmp_path):
+    crops = [face_crop("hanks", 0.5), face_crop("hanks", 1.0), face_crop("t1_mid", 0.5)]
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for i, c in enumerate(crops):
+        cv2.imwrite(str(folder / f"{i}.jpg"), c)
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "10.jpg").write_bytes(b"broken")  # skipped with a warning
+    assert [n for n, _ in load_reference_images(folder)] == ["0.jpg", "1.jpg", "2.jpg"]
+    fsz = write_fsz(tmp_path / "set.fsz", crops)
+    got = load_reference_images(fsz)
+    assert [n for n, _ in got] == ["0.png", "1.png", "2.png"] and got[0][1].shape == (256, 256, 3)
+    assert np.array_equal(got[2][1], crops[2])  # PNG: lossless
+    assert len(load_reference_images(folder / "1.jpg")) == 1
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_reference_images(tmp_path / "nope.fsz")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no readable image"):
+        load_reference_images(empty)
