@@ -96,11 +96,11 @@ class TrackConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     ==================  ====================  ========================  =======
     """
 
-    iou: Annotated[float, Meta(gt=0, le=1)] = 0.3  # least box IoU that links a face to a track's last box
-    max_gap: Annotated[float, Meta(ge=0, le=60)] = 1.0  # s without a detection a track survives (stitched)
-    stitch_sim: Annotated[float, Meta(ge=-1, le=1)] = 0.5  # least cosine similarity (embeddings) to stitch
-    stitch_shift: Annotated[float, Meta(gt=0, le=10)] = 1.0  # most centre shift, in face sizes (no embeddings)
-    stitch_size: Annotated[float, Meta(ge=1, le=10)] = 1.5  # most size ratio (no embeddings)
+    iou: Annotated[float, Meta(gt=0, le=1)] = 0.3  # least IoU with a track's last box
+    max_gap: Annotated[float, Meta(ge=0, le=60)] = 1.0  # s without detection a track survives
+    stitch_sim: Annotated[float, Meta(ge=-1, le=1)] = 0.5  # least cosine similarity to stitch
+    stitch_shift: Annotated[float, Meta(gt=0, le=10)] = 1.0  # most centre shift, face sizes
+    stitch_size: Annotated[float, Meta(ge=1, le=10)] = 1.5  # most size ratio
 
 
 class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -143,7 +143,7 @@ class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     bridge_gap: Annotated[float, Meta(ge=0)] = 3.0  # s, failing stretches shorter than this are bridged
     merge_gap: Annotated[float, Meta(ge=0)] = 2.0  # s, segments of one shot closer than this are fused
     identity: str | None = None  # image, folder of images, or roop-unleashed face set (.fsz)
-    identity_threshold: Annotated[float, Meta(ge=0, le=2)] = 0.65  # most cosine distance to the reference
+    identity_threshold: Annotated[float, Meta(ge=0, le=2)] = 0.65  # most cosine distance
     model_dir: str | None = None
     provider: Literal["auto", "dml", "cuda", "cpu"] = "auto"
     track: TrackConfig = TrackConfig()

@@ -91,10 +91,13 @@ def load_reference_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
     (not recursive), or a ``.fsz`` / zip face set (members in numeric order)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise ConfigError(f"--identity: {p} does not exist (expected an image, a folder of images or a .fsz face set)")
+        raise ConfigError(
+            f"--identity: {p} does not exist (expected an image, a folder of images or a .fsz face set)"
+        )
     out: list[tuple[str, np.ndarray]] = []
     if p.is_dir():
-        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: _numeric_key(f.name))
+        files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS]
+        files.sort(key=lambda f: _numeric_key(f.name))
         for f in files:
             img = _decode(f.read_bytes(), str(f))
             if img is not None:
@@ -102,10 +105,8 @@ def load_reference_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
     elif p.suffix.lower() == ".fsz" or zipfile.is_zipfile(p):
         try:
             with zipfile.ZipFile(p) as z:
-                names = sorted(
-                    (n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.endswith("/")),
-                    key=lambda n: _numeric_key(Path(n).name),
-                )
+                names = [n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+                names.sort(key=lambda n: _numeric_key(Path(n).name))
                 for n in names:
                     img = _decode(z.read(n), f"{p}:{n}")
                     if img is not None:
@@ -117,7 +118,9 @@ def load_reference_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
         if img is not None:
             out.append((p.name, img))
     if not out:
-        raise ConfigError(f"--identity: no readable image in {p} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise ConfigError(
+            f"--identity: no readable image in {p} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
     return out
 
 
@@ -154,18 +157,19 @@ def build_identity(
 
     known = backends()
     cls = known.get(model)
+    if not model:
+        raise ConfigError("--identity: no analysed video to compare against")
     if cls is None:
         raise ConfigError(
-            f"--identity: the logs were written by model {model!r}, which this installation does not "
-            f"have (known: {', '.join(known)})" if model else "--identity: no analysed video to compare against"
+            f"--identity: the logs were written by model {model!r}, which this installation "
+            f"does not have (known: {', '.join(known)})"
         )
     if not cls.has_embeddings:
-        with_emb = [n for n, c in known.items() if c.has_embeddings]
+        with_emb = [n for n, c in known.items() if c.has_embeddings] or ["buffalo_l"]
         raise ConfigError(
-            f"--identity needs face embeddings, and the logs were written by {model!r}, which has none. "
-            f"Analyse with a recognition model ({', '.join(with_emb) or 'buffalo_l'}: "
-            f"`facecut analyze --model {with_emb[0] if with_emb else 'buffalo_l'}` in a new work folder) "
-            "or drop --identity."
+            f"--identity needs face embeddings, and the logs were written by {model!r}, which has "
+            f"none. Analyse with a recognition model ({', '.join(with_emb)}: `facecut analyze "
+            f"--model {with_emb[0]}` in a new work folder) or drop --identity."
         )
     images = load_reference_images(path)
     embs, missing = [], []
@@ -180,12 +184,14 @@ def build_identity(
             else:
                 embs.append(e)
     if missing:
-        log.warning("identity: no face found in %d reference picture(s): %s", len(missing), ", ".join(missing[:5]))
+        log.warning("identity: no face found in %d reference picture(s): %s",
+                    len(missing), ", ".join(missing[:5]))
     if not embs:
         raise ConfigError(f"--identity: no face found in any picture of {path}")
     if len({len(e) for e in embs}) > 1:
         raise ConfigError("--identity: reference embeddings of different sizes")
     mean = np.mean(embs, axis=0)
     mean /= max(float(np.linalg.norm(mean)), 1e-12)
-    return Identity(path=str(path), reference=mean.astype(np.float32), threshold=float(threshold), faces=len(embs))
+    return Identity(path=str(path), reference=mean.astype(np.float32), threshold=float(threshold),
+                    faces=len(embs))
 

@@ -100,7 +100,9 @@ def _segments(video: VideoLog, tr: Track, ok: np.ndarray, cfg: ScoreConfig) -> l
     return [(int(k[a]), int(k[b])) for a, b in zip(starts, ends)]
 
 
-def _judge(video: VideoLog, tr: Track, ok_all, fails, cfg: ScoreConfig, identity) -> tuple[str, list[_Segment]]:
+def _judge(
+    video: VideoLog, tr: Track, ok_all, fails, cfg: ScoreConfig, identity
+) -> tuple[str, list[_Segment]]:
     """(reason or "", accepted segments) of one track."""
     ok = ok_all[tr.rows]
     if ok.mean() < cfg.track_gate - _EPS:
@@ -171,12 +173,14 @@ class _Thumbs:
         if work is not None:
             try:
                 with os.scandir(work.thumbs_dir / key) as it:
-                    ks = [int(e.name[:-4]) for e in it if e.name.endswith(".jpg") and e.name[:-4].isdigit()]
+                    names = [e.name[:-4] for e in it if e.name.endswith(".jpg")]
+                ks = [int(n) for n in names if n.isdigit()]
             except FileNotFoundError:
                 pass
         self.k = np.array(sorted(ks), np.int64)
 
-    def nearest(self, video: VideoLog, clip_span: tuple[float, float], shot_span: tuple[float, float]) -> str | None:
+    def nearest(self, video: VideoLog, clip_span: tuple[float, float],
+                shot_span: tuple[float, float]) -> str | None:
         """The thumbnail nearest the clip's middle: inside the clip if any, else
         inside its shot, else None (a frame of another shot would mislead)."""
         if not len(self.k):
@@ -231,7 +235,8 @@ def score_video(
         sh = video.shots[seg.shot]
         clips.append(
             Clip(
-                id=clip_id(fp, start, end), source=info.path, key=key, start=start, end=end, shot=seg.shot,
+                id=clip_id(fp, start, end), source=info.path, key=key, start=start, end=end,
+                shot=seg.shot,
                 tracks=seg.tracks, stats=_stats(video, seg, ok_all),
                 thumb=thumbs.nearest(video, (seg.start, seg.end), (sh.start, sh.end)),
             )
@@ -285,7 +290,7 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
         created=time.time(),
         input_dir=scan.input_dir,
         model=headers[0].model if headers else "",
-        params=plan_params(cfg, headers, ident),
+        params=plan_params(cfg, headers, ident if ident is not None else identity),
         sources=sources,
         clips=clips,
         rejected=rejected_counts(sources),
@@ -300,9 +305,12 @@ def rejected_counts(sources: list[SourcePlan]) -> dict[str, int]:
 
 def plan_params(cfg: ScoreConfig, headers, identity=None) -> dict:
     """Every option that shaped the plan: the score and track options, the
-    identity reference, and the analysis settings from the logs."""
+    identity reference (an Identity, or the path asked for), and the analysis
+    settings from the logs."""
     params = msgspec.to_builtins(cfg)
-    if identity is not None:
+    if isinstance(identity, (str, os.PathLike)):  # asked for, nothing analysed to filter yet
+        params["identity"] = str(identity)
+    elif identity is not None:
         params["identity"] = identity.path
         params["identity_faces"] = identity.faces
     if headers:
@@ -323,13 +331,17 @@ def _identity(value, headers, cfg: ScoreConfig):
 
     if isinstance(value, Identity):
         return value
+    if not headers:
+        return None  # nothing analysed yet: no track to compare (and no model to embed with)
     models = sorted({h.model for h in headers})
     if len(models) > 1:
         from engine.errors import ConfigError
 
-        raise ConfigError(f"--identity: the logs in this work folder come from several models ({', '.join(models)})")
+        raise ConfigError(
+            f"--identity: the logs in this work folder come from several models ({', '.join(models)})"
+        )
     return build_identity(
-        value, models[0] if models else "", threshold=cfg.identity_threshold,
+        value, models[0], threshold=cfg.identity_threshold,
         model_dir=cfg.model_dir, provider=cfg.provider,
     )
 
