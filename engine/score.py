@@ -204,14 +204,20 @@ def score_video(
     identity=None,
 ) -> tuple[SourcePlan, list[Clip]]:
     """Plan one analysed video: its SourcePlan (shots, every track with its
-    verdict) and its clips. ``records``: the video's log records (a finished
-    log). ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
+    verdict) and its clips. ``records``: the video's log records; an unfinished
+    or failed log gives a pending/failed SourcePlan without clips. ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
     :class:`engine.identity.Identity` or None. The coordinator can call this per
     finished video (streaming); :func:`plan_from_work` calls it for every video.
     """
     video = VideoLog.from_records(records)
     key = video_key(info.path)
     h, done = video.header, video.done
+    if done is None or done.status == "failed":  # as plan_from_work lists them: no clips
+        return SourcePlan(
+            path=info.path, key=key, status="pending" if done is None else "failed",
+            reason="analysis not finished" if done is None else done.reason,
+            duration=_r(info.duration), fingerprint=info.fingerprint,
+        ), []
     tracks = link(video, cfg.track)
     ok_all, fails = _passes(video, cfg)
     summaries: list[TrackSummary] = []
@@ -242,9 +248,8 @@ def score_video(
             )
         )
     source = SourcePlan(
-        path=info.path, key=key, status=done.status if done is not None else "pending",
-        reason=done.reason if done is not None else "", duration=_r(video.duration), fingerprint=fp,
-        t0=h.t0 if h is not None else 0.0,
+        path=info.path, key=key, status=done.status, reason=done.reason,
+        duration=_r(video.duration), fingerprint=fp, t0=h.t0 if h is not None else 0.0,
         shots=[msgspec.structs.replace(s, start=_r(s.start), end=_r(s.end)) for s in video.shots],
         tracks=summaries,
     )

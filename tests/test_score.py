@@ -139,6 +139,16 @@ def test_gate_share_and_stats():
     assert src.tracks[0].frames == 10 and src.tracks[0].status == "accepted"
 
 
+def test_unfinished_and_failed_logs_give_no_clips():
+    recs = log({k: [face()] for k in range(10)}, n=20)
+    src, clips = plan_of(recs[:-1])
+    assert (src.status, clips) == ("pending", [])
+    src, clips = plan_of(recs[:-1] + [msgspec.structs.replace(recs[-1], status="failed", reason="boom")])
+    assert (src.status, src.reason, clips) == ("failed", "boom", [])
+    src, clips = plan_of(recs[:-1] + [msgspec.structs.replace(recs[-1], status="partial", reason="bad packets")])
+    assert (src.status, src.reason, len(clips)) == ("partial", "bad packets", 1)
+
+
 def test_clip_ids_are_deterministic_uuids_of_source_and_span():
     _, a = plan_of(two_tracks())
     _, b = plan_of(two_tracks())
