@@ -186,7 +186,8 @@ def render(result: dict) -> None:
               title_justify="left")
     for col in ("model", "min_face", "batch", "provider", "faces/pass", "fps min", "fps median",
                 "fps max", "ms/frame"):
-        t.add_column(col, justify="right" if col not in ("model", "provider") else "left")
+        t.add_column(col, justify="right" if col not in ("model", "provider") else "left",
+                     no_wrap=True)
     for r in result["runs"]:
         f = r["fps"]
         t.add_row(r["model"], "-" if r["min_face"] is None else f"{r['min_face']:g}",
@@ -197,7 +198,7 @@ def render(result: dict) -> None:
         f = r["fps"]
         t.add_row("reference", f"{r['min_face']:g}", "1", "CPU", "", f"{f['min']:.1f}",
                   f"{f['median']:.1f}", f"{f['max']:.1f}", f"{r['ms_per_frame']:.1f}")
-    console = Console()
+    console = Console(width=max(120, Console().width))
     console.print(t)
     for r in result["reference"]:
         console.print(f"mtcnn min_face {r['min_face']:g}: {r['ours_best_ms_per_frame']:.1f} ms/frame "
