@@ -80,12 +80,20 @@ class ScanResult(Struct, kw_only=True):
 
 
 class Face(Struct, frozen=True, array_like=True, gc=False):
-    """One detected face. Coordinates in source pixels (displayed orientation)."""
+    """One detected face. Coordinates in source pixels (displayed orientation).
+
+    Angles in degrees, insightface 1k3d68's convention (buffalo_l uses its exact
+    maths; MTCNN decomposes a rigid fit to its 5 landmarks the same way):
+    yaw > 0: the nose points towards the image's right edge (the subject turns
+    to their own left); pitch > 0: the face tilts up; roll > 0: the face turns
+    clockwise as displayed. MTCNN's pitch is coarse (5 points carry little
+    depth); use it only for wide gates.
+    """
 
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     kps: tuple[float, ...]  # 5 landmarks: x0, y0, ..., x4, y4 (eyes, nose, mouth corners)
     score: float  # detector confidence 0..1
-    yaw: float  # degrees; sign: + when the face turns to the image's left
+    yaw: float  # degrees, see above
     pitch: float  # degrees
     roll: float  # degrees
     short: float  # short side of the box, source pixels
