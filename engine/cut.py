@@ -1,0 +1,1308 @@
+"""Stage 7, cut: write every planned clip, reading each source once.
+
+``cut_plan`` reads ``WORK/plan.json`` and writes each clip to
+``OUT/<source stem>/<clip id>.mp4``:
+
+* **Stream copy** (default): one demux pass per source; every packet goes to
+  every clip whose span covers it (one output container per open clip, opened
+  when its span starts, closed when it ends). A copied clip starts on the
+  keyframe at or before the planned start (found from packet flags while
+  demuxing: the packets since the last keyframe are kept, so no seek) and ends
+  before the first video packet at or after the planned end; with B-frames that
+  can lose the last few frames, which ``cut_end`` records. Audio streams are kept,
+  data/subtitle streams are not. MKV when a codec cannot go into MP4.
+* **Accurate** (``accurate=True``): decode once per source, re-encode (libx264,
+  AAC) so clips start and end exactly on the planned frames. Only the GOPs that
+  hold a clip are decoded.
+
+Times in plan.json are seconds relative to the source's first frame
+(``SourcePlan.t0`` seconds of stream time); a span is half-open, ``[start, end)``.
+Timestamps that jump backwards are unwrapped the way the analysis did (the
+timeline keeps going), and no clip is cut across such a jump.
+
+Every clip is written under a temporary name in its final folder and renamed
+when complete, and carries its own description in the container's ``comment``
+tag (id, mode, span, actual cut): a re-run skips a clip whose file exists and
+whose tag and duration match, and adopts a finished clip that plan.json does
+not know yet (a run killed between the rename and the plan write). Temporary
+files of dead runs are removed. plan.json is rewritten (atomically) after each
+source; ``plan.params["cut"]`` records the output folder and mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import msgspec
+
+from engine.errors import ConfigError
+from engine.fsio import (
+    WorkDir,
+    atomic_write_bytes,
+    fingerprint,
+    read_json,
+    replace_with_retry,
+    temp_name,
+    write_json,
+)
+from engine.records import Clip, Plan, SourcePlan
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-3  # seconds: slack when comparing planned times with frame times
+TAG_PREFIX = "facecut-clip "  # container comment tag: TAG_PREFIX + JSON
+AUDIO_KEEP_S = 30.0  # audio kept back without a video keyframe (video ended early)
+X264 = {"preset": "veryfast", "crf": "18"}  # accurate mode
+AAC_BITRATE = 160_000
+
+_TMP = re.compile(r"^\.(?P<name>[0-9a-f-]{36}\.(?:mp4|mkv|json))\.(?P<pid>\d+)\.tmp$")
+
+
+# --------------------------------------------------------------------------- results
+
+
+class SourceCut(msgspec.Struct, kw_only=True):
+    """What happened to one source. ``status``: ``ok`` (every clip there),
+    ``skipped`` (nothing to do, the source was not opened), ``partial`` (some
+    clips failed), ``failed`` (none could be written)."""
+
+    source: str
+    status: Literal["ok", "skipped", "partial", "failed"] = "ok"
+    reason: str = ""
+    container: str = ""  # "mp4" | "mkv"
+    clips: int = 0  # planned for this source
+    written: int = 0
+    skipped: int = 0  # already there and matching (or adopted)
+    failed: int = 0
+    bytes: int = 0  # written by this run
+    opens: int = 0  # times the source was opened for reading (1 when anything was cut)
+    seconds: float = 0.0
+    notes: list[str] = []  # things a person should know (MKV fallback, discontinuities...)
+    failures: dict[str, str] = {}  # clip id -> reason
+
+
+class CutResult(msgspec.Struct, kw_only=True):
+    out_dir: str
+    accurate: bool
+    sources: list[SourceCut] = []
+
+    @property
+    def written(self) -> int:
+        return sum(s.written for s in self.sources)
+
+    @property
+    def skipped(self) -> int:
+        return sum(s.skipped for s in self.sources)
+
+    @property
+    def failed(self) -> int:
+        return sum(s.failed for s in self.sources)
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.sources)
+
+    @property
+    def opens(self) -> int:
+        return sum(s.opens for s in self.sources)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status in ("ok", "skipped") for s in self.sources)
+
+
+class CutProgress(msgspec.Struct, kw_only=True):
+    """Snapshot handed to ``progress``: after each clip and a few times a second."""
+
+    source: str
+    source_index: int  # 0-based
+    sources: int
+    clips_done: int  # of this source (written + skipped + failed)
+    clips: int
+    position: float  # seconds read of this source (relative to t0)
+    duration: float  # seconds, 0 when unknown
+
+
+Progress = Callable[[CutProgress], None]
+
+
+# --------------------------------------------------------------------------- clip files
+
+
+def clip_relpath(clip: Clip, container: str = "mp4") -> str:
+    """Path of a clip relative to the output folder (POSIX separators)."""
+    return f"{Path(clip.source).stem}/{clip.id}.{container}"
+
+
+def _tag(clip: Clip, mode: str, cut_start: float) -> str:
+    """The clip's own description. Written with the header, so without the actual
+    end (the file's video duration says it)."""
+    info = {
+        "id": clip.id,
+        "source": clip.source,
+        "mode": mode,
+        "start": round(clip.start, 6),
+        "end": round(clip.end, 6),
+        "cut_start": round(cut_start, 6),
+    }
+    return TAG_PREFIX + json.dumps(info, separators=(",", ":"))
+
+
+def read_clip_tag(path: Path) -> tuple[dict | None, float]:
+    """(the tag ``cut`` wrote into a clip, its video duration in seconds), or
+    (None, 0.0) when the file is not a complete clip of ours."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            text = {k.lower(): v for k, v in c.metadata.items()}.get("comment", "")
+            if not text.startswith(TAG_PREFIX) or not c.streams.video:
+                return None, 0.0
+            v = c.streams.video[0]
+            if v.duration and v.time_base:
+                dur = float(v.duration * v.time_base)
+            else:  # Matroska: no stream duration; the container's is the longest stream
+                dur = (c.duration or 0) / av.time_base
+            if not _complete(c, path, dur):
+                return None, 0.0
+    except (av.FFmpegError, OSError):
+        return None, 0.0
+    try:
+        return json.loads(text[len(TAG_PREFIX):]), dur
+    except ValueError:
+        return None, 0.0
+
+
+def _complete(c, path: Path, dur: float) -> bool:
+    """Is every sample there? MP4: the index (moov, at the front) says where each
+    one lies, so the file must reach the last. MKV: read the last second."""
+    if c.format.name.startswith("mov"):
+        size = path.stat().st_size
+        ends = [e.pos + e.size for s in c.streams for e in s.index_entries]
+        return bool(ends) and max(ends) <= size
+    c.seek(max(0, int((dur - 1.0) * av.time_base)))
+    last = 0.0
+    for p in c.demux(c.streams.video[0]):
+        if p.pts is not None and p.size:
+            last = max(last, float((p.pts + (p.duration or 0)) * p.time_base))
+    return last >= dur - 0.1
+
+def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
+    """The finished file of ``clip`` if one exists and matches, as plan fields.
+
+    Matches: the tag names this clip, span and mode; when plan.json already has
+    the cut, the file starts there and lasts ``cut_end - cut_start`` (a file with
+    another length is someone else's or damaged)."""
+    exts = [clip.container] if clip.container in ("mp4", "mkv") else []
+    for ext in dict.fromkeys(exts + ["mp4", "mkv"]):
+        rel = clip_relpath(clip, ext)
+        path = out_dir / rel
+        if not path.is_file():
+            continue
+        tag, dur = read_clip_tag(path)
+        if not tag or tag.get("id") != clip.id or tag.get("mode") != mode or dur <= 0:
+            continue
+        if abs(tag.get("start", -1) - clip.start) > EPS or abs(tag.get("end", -1) - clip.end) > EPS:
+            continue
+        cs = float(tag["cut_start"])
+        if clip.file == rel and clip.cut_start is not None and clip.cut_end is not None:
+            if abs(clip.cut_start - cs) > EPS:
+                continue
+            slack = 0.1 if ext == "mkv" else 0.04  # MKV: container duration includes audio
+            if abs(dur - (clip.cut_end - clip.cut_start)) > slack:
+                continue
+            ce = clip.cut_end
+        else:
+            ce = cs + dur
+        return {"file": rel, "cut_start": cs, "cut_end": round(ce, 6), "lead_in": round(clip.start - cs, 6),
+                "container": ext}
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it; an open file won't delete
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def clean_temp_files(folder: Path) -> list[Path]:
+    """Remove temporary clip files left by killed runs (dead pids) in ``folder``."""
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP.match(p.name)
+        if m and not _pid_alive(int(m["pid"])):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:  # Windows: still open by a live writer
+                pass
+    return removed
+
+
+# --------------------------------------------------------------------------- one clip being written
+
+
+@dataclass
+class _Pkt:
+    """A demuxed packet with unwrapped timestamps (ints, its stream's time base)."""
+
+    packet: av.Packet
+    sidx: int  # source stream index
+    tb: Fraction
+    pts: int
+    dts: int
+    dur: int
+    key: bool
+
+    @property
+    def t(self) -> float:
+        return float(self.pts * self.tb)
+
+    @property
+    def t_end(self) -> float:
+        return float((self.pts + self.dur) * self.tb)
+
+
+@dataclass
+class _Span:
+    """One planned clip during a pass over its source. Times are absolute
+    (unwrapped) stream seconds."""
+
+    i: int  # index in plan.clips
+    clip: Clip
+    start: float
+    end: float
+    state: str = "pending"  # pending -> open -> tail (video done) -> closed | failed
+    out: object | None = None  # av OutputContainer
+    tmp: Path | None = None
+    final: Path | None = None
+    smap: dict = field(default_factory=dict)  # source stream index -> output stream
+    off: dict = field(default_factory=dict)  # source stream index -> pts offset (its time base)
+    last_dts: dict = field(default_factory=dict)
+    cut_start: float | None = None
+    cut_end: float | None = None
+    frontier: float = -math.inf  # end of the latest video frame written
+    held: list = field(default_factory=list)  # audio waiting for the video to catch up
+    audio_open: set = field(default_factory=set)  # audio streams not yet past the end
+    frames: int = 0
+    vhold: object | None = None  # the latest video packet (copy) / (frame, t) (accurate), not yet written
+    vpkt: object | None = None  # accurate: the latest encoded video packet, not yet written
+    first_vdts: int | None = None
+    dropped: int = 0
+    reason: str = ""
+    note: str = ""
+    # accurate mode
+    enc: dict = field(default_factory=dict)  # audio stream index -> [fifo, out stream, first pts, samples]
+    vpts0: int = 0  # pts of the last frame sent to the encoder
+    size: tuple | None = None  # encoded (width, height)
+
+
+def _open_output(span: _Span, folder: Path, container: str, mode: str, cut_start: float):
+    """Output container under a temporary name; ``cut_start`` relative to t0."""
+    final = folder / f"{span.clip.id}.{container}"
+    tmp = temp_name(final)
+    folder.mkdir(parents=True, exist_ok=True)
+    if container == "mp4":
+        out = av.open(str(tmp), "w", format="mp4", container_options={"movflags": "+faststart"})
+    else:
+        out = av.open(str(tmp), "w", format="matroska")
+    span.out, span.tmp, span.final = out, tmp, final
+    out.metadata["comment"] = _tag(span.clip, mode, cut_start)
+    return out
+
+
+def _abort(span: _Span, reason: str) -> None:
+    span.state, span.reason = "failed", reason
+    if span.out is not None:
+        try:
+            span.out.close()
+        except Exception:  # noqa: BLE001, S110 - already failing; the temp file goes anyway
+            pass
+        span.out = None
+    if span.tmp is not None and span.tmp.exists():
+        try:
+            span.tmp.unlink()
+        except OSError:
+            pass
+
+
+def _finish(span: _Span) -> None:
+    """Close (trailer, faststart) and rename into place."""
+    out, span.out = span.out, None
+    out.close()
+    replace_with_retry(span.tmp, span.final)
+    span.state = "closed"
+    for ext in (".mp4", ".mkv"):  # a copy of this clip in the other container (other mode)
+        other = span.final.with_suffix(ext)
+        if other != span.final and other.exists():
+            other.unlink()
+
+
+# --------------------------------------------------------------------------- source helpers
+
+
+def _main_video(container):
+    vids = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+    return vids[0] if vids else None
+
+
+def _copy_container(video, audios) -> tuple[str, str]:
+    """("mp4", "") when every stream can go into MP4, else ("mkv", why)."""
+    import io
+
+    probe = av.open(io.BytesIO(), "w", format="mp4")
+    try:
+        for s in [video, *audios]:
+            try:
+                probe.add_stream_from_template(s)
+            except ValueError:
+                name = s.codec_context.codec.name if s.codec_context else "?"
+                return "mkv", f"codec {name} cannot go into MP4: clips written as MKV"
+    finally:
+        try:
+            probe.close()
+        except Exception:  # noqa: BLE001, S110 - nothing was written
+            pass
+    return "mp4", ""
+
+
+def _frame_seconds(video) -> float:
+    rate = video.average_rate or video.guessed_rate or video.base_rate
+    return float(1 / rate) if rate else 1 / 30
+
+
+# --------------------------------------------------------------------------- the copy pass
+
+
+class _CopyPass:
+    """One demux pass over a source, writing its clips by stream copy."""
+
+    def __init__(self, container, spans: list[_Span], folder: Path, fmt: str, t0: float, tick):
+        self.c = container
+        self.folder, self.fmt, self.t0, self.tick = folder, fmt, t0, tick
+        self.video = _main_video(container)
+        self.audios = list(container.streams.audio)
+        self.vidx = self.video.index
+        self.vtb = self.video.time_base or Fraction(1, 90000)
+        self.frame_s = _frame_seconds(self.video)
+        self.pending = sorted(spans, key=lambda s: s.start)
+        self.waiting: list[_Span] = []  # reached, but no keyframe yet in this segment
+        self.active: list[_Span] = []  # open or tail
+        self.done: list[_Span] = []
+        self.vbuf: list[_Pkt] = []  # video since the last keyframe (demux order)
+        self.abuf: deque[_Pkt] = deque()  # audio that may still belong to a clip
+        self.kf: _Pkt | None = None
+        self.nodts: list = []  # video packets waiting for a dts (Matroska's first packets)
+        self.unwrap: dict[int, int] = {}  # stream -> offset added (its time base)
+        self.last_dts: dict[int, int] = {}
+        self.last_end: dict[int, int] = {}
+        self.notes: list[str] = []
+        self.position = 0.0
+        self.bsf = None
+        if self.video.codec_context.name == "mpeg4":
+            # AVI "packed B-frames" (DivX/Xvid) must be unpacked for MP4/MKV.
+            from av.bitstream import BitStreamFilterContext
+
+            self.bsf = BitStreamFilterContext("mpeg4_unpack_bframes", self.video)
+
+    # ---- demux
+
+    def run(self) -> None:
+        streams = [self.video, *self.audios]
+        for packet in self.c.demux(streams):
+            if packet.size == 0:
+                continue
+            sidx = packet.stream.index
+            if sidx == self.vidx:
+                pkts = self.bsf.filter(packet) if self.bsf else [packet]
+                for p in pkts:
+                    self._video(p)
+            else:
+                self._audio(packet, sidx)
+            if not (self.pending or self.waiting or self.active):
+                break  # nothing left to cut: the rest of the file is never read
+            self.tick(self.position)
+        else:
+            if self.bsf:
+                for p in self.bsf.filter(None):
+                    self._video(p)
+            self._flush_nodts()
+        self._eof()
+
+    def _eof(self) -> None:
+        for s in list(self.active):
+            if s.state == "open":
+                self._video_done(s)
+            if s.state == "tail":
+                self._close(s)
+        for s in self.pending + self.waiting:
+            s.state = "failed"
+            s.reason = f"span starts after the end of the source ({self.position:.2f} s)"
+            self.done.append(s)
+        self.pending, self.waiting = [], []
+
+    def abort_all(self, reason: str) -> None:
+        for s in self.active + self.pending + self.waiting:
+            _abort(s, reason)
+            self.done.append(s)
+        self.active, self.pending, self.waiting = [], [], []
+
+    # ---- timestamps
+
+    def _stamp(self, packet, sidx: int, tb: Fraction) -> _Pkt | None:
+        pts, dts = packet.pts, packet.dts
+        dur = packet.duration or 0
+        if pts is None:
+            pts = dts
+        if pts is None:
+            last = self.last_end.get(sidx)
+            if last is None:
+                return None
+            pts = dts = last - self.unwrap.get(sidx, 0)
+        if dts is None:
+            dts = pts
+        if not dur:
+            dur = max(1, round(Fraction(self.frame_s) / tb)) if sidx == self.vidx else 1
+        off = self.unwrap.get(sidx, 0)
+        last = self.last_dts.get(sidx)
+        jumped = last is not None and dts + off < last
+        if jumped:
+            # Timestamps went backwards: keep this stream's timeline going, the
+            # way the analysis did (the first frame after the jump is shown when
+            # the last one before it ends).
+            off = self.last_end.get(sidx, last + 1) - pts
+            self.unwrap[sidx] = off
+            if sidx == self.vidx:
+                self._discontinuity(float((pts + off) * tb))
+        e = _Pkt(packet, sidx, tb, pts + off, dts + off, dur, bool(packet.is_keyframe))
+        self.last_dts[sidx] = e.dts if jumped or last is None else max(e.dts, last)
+        self.last_end[sidx] = max(self.last_end.get(sidx, e.pts + dur), e.pts + dur)
+        return e
+
+    def _discontinuity(self, t: float) -> None:
+        rel = t - self.t0
+        self.notes.append(f"timestamps jump backwards at {rel:.2f} s: no clip is cut across it")
+        for s in list(self.active):
+            if s.state == "open":
+                s.note = f"ends early at a timestamp discontinuity ({rel:.2f} s)"
+                self._video_done(s)
+        self.vbuf.clear()
+        self.kf = None
+
+    def _video(self, packet) -> None:
+        # Matroska gives no dts for the first packets of a B-frame stream: hold
+        # them until a dts arrives and count backwards from it.
+        if packet.dts is None and packet.pts is not None and self.vidx not in self.last_dts \
+                and len(self.nodts) < 32:
+            self.nodts.append(packet)
+            return
+        if self.nodts and packet.dts is not None:
+            step = max(1, round(Fraction(self.frame_s) / self.vtb))
+            n = len(self.nodts)
+            for k, p in enumerate(self.nodts):
+                p.dts = min(p.pts, packet.dts - (n - k) * step)
+            held, self.nodts = self.nodts, []
+            for p in held:
+                self._video_stamped(p)
+        self._video_stamped(packet)
+
+    def _flush_nodts(self) -> None:
+        held, self.nodts = self.nodts, []
+        for p in held:
+            self._video_stamped(p)
+
+    def _video_stamped(self, packet) -> None:
+        e = self._stamp(packet, self.vidx, self.vtb)
+        if e is None:
+            return
+        self.position = e.t - self.t0
+        if e.key:
+            # The frame shown at a pending start before this keyframe belongs to the
+            # GOP that ends here (or is a leading picture of this one, which needs
+            # that GOP): those clips start at the previous keyframe.
+            while self.kf is not None and self.pending and self.pending[0].start < e.t - EPS:
+                self._open(self.pending.pop(0))
+            self.vbuf.clear()
+            self.kf = e
+            while self.abuf and self.abuf[0].t_end <= e.t:
+                self.abuf.popleft()
+            for s in self.waiting:  # reached before any keyframe: start here (late)
+                if e.t < s.end - EPS:
+                    s.note = f"no keyframe at/before the start: starts {e.t - s.start:.3f} s late"
+                    self._open(s)
+                else:
+                    s.state, s.reason = "failed", "no keyframe inside the span"
+                    self.done.append(s)
+            self.waiting = []
+        if self.kf is not None:
+            self.vbuf.append(e)
+        for s in list(self.active):
+            if s.state == "open":
+                self._video_to(s, e)
+        # A span starts with the frame shown at its start (the one whose display
+        # interval holds it), hence t_end rather than t.
+        while self.pending and (e.t_end > self.pending[0].start + EPS or e.t >= self.pending[0].start - EPS):
+            s = self.pending.pop(0)
+            if self.kf is None:
+                self.waiting.append(s)
+            else:
+                self._open(s)
+
+    def _audio(self, packet, sidx: int) -> None:
+        tb = packet.stream.time_base or Fraction(1, 48000)
+        e = self._stamp(packet, sidx, tb)
+        if e is None:
+            return
+        self.abuf.append(e)
+        while self.abuf and self.abuf[0].t_end < e.t - AUDIO_KEEP_S:
+            self.abuf.popleft()
+        for s in list(self.active):
+            self._audio_to(s, e)
+
+    # ---- clips
+
+    def _open(self, s: _Span) -> None:
+        kf = self.kf
+        exact = Fraction(kf.pts) * kf.tb
+        try:
+            out = _open_output(s, self.folder, self.fmt, "copy", float(exact) - self.t0)
+            s.smap[self.vidx] = out.add_stream_from_template(self.video)
+            for a in self.audios:
+                s.smap[a.index] = out.add_stream_from_template(a)
+        except (av.FFmpegError, OSError, ValueError) as ex:
+            _abort(s, f"cannot open output: {ex}")
+            self.done.append(s)
+            return
+        s.off[self.vidx] = kf.pts
+        for a in self.audios:
+            s.off[a.index] = round(exact / (a.time_base or Fraction(1, 48000)))
+        s.audio_open = {a.index for a in self.audios}
+        s.cut_start = float(exact)
+        s.state = "open"
+        self.active.append(s)
+        for e in self.vbuf:
+            if s.state == "open":
+                self._video_to(s, e)
+        for e in list(self.abuf):
+            if s.state in ("open", "tail"):
+                self._audio_to(s, e)
+
+    def _video_to(self, s: _Span, e: _Pkt) -> None:
+        if e.pts < s.off[self.vidx]:
+            return  # a leading picture of an open GOP: shown before the cut, needs what precedes it
+        if e.t >= s.end - EPS:
+            self._video_done(s)
+            return
+        # Hold back one video packet: the last one gets the duration that makes
+        # the track last exactly to the end of the last frame shown (the dts span
+        # and the pts span differ with B-frames at a variable rate).
+        if s.vhold is not None:
+            self._write(s, s.vhold)
+        s.vhold = e
+        s.frames += 1
+        if e.t_end > s.frontier:
+            s.frontier = e.t_end
+            if s.held:
+                ready = [a for a in s.held if a.t < s.frontier]
+                s.held = [a for a in s.held if a.t >= s.frontier]
+                for a in ready:
+                    self._write(s, a)
+
+    def _video_done(self, s: _Span) -> None:
+        """No more video for ``s``; audio goes on up to the last frame's end."""
+        s.state = "tail"
+        s.cut_end = s.frontier
+        if s.vhold is not None:
+            e, s.vhold = s.vhold, None
+            if s.first_vdts is not None:
+                span = round(Fraction(s.cut_end) / e.tb) - s.off[self.vidx]  # display span, pts units
+                dur = span + s.first_vdts - (e.dts - s.off[self.vidx])
+            self._write(s, e, dur=dur if dur > 0 else None)
+        for a in s.held:
+            if a.t < s.cut_end - EPS:
+                self._write(s, a)
+        s.held = []
+        if not s.audio_open:
+            self._close(s)
+
+    def _audio_to(self, s: _Span, e: _Pkt) -> None:
+        if s.state not in ("open", "tail") or e.sidx not in s.audio_open:
+            return
+        if e.pts < s.off[e.sidx]:
+            return
+        limit = s.cut_end if s.state == "tail" else s.end
+        if e.t >= limit - EPS:
+            s.audio_open.discard(e.sidx)
+            if s.state == "tail" and not s.audio_open:
+                self._close(s)
+            return
+        if s.state == "open" and e.t >= s.frontier:
+            s.held.append(e)  # the video may still end before it
+        else:
+            self._write(s, e)
+
+    def _write(self, s: _Span, e: _Pkt, dur: int | None = None) -> None:
+        if s.state == "failed":
+            return
+        off = s.off[e.sidx]
+        pts, dts = e.pts - off, e.dts - off
+        last = s.last_dts.get(e.sidx)
+        if last is not None and dts <= last:  # muxers want strictly increasing dts
+            if e.sidx == self.vidx and last + 1 <= pts:
+                dts = last + 1
+            else:
+                s.dropped += 1
+                return
+        s.last_dts[e.sidx] = dts
+        if e.sidx == self.vidx and s.first_vdts is None:
+            s.first_vdts = dts
+        p = e.packet
+        # mux() rescales the packet in place to the output time base: set every
+        # field from the stored values each time, so one packet feeds many clips.
+        p.time_base = e.tb
+        p.pts, p.dts, p.duration = pts, dts, dur or e.dur
+        p.stream = s.smap[e.sidx]
+        try:
+            s.out.mux_one(p)
+        except (av.FFmpegError, OSError, ValueError) as ex:
+            _abort(s, f"writing failed: {ex}")
+            if s in self.active:
+                self.active.remove(s)
+            self.done.append(s)
+
+    def _close(self, s: _Span) -> None:
+        if s in self.active:
+            self.active.remove(s)
+        if s.state != "failed":
+            if s.cut_end is None:
+                s.cut_end = s.frontier
+            if s.frames == 0:
+                _abort(s, "no video frame inside the span")
+            else:
+                try:
+                    _finish(s)
+                except (av.FFmpegError, OSError, ValueError) as ex:
+                    _abort(s, f"finishing failed: {ex}")
+        if s not in self.done:
+            self.done.append(s)
+        self.tick(self.position, force=True)
+
+
+# --------------------------------------------------------------------------- the accurate (re-encode) pass
+
+
+class _Unwrap:
+    """Seconds that keep going when a stream's timestamps jump backwards."""
+
+    def __init__(self) -> None:
+        self.off = 0.0
+        self.last = -math.inf
+
+    def __call__(self, t: float, dur: float) -> tuple[float, bool]:
+        u = t + self.off
+        jumped = u < self.last - EPS
+        if jumped:
+            self.off += self.last + dur - u
+            u = self.last + dur
+        self.last = u
+        return u, jumped
+
+
+class _EncodePass:
+    """One demux pass over a source; decodes only the GOPs that hold a clip and
+    re-encodes each clip exactly on its planned frames (libx264 + AAC, MP4)."""
+
+    def __init__(self, container, spans: list[_Span], folder: Path, t0: float, tick):
+        self.c = container
+        self.folder, self.t0, self.tick = folder, t0, tick
+        self.video = _main_video(container)
+        self.video.thread_type = "AUTO"
+        self.vctx = self.video.codec_context
+        self.audios = [a for a in container.streams.audio if a.codec_context is not None]
+        self.vtb = self.video.time_base or Fraction(1, 90000)
+        self.rate = self.video.average_rate or self.video.guessed_rate or self.video.base_rate
+        self.frame_s = _frame_seconds(self.video)
+        self.pending = sorted(spans, key=lambda s: s.start)
+        self.active: list[_Span] = []
+        self.done: list[_Span] = []
+        self.live = False  # the video decoder is being fed
+        self.vbuf: list = []  # packets since the last keyframe while not decoding
+        self.max_pkt_t = -math.inf
+        self.prev: tuple | None = None  # (frame, t) decoded last
+        self.vwrap = _Unwrap()
+        self.awrap = {a.index: _Unwrap() for a in self.audios}
+        self.resamplers = {a.index: av.AudioResampler(format="fltp") for a in self.audios}
+        self.last_end = 0.0
+        self.position = 0.0
+        self.notes: list[str] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        for packet in self.c.demux([self.video, *self.audios]):
+            if packet.size == 0:
+                continue
+            if packet.stream.index == self.video.index:
+                self._vpacket(packet)
+            else:
+                self._apacket(packet)
+            if not (self.pending or self.active):
+                break
+            self.tick(self.position)
+        else:
+            if self.live:
+                self._decode_video(None)
+            for a in self.audios:
+                self._decode_audio(a, None)
+        for s in list(self.active):
+            if s.state == "open":
+                self._video_done(s, self.last_end)
+            self._close(s)
+        for s in self.pending:
+            s.state = "failed"
+            s.reason = f"span starts after the end of the source ({self.position:.2f} s)"
+            self.done.append(s)
+        self.pending = []
+
+    def abort_all(self, reason: str) -> None:
+        for s in self.active + self.pending:
+            _abort(s, reason)
+            self.done.append(s)
+        self.active, self.pending = [], []
+
+    def _needed(self, upto: float) -> bool:
+        """Must the decoder run? While a clip is open, or once a pending clip's
+        start lies before ``upto`` (the frame shown then is in the current GOP)."""
+        return bool(self.active) or bool(self.pending and self.pending[0].start < upto + EPS)
+
+    # ---- video
+
+    def _vpacket(self, packet) -> None:
+        raw = packet.pts if packet.pts is not None else packet.dts
+        if raw is None:
+            t = self.max_pkt_t
+        else:
+            t = float(raw * self.vtb) + self.vwrap.off
+        if packet.is_keyframe:
+            # A pending start before this keyframe is shown in the GOP that ends here,
+            # or by a leading picture after it: decode what was held back first.
+            if not self.live and self.vbuf and self._needed(t - 2 * EPS):
+                self._go_live()
+            if self.live and not self._needed(max(t, self.max_pkt_t) - 2 * EPS):
+                self.vctx.flush_buffers()  # frames still inside belong to no clip
+                self.live = False
+                self.prev = None
+            if not self.live:
+                self.vbuf = []
+        t_end = t + (float(packet.duration * self.vtb) if packet.duration else self.frame_s)
+        self.max_pkt_t = max(self.max_pkt_t, t_end)
+        self.position = t - self.t0
+        if self.live:
+            self._decode_video(packet)
+            return
+        if packet.is_keyframe or self.vbuf:
+            self.vbuf.append(packet)
+        if self.vbuf and self._needed(self.max_pkt_t - 2 * EPS):
+            self._go_live()
+
+    def _go_live(self) -> None:
+        self.live = True
+        buf, self.vbuf = self.vbuf, []
+        for p in buf:
+            self._decode_video(p)
+
+    def _decode_video(self, packet) -> None:
+        try:
+            frames = self.vctx.decode(packet)
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            return
+        for f in frames:
+            self._vframe(f)
+
+    def _vframe(self, frame) -> None:
+        dur = float(frame.duration * self.vtb) if frame.duration else self.frame_s
+        if frame.pts is not None:
+            raw = float(frame.pts * self.vtb)
+        elif self.vwrap.last > -math.inf:
+            raw = self.vwrap.last - self.vwrap.off + dur
+        else:
+            raw = 0.0
+        t, jumped = self.vwrap(raw, dur)
+        if jumped:
+            rel = t - self.t0
+            self.notes.append(f"timestamps jump backwards at {rel:.2f} s: no clip is cut across it")
+            for s in list(self.active):
+                if s.state == "open":
+                    s.note = f"ends early at a timestamp discontinuity ({rel:.2f} s)"
+                    self._video_done(s, self.last_end)
+        self.last_end = t + dur
+        # A span starts with the frame shown at its start: the previous frame when
+        # the start falls inside its display interval, which this frame closes.
+        late = []
+        while self.pending and self.pending[0].start < t - EPS:
+            s = self.pending.pop(0)
+            if self.prev is not None and self.prev[1] <= s.start + EPS:
+                self._start(s, *self.prev)
+            else:  # nothing earlier was decoded (no keyframe before it)
+                s.note = f"first frame inside the span is {t - s.start:.3f} s after its start"
+                late.append(s)
+        for s in list(self.active):
+            if s.state != "open":
+                continue
+            if t >= s.end - EPS:
+                self._video_done(s, t)
+            else:
+                self._encode_frame(s, frame, t)
+        while self.pending and t >= self.pending[0].start - EPS:
+            late.append(self.pending.pop(0))
+        for s in late:
+            if t >= s.end - EPS:
+                s.state, s.reason = "failed", "no video frame inside the span"
+                self.done.append(s)
+            else:
+                self._start(s, frame, t)
+        self.prev = (frame, t)
+
+    def _start(self, s: _Span, frame, t: float) -> None:
+        if self._open(s, frame, t):
+            self._encode_frame(s, frame, t)
+            held, s.held = s.held, []
+            for aidx, af, at in held:
+                self._audio_into(s, aidx, af, at)
+
+    def _open(self, s: _Span, frame, t: float) -> bool:
+        try:
+            out = _open_output(s, self.folder, "mp4", "accurate", t - self.t0)
+            vs = out.add_stream("libx264", rate=self.rate) if self.rate else out.add_stream("libx264")
+            vs.width, vs.height = frame.width, frame.height
+            vs.pix_fmt = "yuv420p"
+            vs.codec_context.time_base = self.vtb
+            vs.options = dict(X264)
+            if self.vctx.sample_aspect_ratio:
+                vs.codec_context.sample_aspect_ratio = self.vctx.sample_aspect_ratio
+            if frame.rotation:
+                vs.set_display_rotation(int(frame.rotation))
+            s.smap[self.video.index] = vs
+            for a in self.audios:
+                cc = a.codec_context
+                aus = out.add_stream("aac", rate=cc.sample_rate or 48000, layout=cc.layout.name or "stereo")
+                aus.codec_context.bit_rate = AAC_BITRATE
+                s.enc[a.index] = [av.AudioFifo(), aus, None, 0]  # fifo, stream, first pts, samples
+        except (av.FFmpegError, OSError, ValueError) as ex:
+            _abort(s, f"cannot open output: {ex}")
+            self.done.append(s)
+            return False
+        s.size = (frame.width, frame.height)
+        s.cut_start = t
+        s.audio_open = set(s.enc)
+        s.state = "open"
+        self.active.append(s)
+        return True
+
+    def _encode_frame(self, s: _Span, frame, t: float) -> None:
+        """Queue ``frame`` (shown at ``t``) for ``s``; encode the one before it, whose
+        display duration this frame's time now gives (exact VFR durations)."""
+        if s.vhold is not None:
+            self._encode_held(s, t)
+        s.vhold = (frame, t)
+        s.frames += 1
+
+    def _encode_held(self, s: _Span, t_next: float) -> None:
+        frame, t = s.vhold
+        s.vhold = None
+        w, h = s.size
+        f = frame
+        if f.format.name != "yuv420p" or (f.width, f.height) != (w, h):
+            f = frame.reformat(width=w, height=h, format="yuv420p")
+        pts = round((t - s.cut_start) / self.vtb)
+        end = round((t_next - s.cut_start) / self.vtb)
+        if s.frames > 1 and pts <= s.vpts0:
+            pts = s.vpts0 + 1
+        s.vpts0 = pts
+        f.pts, f.time_base = pts, self.vtb
+        f.duration = max(1, end - pts)
+        f.pict_type = 0  # let x264 choose frame types (a decoded frame carries the source's)
+        self._mux(s, s.smap[self.video.index].encode(f), video=True)
+
+    def _video_done(self, s: _Span, t: float) -> None:
+        s.state = "tail"
+        s.cut_end = t
+        if s.vhold is not None:
+            self._encode_held(s, t)
+        if not s.audio_open:
+            self._close(s)
+
+    # ---- audio
+
+    def _apacket(self, packet) -> None:
+        raw = packet.pts if packet.pts is not None else packet.dts
+        t = float(raw * packet.time_base) if raw is not None else None
+        # Decode a second ahead of the next clip (the decoder settles), not the whole file.
+        if self.active or (t is not None and self.pending and t + 1.0 >= self.pending[0].start):
+            self._decode_audio(packet.stream, packet)
+
+    def _decode_audio(self, stream, packet) -> None:
+        try:
+            frames = stream.codec_context.decode(packet)
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            return
+        for f in frames:
+            if f.time_base is None:
+                f.time_base = stream.time_base
+            for rf in self.resamplers[stream.index].resample(f):
+                self._aframe(stream.index, rf)
+
+    def _aframe(self, aidx: int, f) -> None:
+        if f.time is None:
+            return
+        dur = f.samples / f.sample_rate
+        t, _ = self.awrap[aidx](float(f.time), dur)
+        for s in list(self.active):
+            self._audio_into(s, aidx, f, t)
+        for s in self.pending:
+            if s.start > t + dur + 1.0:
+                break
+            if t + dur > s.start - EPS and t < s.end:
+                s.held.append((aidx, f, t))
+
+    def _audio_into(self, s: _Span, aidx: int, f, t: float) -> None:
+        if s.state not in ("open", "tail") or aidx not in s.audio_open:
+            return
+        end = s.cut_end if s.state == "tail" else s.end
+        if t >= end - EPS:
+            s.audio_open.discard(aidx)
+            if s.state == "tail" and not s.audio_open:
+                self._close(s)
+            return
+        sr = f.sample_rate
+        i0 = max(0, math.ceil((s.cut_start - t) * sr - 1e-6))
+        i1 = min(f.samples, math.ceil((end - t) * sr - 1e-6))
+        if i1 <= i0:
+            return
+        import numpy as np
+
+        arr = np.ascontiguousarray(f.to_ndarray()[:, i0:i1])
+        nf = av.AudioFrame.from_ndarray(arr, format="fltp", layout=f.layout.name)
+        nf.sample_rate = sr
+        enc = s.enc[aidx]
+        if enc[2] is None:
+            enc[2] = max(0, round((t + i0 / sr - s.cut_start) * sr))
+        enc[0].write(nf)
+        self._drain_audio(s, aidx, final=False)
+
+    def _drain_audio(self, s: _Span, aidx: int, final: bool) -> None:
+        fifo, aus, first, n = s.enc[aidx]
+        size = aus.codec_context.frame_size or 1024
+        while fifo.samples >= size or (final and fifo.samples):
+            chunk = fifo.read(size) if fifo.samples >= size else fifo.read()
+            chunk.pts = (first or 0) + n
+            chunk.time_base = Fraction(1, chunk.sample_rate)
+            n += chunk.samples
+            self._mux(s, aus.encode(chunk))
+        s.enc[aidx][3] = n
+        if final:
+            self._mux(s, aus.encode(None))
+
+    # ---- output
+
+    def _mux(self, s: _Span, packets, video: bool = False, last: bool = False) -> None:
+        """Write encoded packets. Video lags one packet: at ``last`` the held one
+        gets the duration that makes the track's (dts) span equal the display span."""
+        if s.state == "failed":
+            return
+        try:
+            for p in packets:
+                if video:
+                    if s.first_vdts is None:
+                        s.first_vdts = p.dts if p.dts is not None else p.pts
+                    p, s.vpkt = s.vpkt, p
+                    if p is None:
+                        continue
+                s.out.mux_one(p)
+            if last and s.vpkt is not None:
+                p, s.vpkt = s.vpkt, None
+                tb = p.time_base or self.vtb
+                span = round(Fraction(s.cut_end - s.cut_start) / tb)
+                dur = span + (s.first_vdts or 0) - (p.dts if p.dts is not None else p.pts)
+                if dur > 0:
+                    p.duration = dur
+                s.out.mux_one(p)
+        except (av.FFmpegError, OSError, ValueError) as ex:
+            _abort(s, f"writing failed: {ex}")
+            if s in self.active:
+                self.active.remove(s)
+            self.done.append(s)
+
+    def _close(self, s: _Span) -> None:
+        if s in self.active:
+            self.active.remove(s)
+        if s.state != "failed":
+            if s.frames == 0:
+                _abort(s, "no video frame inside the span")
+            else:
+                self._mux(s, s.smap[self.video.index].encode(None), video=True, last=True)
+                for aidx in s.enc:
+                    if s.state != "failed":
+                        self._drain_audio(s, aidx, final=True)
+                if s.state != "failed":
+                    try:
+                        _finish(s)
+                    except (av.FFmpegError, OSError, ValueError) as ex:
+                        _abort(s, f"finishing failed: {ex}")
+        if s not in self.done:
+            self.done.append(s)
+        self.tick(self.position, force=True)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+class _SourceFailed(Exception):
+    pass
+
+
+def _reason(ex: Exception) -> str:
+    entry = getattr(ex, "log", None)
+    if entry and len(entry) == 3 and entry[2]:
+        return str(entry[2]).strip()
+    return getattr(ex, "strerror", None) or str(ex)
+
+
+def _write_sidecar(out_dir: Path, clip: Clip) -> None:
+    path = (out_dir / clip.file).with_suffix(".json")
+    atomic_write_bytes(path, msgspec.json.format(msgspec.json.encode(clip), indent=1))
+
+
+def _clear_cut(clip: Clip) -> None:
+    clip.file = clip.cut_start = clip.cut_end = clip.lead_in = clip.container = None
+
+
+class _Ticker:
+    """Throttled progress snapshots (at most 4 a second, plus one per finished clip)."""
+
+    def __init__(self, progress: Progress | None, rel: str, index: int, sources: int, clips: int, duration: float):
+        self.progress = progress
+        self.snap = CutProgress(source=rel, source_index=index, sources=sources, clips_done=0,
+                                clips=clips, position=0.0, duration=duration)
+        self.last = 0.0
+        self.done_base = 0
+        self.pass_ = None
+
+    def __call__(self, position: float, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        if not force and now - self.last < 0.25:
+            return
+        self.last = now
+        self.snap.position = max(0.0, position)
+        self.snap.clips_done = self.done_base + (len(self.pass_.done) if self.pass_ else 0)
+        self.progress(self.snap)
+
+
+def cut_plan(
+    work: WorkDir,
+    out_dir: Path,
+    *,
+    accurate: bool = False,
+    sidecar: bool = False,
+    progress: Progress | None = None,
+) -> CutResult:
+    """Cut every clip of ``WORK/plan.json`` into ``out_dir`` (see the module doc).
+
+    Opens each source at most once (not at all when all its clips are already
+    there). A source that cannot be read is reported in the result and the others
+    go on; only an unusable plan or output folder raises (``ConfigError``).
+    """
+    work = work if isinstance(work, WorkDir) else WorkDir(Path(work))
+    if not work.plan_json.exists():
+        raise ConfigError(f"no plan in {work.root} (run `facecut score -w {work.root}` first)")
+    try:
+        plan = read_json(work.plan_json, Plan)
+    except (msgspec.DecodeError, msgspec.ValidationError) as ex:
+        raise ConfigError(f"{work.plan_json} is not a valid plan: {ex}") from ex
+    out_dir = Path(out_dir).expanduser().resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as ex:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {ex.strerror or ex}") from ex
+    input_dir = Path(plan.input_dir)
+    mode = "accurate" if accurate else "copy"
+    cut_params = {"out_dir": str(out_dir), "accurate": accurate}
+    changed = plan.params.get("cut") != cut_params
+    plan.params["cut"] = cut_params
+
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(plan.clips):
+        groups.setdefault(c.source, []).append(i)
+    planned = {sp.path: sp for sp in plan.sources}
+    order = [p for p in planned if p in groups] + [p for p in groups if p not in planned]
+
+    result = CutResult(out_dir=str(out_dir), accurate=accurate)
+    try:
+        for n, rel in enumerate(order):
+            sc, touched = _cut_source(plan, groups[rel], planned.get(rel), input_dir, out_dir, mode,
+                                      sidecar, _Ticker(progress, rel, n, len(order), len(groups[rel]),
+                                                       planned[rel].duration if rel in planned else 0.0))
+            result.sources.append(sc)
+            if touched or changed:
+                write_json(work.plan_json, plan)
+                changed = False
+            log.info("%s: %s, %d written, %d skipped, %d failed%s", rel, sc.status, sc.written,
+                     sc.skipped, sc.failed, f" ({sc.reason})" if sc.reason else "")
+    except BaseException:
+        write_json(work.plan_json, plan)  # what was finished before the interruption
+        raise
+    if changed:
+        write_json(work.plan_json, plan)
+    return result
+
+
+def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: Path, out_dir: Path,
+                mode: str, sidecar: bool, tick: _Ticker) -> tuple[SourceCut, bool]:
+    """Cut one source's clips. Returns (its report, whether plan entries changed)."""
+    t_begin = time.perf_counter()
+    rel = plan.clips[idxs[0]].source
+    sc = SourceCut(source=rel, clips=len(idxs))
+    folder = out_dir / Path(rel).stem
+    clean_temp_files(folder)
+    touched = False
+    todo: list[int] = []
+    for i in idxs:
+        clip = plan.clips[i]
+        hit = _existing(out_dir, clip, mode)
+        if hit is not None:
+            if any(getattr(clip, k) != v for k, v in hit.items()):
+                for k, v in hit.items():
+                    setattr(clip, k, v)
+                touched = True
+            if sidecar and not (out_dir / clip.file).with_suffix(".json").exists():
+                _write_sidecar(out_dir, clip)
+            sc.skipped += 1
+        elif not (clip.end > clip.start):
+            sc.failed += 1
+            sc.failures[clip.id] = f"empty span ({clip.start:.3f}..{clip.end:.3f} s)"
+        else:
+            todo.append(i)
+    tick.done_base = sc.skipped + sc.failed
+    if not todo:
+        sc.status = "skipped" if not sc.failed else "failed"
+        sc.seconds = time.perf_counter() - t_begin
+        return sc, touched
+
+    for i in todo:
+        if plan.clips[i].file is not None:
+            _clear_cut(plan.clips[i])
+            touched = True
+    spans = [_Span(i, plan.clips[i], 0.0, 0.0) for i in todo]  # absolute times once t0 is known
+    t0 = 0.0
+    try:
+        container = _check_and_open(input_dir / rel, sp)
+        sc.opens += 1
+        try:
+            video = _main_video(container)
+            if video is None:
+                raise _SourceFailed("no video stream")
+            if sp is not None:
+                t0 = sp.t0
+            elif video.start_time is not None:
+                t0 = float(video.start_time * video.time_base)
+            for s in spans:
+                s.start, s.end = t0 + s.clip.start, t0 + s.clip.end
+            if mode == "accurate":
+                sc.container = "mp4"
+                pass_ = _EncodePass(container, spans, folder, t0, tick)
+            else:
+                sc.container, why = _copy_container(video, list(container.streams.audio))
+                if why:
+                    sc.notes.append(why)
+                    log.warning("%s: %s", rel, why)
+                pass_ = _CopyPass(container, spans, folder, sc.container, t0, tick)
+            tick.pass_ = pass_
+            try:
+                pass_.run()
+            except (av.FFmpegError, OSError) as ex:  # truncated/corrupt file, I/O error, vanished disk
+                sc.reason = f"stopped reading at {pass_.position:.2f} s: {_reason(ex)}"
+                pass_.abort_all(sc.reason)
+            except BaseException:
+                pass_.abort_all("interrupted")
+                raise
+            finally:
+                sc.notes.extend(pass_.notes)
+        finally:
+            container.close()
+    except _SourceFailed as ex:
+        sc.reason = str(ex)
+        for s in spans:
+            if s.state != "closed":
+                s.state, s.reason = "failed", str(ex)
+    finally:
+        touched |= _record(plan, spans, out_dir, sc, sidecar, t0)
+    if sc.failed and not (sc.written or sc.skipped):
+        sc.status = "failed"
+    elif sc.failed:
+        sc.status = "partial"
+    if sc.failed and not sc.reason:
+        sc.reason = f"{sc.failed} clip(s) not written"
+    sc.seconds = time.perf_counter() - t_begin
+    return sc, touched
+
+
+def _check_and_open(path: Path, sp: SourcePlan | None):
+    if not path.is_file():
+        raise _SourceFailed(f"source not found: {path}")
+    if sp is not None and sp.fingerprint:
+        try:
+            if fingerprint(path) != sp.fingerprint:
+                raise _SourceFailed("the file changed since it was analysed (fingerprint differs)")
+        except OSError as ex:
+            raise _SourceFailed(f"cannot read: {ex.strerror or ex}") from ex
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, OSError) as ex:
+        raise _SourceFailed(f"cannot open: {_reason(ex)}") from ex
+
+
+def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar: bool, t0: float) -> bool:
+    """Put what the pass did into plan.json entries and the source report."""
+    for s in done:
+        clip = plan.clips[s.i]
+        if s.state == "closed":
+            clip.file = s.final.relative_to(out_dir).as_posix()
+            clip.container = s.final.suffix[1:]
+            clip.cut_start = round(s.cut_start - t0, 6)
+            clip.cut_end = round(s.cut_end - t0, 6)
+            clip.lead_in = round(clip.start - clip.cut_start, 6)
+            sc.written += 1
+            sc.bytes += s.final.stat().st_size
+            if sidecar:
+                _write_sidecar(out_dir, clip)
+            if s.note:
+                sc.notes.append(f"clip {clip.id}: {s.note}")
+        else:
+            _clear_cut(clip)
+            sc.failed += 1
+            sc.failures[clip.id] = s.reason or "not written"
+    return bool(done)
