@@ -263,9 +263,10 @@ def clean_temp_files(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- one clip being written
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pkt:
-    """A demuxed packet with unwrapped timestamps (ints, its stream's time base)."""
+    """A demuxed packet with unwrapped timestamps (ints, its stream's time base)
+    and the same in seconds (floats: comparisons only, with EPS slack)."""
 
     packet: av.Packet
     sidx: int  # source stream index
@@ -274,14 +275,8 @@ class _Pkt:
     dts: int
     dur: int
     key: bool
-
-    @property
-    def t(self) -> float:
-        return float(self.pts * self.tb)
-
-    @property
-    def t_end(self) -> float:
-        return float((self.pts + self.dur) * self.tb)
+    t: float  # pts, seconds
+    t_end: float  # pts + dur, seconds
 
 
 @dataclass
@@ -415,6 +410,7 @@ class _CopyPass:
         self.kf: _Pkt | None = None
         self.nodts: list = []  # video packets waiting for a dts (Matroska's first packets)
         self.unwrap: dict[int, int] = {}  # stream -> offset added (its time base)
+        self.tbf: dict[int, float] = {}  # stream -> time base as a float
         self.last_dts: dict[int, int] = {}
         self.last_end: dict[int, int] = {}
         self.notes: list[str] = []
@@ -495,7 +491,11 @@ class _CopyPass:
             self.unwrap[sidx] = off
             if sidx == self.vidx:
                 self._discontinuity(float((pts + off) * tb))
-        e = _Pkt(packet, sidx, tb, pts + off, dts + off, dur, bool(packet.is_keyframe))
+        tbf = self.tbf.get(sidx)
+        if tbf is None:
+            tbf = self.tbf[sidx] = float(tb)
+        e = _Pkt(packet, sidx, tb, pts + off, dts + off, dur, bool(packet.is_keyframe),
+                 (pts + off) * tbf, (pts + off + dur) * tbf)
         self.last_dts[sidx] = e.dts if jumped or last is None else max(e.dts, last)
         self.last_end[sidx] = max(self.last_end.get(sidx, e.pts + dur), e.pts + dur)
         return e
@@ -1163,9 +1163,12 @@ def cut_plan(
     result = CutResult(out_dir=str(out_dir), accurate=accurate)
     try:
         for n, rel in enumerate(order):
+            duration = planned[rel].duration if rel in planned else 0.0
+            tick = _Ticker(progress, rel, n, len(order), len(groups[rel]), duration)
             sc, touched = _cut_source(plan, groups[rel], planned.get(rel), input_dir, out_dir, mode,
-                                      sidecar, _Ticker(progress, rel, n, len(order), len(groups[rel]),
-                                                       planned[rel].duration if rel in planned else 0.0))
+                                      sidecar, tick)
+            tick.pass_, tick.done_base = None, sc.written + sc.skipped + sc.failed
+            tick(duration, force=True)  # every source ends with a snapshot
             result.sources.append(sc)
             if touched or changed:
                 write_json(work.plan_json, plan)

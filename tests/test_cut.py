@@ -294,8 +294,11 @@ def test_mkv_and_vfr_sources(media_dir, tmp_path):
     spans = {"sub/nofaces.mkv": [(0.3, 1.5), (2.0, 3.6)], "vfr.mp4": [(1.0, 4.0), (5.0, 7.5), (0.0, 1.0)]}
     wd = new_work(tmp_path / "w", make_plan(media_dir, spans))
     out = tmp_path / "out"
-    result = cut_plan(wd, out)
+    snaps = []
+    result = cut_plan(wd, out, progress=lambda p: snaps.append((p.source, p.clips_done, p.clips)))
     assert result.ok and result.written == 5 and result.opens == 2
+    assert snaps[-1] == ("vfr.mp4", 3, 3) and ("sub/nofaces.mkv", 2, 2) in snaps
+    assert [s[1] for s in snaps if s[0] == "vfr.mp4"] == sorted(s[1] for s in snaps if s[0] == "vfr.mp4")
     vfr_frame = 2 * FRAME  # make_media's VFR runs go down to half rate
     for clip in load_plan(wd).clips:
         truth = load_truth(media_dir / clip.source)
