@@ -1193,6 +1193,8 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     clean_temp_files(folder)
     touched = False
     todo: list[int] = []
+    first_of: dict[str, int] = {}
+    dups: list[tuple[int, int]] = []
     for i in idxs:
         clip = plan.clips[i]
         hit = _existing(out_dir, clip, mode)
@@ -1207,7 +1209,10 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
         elif not (clip.end > clip.start):
             sc.failed += 1
             sc.failures[clip.id] = f"empty span ({clip.start:.3f}..{clip.end:.3f} s)"
+        elif clip.id in first_of:  # the same span listed twice: one file
+            dups.append((i, first_of[clip.id]))
         else:
+            first_of[clip.id] = i
             todo.append(i)
     tick.done_base = sc.skipped + sc.failed
     if not todo:
@@ -1263,6 +1268,14 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
                 s.state, s.reason = "failed", str(ex)
     finally:
         touched |= _record(plan, spans, out_dir, sc, sidecar, t0)
+        for i, j in dups:
+            for k in ("file", "cut_start", "cut_end", "lead_in", "container"):
+                setattr(plan.clips[i], k, getattr(plan.clips[j], k))
+            if plan.clips[j].file:
+                sc.skipped += 1
+            else:
+                sc.failed += 1
+                sc.failures.setdefault(plan.clips[i].id, sc.failures.get(plan.clips[j].id, "not written"))
     if sc.failed and not (sc.written or sc.skipped):
         sc.status = "failed"
     elif sc.failed:

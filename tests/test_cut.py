@@ -534,3 +534,47 @@ def test_killed_cut_resumes_to_complete_clips(media_dir, tmp_path):
     truth = load_truth(media_dir / "basic.mp4")
     for clip in plan.clips:
         check_clip(out, clip, FRAME, audio=True, src_end=truth.duration)
+
+
+def tone_hz(samples: np.ndarray, rate: int) -> float:
+    spec = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spec))])
+
+
+@pytest.mark.parametrize("accurate", [False, True])
+def test_audio_stays_in_sync(media_dir, tmp_path, accurate):
+    """make_media's tone changes pitch at each shot cut (220 Hz, then 275 Hz at 3 s):
+    the change must sit at the same clip time as the picture's cut."""
+    wd = new_work(tmp_path / "w", make_plan(media_dir, {"basic.mp4": [(2.2, 4.4)]}))
+    out = tmp_path / "out"
+    assert cut_plan(wd, out, accurate=accurate).ok
+    clip = load_plan(wd).clips[0]
+    cut_at = 3.0 - clip.cut_start  # the shot cut, in clip time
+    with av.open(str(out / clip.file)) as c:
+        rate = c.streams.audio[0].sample_rate
+        first = None
+        chunks = []
+        for f in c.decode(audio=0):
+            first = f.time if first is None else first
+            chunks.append(f.to_ndarray()[0])
+    wave = np.concatenate(chunks)
+    assert first == pytest.approx(0.0, abs=0.03)
+
+    def at(t0, t1):
+        return tone_hz(wave[int((t0 - first) * rate) : int((t1 - first) * rate)], rate)
+
+    assert at(cut_at - 0.55, cut_at - 0.05) == pytest.approx(220, abs=3)
+    assert at(cut_at + 0.05, cut_at + 0.55) == pytest.approx(275, abs=3)
+    # The switch itself, to within 10 ms (0.1 s windows: 10 Hz bins, tones 55 Hz apart).
+    assert at(cut_at - 0.11, cut_at - 0.01) == pytest.approx(220, abs=10)
+    assert at(cut_at + 0.01, cut_at + 0.11) == pytest.approx(275, abs=10)
+
+
+def test_the_same_span_twice_makes_one_file(media_dir, tmp_path):
+    wd = new_work(tmp_path / "w", make_plan(media_dir, {"basic.mp4": [(3.0, 4.0), (3.0, 4.0)]}))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out)
+    assert result.ok and result.written == 1 and result.skipped == 1
+    a, b = load_plan(wd).clips
+    assert a.file == b.file and a.cut_end == b.cut_end
+    assert len(list((out / "basic").iterdir())) == 1
