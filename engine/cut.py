@@ -777,7 +777,10 @@ class _EncodePass:
         for s in list(self.active):
             if s.state == "open":
                 self._video_done(s, self.last_end)
-            self._close(s)
+            if s.state == "tail":
+                self._close(s)
+        if self.errors:
+            self.notes.append(f"{self.errors} packet(s) could not be decoded")
         for s in self.pending:
             s.state = "failed"
             s.reason = f"span starts after the end of the source ({self.position:.2f} s)"
