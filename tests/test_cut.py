@@ -121,7 +121,8 @@ def check_clip(out: Path, clip: Clip, frame: float, *, audio: bool, bframes: int
 @pytest.fixture(scope="module")
 def extra_media(tmp_path_factory) -> Path:
     """Containers the test batch lacks: WebM (VP8: MKV fallback), AVI (MPEG-4 with
-    B-frames), and an MPEG-TS whose timestamps restart halfway (two files joined)."""
+    B-frames), an MPEG-TS whose timestamps restart halfway (two files joined), and
+    a video without audio."""
     d = tmp_path_factory.mktemp("cutmedia")
     short = [Shot("face", 1.0, "astronaut", face_px=120), Shot("noface", 1.0, "coffee")]
     make_video(d / "clip.webm", short, codec="libvpx", seed=5)
@@ -129,6 +130,7 @@ def extra_media(tmp_path_factory) -> Path:
     shots = [Shot("face", 2.0, "astronaut", face_px=120), Shot("noface", 2.0, "coffee"),
              Shot("face", 2.0, "hanks", face_px=120, background="rocket")]
     make_video(d / "part.mp4", shots, seed=8)
+    make_video(d / "silent.mp4", short, audio=False, seed=9)
     parts = []
     for i, (a, b) in enumerate([(0.0, 4.0), (2.0, 6.0)]):
         ts = d / f"part{i}.ts"
@@ -578,3 +580,16 @@ def test_the_same_span_twice_makes_one_file(media_dir, tmp_path):
     a, b = load_plan(wd).clips
     assert a.file == b.file and a.cut_end == b.cut_end
     assert len(list((out / "basic").iterdir())) == 1
+
+
+@pytest.mark.parametrize("accurate", [False, True])
+def test_source_without_audio(extra_media, tmp_path, accurate):
+    wd = new_work(tmp_path / "w", make_plan(extra_media, {"silent.mp4": [(0.2, 1.0), (1.0, 1.6), (1.5, 9.0)]}))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out, accurate=accurate)
+    assert result.ok and result.written == 3
+    for clip in load_plan(wd).clips:
+        check_clip(out, clip, FRAME, audio=False, bframes=0 if accurate else 2, src_end=2.0)
+        with av.open(str(out / clip.file)) as c:
+            assert not c.streams.audio
+    assert load_plan(wd).clips[2].cut_end == pytest.approx(2.0, abs=1e-3)  # the end of the source
