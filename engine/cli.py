@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+import msgspec
 
 from engine import __version__
 from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, FacecutError
@@ -94,27 +95,6 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-# --------------------------------------------------------------------------- run
-
-
-@main.command()
-@click.argument("input_dir", type=_path(exists=True, file_okay=False), envvar="FACECUT_INPUT")
-@opt("-o", "--out", type=_path(file_okay=False), required=True, help="Output folder for clips.")
-@opt("-w", "--work", type=_path(file_okay=False), default=None, help="Work folder [default: OUT/facecut-work].")
-@scan_options
-@handle_errors
-def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_from, skip_pattern) -> int:
-    """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable)."""
-    from engine.fsio import WorkDir
-    from engine.scan import save_scan, scan
-
-    wd = WorkDir(work or Path(out) / "facecut-work")
-    result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
-    save_scan(wd, result)
-    _print_scan(result)
-    return not_implemented("run: analyze")
 
 
 # --------------------------------------------------------------------------- scan
@@ -316,25 +296,153 @@ def analyze(work: Path, no_dashboard: bool, json_progress: bool, **kw) -> int:
     return _run_analysis(work, cfg, _reporter(no_dashboard, json_progress))
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def gate_options(f):
+    """Track + score options (shared by `track`, `score` and `run`)."""
+    opts = [
+        opt("--max-yaw", type=float, default=None, help="Largest |yaw| of a usable face, degrees [75]."),
+        opt("--max-pitch", type=float, default=None, help="Largest |pitch|, degrees [45]."),
+        opt("--min-det-score", type=float, default=None, help="Least detector score [0.5]."),
+        opt("--track-gate", type=float, default=None, help="Share of a track's frames that must pass [0.70]."),
+        opt("--min-dur", type=float, default=None, help="Shortest clip, seconds [1]."),
+        opt("--max-dur", type=float, default=None, help="Longest clip, seconds; longer is rejected (missed cut?) [120]."),
+        opt("--bridge-gap", type=float, default=None, help="Bridge failing stretches shorter than this, seconds [3]."),
+        opt("--merge-gap", type=float, default=None, help="Fuse segments of one shot closer than this, seconds [2]."),
+        opt("--identity", type=_path(exists=True), default=None,
+            help="Keep only this person: an image, a folder of images or a roop-unleashed .fsz face set."),
+        opt("--identity-threshold", type=float, default=None, help="Largest cosine distance to the identity [0.65]."),
+    ] + track_opts()
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def track_opts():
+    return [
+        opt("--track-iou", type=float, default=None, help="Least IoU to link a face to a track [0.3]."),
+        opt("--track-max-gap", type=float, default=None, help="Seconds without detection a track survives [1]."),
+        opt("--stitch-sim", type=float, default=None, help="Least embedding cosine to stitch a gap [0.5]."),
+        opt("--stitch-shift", type=float, default=None, help="Largest centre shift to stitch, in face sizes [1]."),
+        opt("--stitch-size", type=float, default=None, help="Largest size ratio to stitch [1.5]."),
+    ]
+
+
+_TRACK_KEYS = {"track_iou": "iou", "track_max_gap": "max_gap", "stitch_sim": "stitch_sim",
+               "stitch_shift": "stitch_shift", "stitch_size": "stitch_size"}
+_SCORE_KEYS = ["max_yaw", "max_pitch", "min_det_score", "track_gate", "min_dur", "max_dur", "bridge_gap",
+               "merge_gap", "identity", "identity_threshold"]
+
+
+def _track_config(kw: dict):
+    from engine.config import TrackConfig, build
+
+    return build(TrackConfig, **{_TRACK_KEYS[k]: kw.pop(k) for k in list(_TRACK_KEYS)})
+
+
+def _score_config(kw: dict, *, min_face, model_dir, provider):
+    from engine.config import ScoreConfig, build
+
+    track = _track_config(kw)
+    vals = {k: kw.pop(k) for k in _SCORE_KEYS}
+    if vals["identity"] is not None:
+        vals["identity"] = str(vals["identity"])
+    return build(ScoreConfig, **vals, min_face=min_face, model_dir=str(model_dir) if model_dir else None,
+                 provider=provider, track=msgspec.to_builtins(track))
+
+
+@main.command()
+@WORK_OPT
+@opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--track-iou", envvar="FACECUT_TRACK_IOU", type=float, default=None, help="Least IoU to link [0.3].")
+@click.option("--track-max-gap", envvar="FACECUT_TRACK_MAX_GAP", type=float, default=None, help="Seconds a track survives without detection [1].")
+@click.option("--stitch-sim", envvar="FACECUT_STITCH_SIM", type=float, default=None, help="Least embedding cosine to stitch [0.5].")
+@click.option("--stitch-shift", envvar="FACECUT_STITCH_SHIFT", type=float, default=None, help="Largest centre shift to stitch, face sizes [1].")
+@click.option("--stitch-size", envvar="FACECUT_STITCH_SIZE", type=float, default=None, help="Largest size ratio to stitch [1.5].")
 @handle_errors
-def track() -> int:
-    """Link faces into tracks within each shot."""
-    return not_implemented("track")
+def track(work: Path, as_json: bool, **kw) -> int:
+    """Link faces into tracks within each shot (from the logs; writes nothing)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.fsio import WorkDir
+    from engine.track import track_work
+
+    rows = track_work(WorkDir(work), _track_config(kw))
+    if as_json:
+        click.echo(msgspec.json.encode(rows).decode())
+        return EXIT_OK
+    t = Table(title=f"tracks in {work}", title_justify="left")
+    cols = list(rows[0]) if rows else ["video"]
+    for c in cols:
+        t.add_column(c, no_wrap=c in ("video", "path"))
+    for r in rows:
+        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
+    Console().print(t)
+    return EXIT_OK
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command()
+@WORK_OPT
+@gate_options
+@opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels.")
+@opt("--model-dir", type=_path(), default=None, help="Model folder, for --identity (buffalo_l).")
+@opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="Provider for --identity.")
 @handle_errors
-def score() -> int:
-    """Apply quality gates to tracks and write WORK/plan.json."""
-    return not_implemented("score")
+def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
+    """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
+    import time
+
+    from engine.fsio import WorkDir
+    from engine.score import plan_from_work, write_plan
+
+    cfg = _score_config(kw, min_face=min_face, model_dir=model_dir, provider=provider)
+    t = time.perf_counter()
+    wd = WorkDir(work)
+    plan = plan_from_work(wd, cfg)
+    write_plan(wd, plan)
+    secs = sum(c.end - c.start for c in plan.clips)
+    rejected = ", ".join(f"{k} {v}" for k, v in plan.rejected.items() if v) or "none"
+    click.echo(f"{len(plan.clips)} clips ({secs / 60:.1f} min) from {len(plan.sources)} sources; "
+               f"rejected tracks: {rejected}; {time.perf_counter() - t:.2f}s -> {wd.plan_json}")
+    return EXIT_SOME_FAILED if any(s.status in ("failed", "partial") for s in plan.sources) else EXIT_OK
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def cut_options(f):
+    f = opt("--write-sidecar", is_flag=True, help="Write a JSON with its plan entry next to each clip.")(f)
+    f = opt("--accurate", is_flag=True, help="Re-encode (libx264 + AAC) so clips start and end exactly on the planned frames.")(f)
+    return f
+
+
+def _print_cut(result) -> None:
+    for sc in result.sources:
+        line = f"{sc.source}: {sc.status}, {sc.written} written, {sc.skipped} already there, {sc.failed} failed"
+        click.echo(line + (f" ({sc.reason})" if sc.reason else ""), err=True)
+        for note in sc.notes:
+            click.echo(f"  note: {note}", err=True)
+        for cid, why in sc.failures.items():
+            click.echo(f"  clip {cid}: {why}", err=True)
+
+
+@main.command()
+@WORK_OPT
+@opt("-o", "--out", type=_path(file_okay=False), default=None, help="Output folder [default: the one in plan.json].")
+@cut_options
 @handle_errors
-def cut() -> int:
-    """Cut the planned clips by stream copy."""
-    return not_implemented("cut")
+def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool) -> int:
+    """Cut the planned clips by stream copy: OUT/<source stem>/<clip id>.mp4, one read per source."""
+    from engine.cut import cut_plan
+    from engine.errors import ConfigError
+    from engine.fsio import WorkDir, read_json
+
+    wd = WorkDir(work)
+    if out is None:
+        try:
+            out = Path(read_json(wd.plan_json)["params"]["cut"]["out_dir"])
+        except (FileNotFoundError, KeyError, TypeError) as ex:
+            raise ConfigError("no output folder: give -o OUT (none recorded in plan.json yet)") from ex
+    result = cut_plan(wd, out, accurate=accurate, sidecar=write_sidecar)
+    _print_cut(result)
+    click.echo(f"clips: {result.written} written, {result.skipped} already there, {result.failed} failed -> {out}")
+    return EXIT_OK if result.ok else EXIT_SOME_FAILED
 
 
 @main.command()
@@ -394,6 +502,72 @@ def bench(ctx) -> None:
     bench_main.main(args=ctx.args, prog_name="facecut bench")
 
 
+# --------------------------------------------------------------------------- run
+
+
+@main.command()
+@click.argument("input_dir", type=_path(exists=True, file_okay=False), envvar="FACECUT_INPUT")
+@opt("-o", "--out", type=_path(file_okay=False), required=True, help="Output folder for clips.")
+@opt("-w", "--work", type=_path(file_okay=False), default=None, help="Work folder [default: OUT/facecut-work].")
+@scan_options
+@analyze_options
+@gate_options
+@cut_options
+@progress_options
+@opt("--dry-run", is_flag=True, help="Show what would be processed and stop.")
+@handle_errors
+def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_from, skip_pattern,
+        accurate: bool, write_sidecar: bool, no_dashboard: bool, json_progress: bool, dry_run: bool, **kw) -> int:
+    """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
+    from rich.console import Console
+
+    from engine.dashboard import summary_table
+    from engine.fsio import WorkDir
+    from engine.pipeline import run_batch
+
+    wd = WorkDir(work or Path(out) / "facecut-work")
+    scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
+    if dry_run:
+        return _dry_run(input_dir, wd, scan_opts)
+    acfg = _analyze_config(kw)
+    scfg = _score_config(kw, min_face=acfg.min_face, model_dir=acfg.model_dir, provider=acfg.provider)
+    _log_to_work(wd.root, "run")
+    reporter = _reporter(no_dashboard, json_progress)
+    with reporter:
+        result = run_batch(input_dir, out, wd, scan_opts=scan_opts, analyze_cfg=acfg, score_cfg=scfg,
+                           cut_opts={"accurate": accurate, "sidecar": write_sidecar}, on_stats=reporter)
+    reporter.final(result.analysis.stats if result.analysis is not None else None)
+    _print_cut(result.cut)
+    if reporter.mode != "json":
+        Console(stderr=True).print(summary_table(result.rows, title=f"facecut run: {result.elapsed:.1f}s"))
+    click.echo(f"clips: {out}")
+    click.echo(f"report: {result.report}")
+    return result.exit_code
+
+
+def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
+    from engine.fsio import video_key
+    from engine.scan import scan
+
+    result = scan(input_dir, **scan_opts)
+    _print_scan(result)
+    todo = done = 0
+    hours = 0.0
+    for v in result.videos:
+        if v.status != "ok":
+            continue
+        if wd.done_path(video_key(v.path)).exists():
+            done += 1
+        else:
+            todo += 1
+            hours += v.duration / 3600
+    click.echo(f"dry run: {todo} video(s) to analyse ({hours:.2f} h), {done} already done, "
+               f"{sum(v.status == 'failed' for v in result.videos)} unreadable, "
+               f"{len(result.skipped)} skipped by --filter-from/--skip-pattern"
+               + (f": {', '.join(result.skipped[:10])}{' ...' if len(result.skipped) > 10 else ''}" if result.skipped else ""))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- doctor, demo
 
 
@@ -417,25 +591,28 @@ def doctor(model_dir: Path | None, as_json: bool) -> int:
 
 @main.command()
 @opt("-o", "--out", type=_path(file_okay=False), default=Path("facecut-demo"), help="Folder for the demo media and results.")
+@progress_options
 @handle_errors
-def demo(out: Path) -> int:
-    """Generate the embedded demo media and run the chain on it."""
-    from engine.fsio import WorkDir
-    from engine.scan import save_scan, scan
-
+def demo(out: Path, no_dashboard: bool, json_progress: bool) -> int:
+    """Render the embedded demo media and run the whole chain on it."""
     try:
         from tools.make_media import demo_batch
     except ImportError as ex:  # pragma: no cover - packaging problem
         raise FacecutError(f"demo media generator unavailable: {ex}") from ex
-    media = Path(out) / "media"
-    click.echo(f"generating demo media in {media} ...")
-    demo_batch(media)
-    wd = WorkDir(Path(out) / "work")
-    result = scan(media)
-    save_scan(wd, result)
-    _print_scan(result)
-    click.echo("(analysis, cutting and the report arrive with the next stages)")
-    return EXIT_OK
+    out = Path(out)
+    media = out / "media"
+    if not (media / "phone.mp4.truth.json").exists():
+        click.echo(f"rendering demo media in {media} ...", err=True)
+        try:
+            demo_batch(media)
+        except ImportError as ex:
+            raise FacecutError(f"the demo renders scikit-image's photos: pip install 'facecut[demo]' ({ex})") from ex
+    args = [str(media), "-o", str(out / "clips"), "-w", str(out / "work")]
+    if no_dashboard:
+        args.append("--no-dashboard")
+    if json_progress:
+        args.append("--json-progress")
+    return run.main(args=args, prog_name="facecut demo", standalone_mode=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

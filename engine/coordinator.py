@@ -55,6 +55,7 @@ from engine.records import (
 )
 from engine.ring import FrameRing, remove_stale_segments
 from engine.scan import load_scan
+from engine.track import shots_from_cuts
 from engine.stats import DecoderStats, InferStats, RingStats, RunStats
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,6 @@ def read_log_state(path: Path) -> LogState:
     return st
 
 
-def shots_from_cuts(cuts: list[Cut], duration: float) -> list[Shot]:
-    bounds = [0.0] + sorted(c.time for c in cuts) + [duration]
-    return [Shot(index=i, start=a, end=b) for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b > a]
-
-
 # --------------------------------------------------------------------------- per-video run state
 
 
@@ -154,10 +150,17 @@ class AnalyzeResult:
 
 
 class Coordinator:
-    def __init__(self, work: WorkDir, cfg: AnalyzeConfig, on_stats: Callable[[RunStats], None] | None = None):
+    def __init__(
+        self,
+        work: WorkDir,
+        cfg: AnalyzeConfig,
+        on_stats: Callable[[RunStats], None] | None = None,
+        on_video_done: Callable[[VideoInfo], None] | None = None,
+    ):
         self.work = work.ensure()
         self.cfg = cfg
         self.on_stats = on_stats
+        self.on_video_done = on_video_done
         self.scan = load_scan(work)
         self.input_dir = Path(self.scan.input_dir)
         self.videos: list[VideoRun] = []
@@ -593,12 +596,17 @@ class Coordinator:
         vr.status, vr.reason = status, reason
         vr.pending.clear()
         self._write_markers(vr, done)
+        if self.on_video_done is not None and status != "failed":
+            self.on_video_done(vr.info)
         if status != "ok":
             self._warn(f"{vr.info.path}: {status}: {reason}")
 
     def _write_markers(self, vr: VideoRun, done: Done) -> None:
         """The shot list and the completion marker, both derived from the log."""
-        write_json(self.work.analysis_dir / f"{vr.key}.shots.json", shots_from_cuts(vr.state.cuts, done.duration))
+        write_json(
+            self.work.analysis_dir / f"{vr.key}.shots.json",
+            shots_from_cuts([c.time for c in vr.state.cuts], done.duration),
+        )
         write_json(
             self.work.done_path(vr.key),
             VideoDone(
@@ -775,6 +783,15 @@ class Coordinator:
         return "balanced"
 
 
-def analyze(work: WorkDir, cfg: AnalyzeConfig, on_stats: Callable[[RunStats], None] | None = None) -> AnalyzeResult:
-    """Run (or resume) the analysis of every scanned video in ``work``."""
-    return Coordinator(work, cfg, on_stats).run()
+def analyze(
+    work: WorkDir,
+    cfg: AnalyzeConfig,
+    on_stats: Callable[[RunStats], None] | None = None,
+    on_video_done: Callable[[VideoInfo], None] | None = None,
+) -> AnalyzeResult:
+    """Run (or resume) the analysis of every scanned video in ``work``.
+
+    ``on_video_done(info)`` is called (in this process) for every video whose
+    log gets its completion record in this run, so later stages can stream.
+    """
+    return Coordinator(work, cfg, on_stats, on_video_done).run()

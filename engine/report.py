@@ -499,8 +499,11 @@ def write_report(work: WorkDir, out_dir: Path | None = None) -> Path:
     one; otherwise the page lists clip files without links.
     """
     plan = load_plan(work)
-    if out_dir is None and isinstance(plan.params.get("out_dir"), str):
-        out_dir = Path(plan.params["out_dir"])
+    if out_dir is None:
+        cut = plan.params.get("cut")
+        recorded = cut.get("out_dir") if isinstance(cut, dict) else plan.params.get("out_dir")
+        if isinstance(recorded, str):
+            out_dir = Path(recorded)
     out_dir = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     report_dir = work.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)

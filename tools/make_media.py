@@ -344,7 +344,7 @@ def make_video(
             rate = 48000
             aus = out.add_stream(acodec, rate=rate, layout="mono")
 
-        # Audio: a tone whose pitch changes with the shot.
+        track = _AudioTrack(out, aus, shots, end_time) if aus is not None else None
         truths: list[ShotTruth] = []
         frame_i = 0
         for si, (shot, count) in enumerate(zip(shots, counts)):
@@ -361,11 +361,13 @@ def make_video(
                 for packet in vs.encode(vf):
                     out.mux(packet)
                 frame_i += 1
+                if track is not None:
+                    track.until(times[frame_i] if frame_i < n else end_time)
             truths.append(_shot_truth(si, shot, start_frame, frame_i, times, end_time, (width, height)))
         for packet in vs.encode(None):
             out.mux(packet)
-        if aus is not None:
-            _encode_audio(out, aus, shots, end_time)
+        if track is not None:
+            track.finish()
     finally:
         out.close()
 
@@ -430,35 +432,52 @@ def _shot_truth(si, shot: Shot, f0: int, f1: int, times, end_time, size) -> Shot
     )
 
 
-def _encode_audio(out, aus, shots: list[Shot], end_time: float) -> None:
-    rate = aus.codec_context.sample_rate
-    fsize = aus.codec_context.frame_size or 1024
-    total = int(round(end_time * rate))
-    bounds = np.cumsum([0] + [s.seconds for s in shots])
-    t = np.arange(total) / rate
-    shot_of = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(shots) - 1)
-    freq = 220.0 * (1 + 0.25 * (shot_of % 5))
-    phase = 2 * math.pi * np.cumsum(freq) / rate
-    wave = (0.2 * np.sin(phase)).astype(np.float32)
-    fmt = aus.codec_context.format.name
-    for i in range(0, total, fsize):
-        chunk = wave[i : i + fsize]
-        if len(chunk) < fsize and aus.codec_context.frame_size:
-            chunk = np.pad(chunk, (0, fsize - len(chunk)))
-        if fmt in ("s16", "s16p"):
-            arr = (chunk * 32767).astype(np.int16)[None, :]
-        elif fmt in ("s32", "s32p"):
-            arr = (chunk * 2147483647).astype(np.int32)[None, :]
-        else:
-            arr = chunk[None, :]
-        af = av.AudioFrame.from_ndarray(arr, format=fmt, layout="mono")
-        af.sample_rate = rate
-        af.pts = i
-        af.time_base = Fraction(1, rate)
-        for packet in aus.encode(af):
-            out.mux(packet)
-    for packet in aus.encode(None):
-        out.mux(packet)
+class _AudioTrack:
+    """A tone whose pitch changes with the shot, encoded a little at a time so
+    the file interleaves audio with video like a camera file (all audio after
+    all video makes a demuxer seek back and forth through the whole file)."""
+
+    def __init__(self, out, aus, shots: list[Shot], end_time: float) -> None:
+        self.out, self.aus = out, aus
+        rate = self.rate = aus.codec_context.sample_rate
+        self.fsize = aus.codec_context.frame_size or 1024
+        self.pad = bool(aus.codec_context.frame_size)
+        total = int(round(end_time * rate))
+        bounds = np.cumsum([0] + [s.seconds for s in shots])
+        t = np.arange(total) / rate
+        shot_of = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(shots) - 1)
+        freq = 220.0 * (1 + 0.25 * (shot_of % 5))
+        phase = 2 * math.pi * np.cumsum(freq) / rate
+        self.wave = (0.2 * np.sin(phase)).astype(np.float32)
+        self.fmt = aus.codec_context.format.name
+        self.at = 0
+
+    def until(self, seconds: float) -> None:
+        """Encode and mux the samples up to ``seconds``."""
+        stop = min(len(self.wave), int(seconds * self.rate))
+        while self.at < stop:
+            i = self.at
+            chunk = self.wave[i : i + self.fsize]
+            if len(chunk) < self.fsize and self.pad:
+                chunk = np.pad(chunk, (0, self.fsize - len(chunk)))
+            if self.fmt in ("s16", "s16p"):
+                arr = (chunk * 32767).astype(np.int16)[None, :]
+            elif self.fmt in ("s32", "s32p"):
+                arr = (chunk * 2147483647).astype(np.int32)[None, :]
+            else:
+                arr = chunk[None, :]
+            af = av.AudioFrame.from_ndarray(arr, format=self.fmt, layout="mono")
+            af.sample_rate = self.rate
+            af.pts = i
+            af.time_base = Fraction(1, self.rate)
+            for packet in self.aus.encode(af):
+                self.out.mux(packet)
+            self.at += self.fsize
+
+    def finish(self) -> None:
+        self.until(len(self.wave) / self.rate + 1)
+        for packet in self.aus.encode(None):
+            self.out.mux(packet)
 
 
 # --------------------------------------------------------------------------- batches

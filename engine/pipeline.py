@@ -1,0 +1,178 @@
+"""``facecut run``: the whole chain, resumable, with finished videos streamed
+into score -> cut while the others are still being analysed.
+
+scan -> analyze (coordinator) -> [per finished video: score -> cut] -> final plan
+-> cut (whatever is left) -> report. Every stage is idempotent: a re-run after a
+crash, Ctrl-C or reboot continues; a finished batch re-run only re-scores, cuts
+what changed and rewrites the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import msgspec
+
+from engine.config import AnalyzeConfig, ScoreConfig
+from engine.errors import EXIT_OK, EXIT_SOME_FAILED
+from engine.fsio import WorkDir, video_key
+from engine.records import Plan, ScanResult
+from engine.stats import RunStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    scan: ScanResult
+    analysis: object | None = None  # coordinator.AnalyzeResult
+    plan: Plan | None = None
+    cut: object | None = None  # cut.CutResult
+    report: Path | None = None
+    elapsed: float = 0.0
+    rows: list[dict] = field(default_factory=list)  # per-source summary
+
+    @property
+    def exit_code(self) -> int:
+        failed = any(r["status"] in ("failed", "partial") for r in self.rows)
+        if self.cut is not None and not self.cut.ok:
+            failed = True
+        return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+class _Streamer:
+    """Scores and cuts each video as soon as its analysis is finished, in one
+    background thread (the cut is mostly I/O; scoring a video takes milliseconds)."""
+
+    def __init__(self, work: WorkDir, out: Path, score_cfg: ScoreConfig, identity, cut_opts: dict,
+                 counters: dict) -> None:
+        self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
+        self.counters = counters
+        self.q: queue.Queue = queue.Queue()
+        self.errors: list[str] = []
+        self.scored: dict[str, tuple] = {}
+        self.thread = threading.Thread(target=self._run, name="facecut-stream", daemon=True)
+        self.thread.start()
+
+    def video_done(self, info) -> None:
+        self.q.put(info)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            info = self.q.get()
+            if info is None:
+                return
+            try:
+                self._one(info)
+            except Exception as ex:  # noqa: BLE001 - the final pass redoes it; never kill the run
+                log.warning("streaming score/cut of %s failed (the final pass retries): %s", info.path, ex)
+                self.errors.append(f"{info.path}: {ex}")
+
+    def _one(self, info) -> None:
+        from engine.cut import cut_plan
+        from engine.logio import read_records
+        from engine.records import LogRecord
+        from engine.score import score_video, write_plan
+
+        records = read_records(self.work.log_path(video_key(info.path)), LogRecord)
+        self.scored[info.path] = score_video(info, records, self.cfg, work=self.work, identity=self.identity)
+        sources = [s for s, _ in self.scored.values()]
+        clips = [c for _, cl in self.scored.values() for c in cl]
+        self.counters["tracks"] = sum(len(s.tracks) for s in sources)
+        self.counters["segments"] = len(clips)
+        if not clips:
+            return
+        from engine.scan import load_scan
+
+        plan = Plan(created=time.time(), input_dir=load_scan(self.work).input_dir, sources=sources, clips=clips)
+        write_plan(self.work, plan)
+        result = cut_plan(self.work, self.out, **self.cut_opts)
+        self.counters["clips_cut"] = result.written + result.skipped
+        self.counters["clips_total"] = len(clips)
+
+
+def run_batch(
+    input_dir: Path,
+    out_dir: Path,
+    work: WorkDir,
+    *,
+    scan_opts: dict,
+    analyze_cfg: AnalyzeConfig,
+    score_cfg: ScoreConfig,
+    cut_opts: dict,
+    on_stats: Callable[[RunStats], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunResult:
+    from engine.coordinator import analyze
+    from engine.cut import cut_plan
+    from engine.report import write_report
+    from engine.scan import save_scan, scan
+    from engine.score import plan_from_work, write_plan
+
+    t0 = time.perf_counter()
+    stage = on_stage or (lambda s: None)
+    work.ensure()
+    out_dir = Path(out_dir).expanduser().resolve()
+
+    stage("scan")
+    result = RunResult(scan=scan(input_dir, **scan_opts))
+    save_scan(work, result.scan)
+
+    identity = None
+    if score_cfg.identity:
+        from engine.identity import build_identity
+
+        # Fails early (before hours of analysis) when the model has no embeddings.
+        identity = build_identity(score_cfg.identity, analyze_cfg.model, threshold=score_cfg.identity_threshold,
+                                  model_dir=analyze_cfg.model_dir, provider=analyze_cfg.provider)
+
+    counters: dict = {}
+    streamer = _Streamer(work, out_dir, score_cfg, identity, cut_opts, counters)
+
+    def stats(snap: RunStats) -> None:
+        for k, v in counters.items():
+            setattr(snap, k, v)
+        if on_stats is not None:
+            on_stats(snap)
+
+    stage("analyze")
+    try:
+        result.analysis = analyze(work, analyze_cfg, on_stats=stats, on_video_done=streamer.video_done)
+    finally:
+        streamer.close()
+
+    stage("score")
+    plan = plan_from_work(work, score_cfg, identity=identity)
+    write_plan(work, plan)
+    stage("cut")
+    result.cut = cut_plan(work, out_dir, **cut_opts)
+    result.plan = msgspec.json.decode(work.plan_json.read_bytes(), type=Plan)
+    stage("report")
+    result.report = write_report(work, out_dir)
+    result.elapsed = time.perf_counter() - t0
+
+    clips_by_source: dict[str, list] = {}
+    for c in result.plan.clips:
+        clips_by_source.setdefault(c.source, []).append(c)
+    cut_failures = {s.source: s for s in result.cut.sources if s.status in ("failed", "partial")}
+    for v in result.scan.videos:
+        if v.status == "failed":
+            result.rows.append({"source": v.path, "status": "failed", "duration": 0.0, "reason": v.reason})
+    for sp in result.plan.sources:
+        clips = clips_by_source.get(sp.path, [])
+        row = {"source": sp.path, "status": sp.status, "duration": sp.duration, "clips": len(clips),
+               "clip_seconds": sum(c.end - c.start for c in clips), "reason": sp.reason}
+        if sp.path in cut_failures:
+            row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"cut: {cut_failures[sp.path].reason}"
+        result.rows.append(row)
+    return result
