@@ -18,6 +18,7 @@ from rich.console import Console
 
 from engine.cli import main
 from engine.dashboard import Reporter, plain_line, render, summary_table
+from engine.coordinator import read_log_state
 from engine.fsio import WorkDir, video_key
 from engine.scan import save_scan, scan
 from engine.stats import DecoderStats, InferStats, RingStats, RunStats
@@ -164,17 +165,22 @@ def test_status_of_a_running_then_killed_batch(tmp_path):
     from tools.make_media import Shot, make_video
 
     media = tmp_path / "m"
-    shots = [Shot("face", 5.0, "astronaut", face_px=130), Shot("noface", 3.0, "coffee")] * 4
+    shots = [Shot("face", 5.0, "astronaut", face_px=130), Shot("noface", 3.0, "coffee")] * 8
     make_video(media / "long.mp4", shots, seed=9)
     w = tmp_path / "w"
     save_scan(WorkDir(w), scan(media))
+    # --fps 8: many samples, so the run is still going when we look at it
     proc = subprocess.Popen([sys.executable, "-m", "engine", "analyze", "-w", str(w), *ARGS, "--batch", "1",
-                             "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             "--fps", "8", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, cwd=REPO)
     try:
         log = WorkDir(w).log_path(video_key("long.mp4"))
         deadline = time.time() + 120
         st = None
+        while time.time() < deadline:  # wait cheaply for the run to be under way
+            if log.exists() and read_log_state(log).samples > 3:
+                break
+            time.sleep(0.05)
         while time.time() < deadline:
             out = subprocess.run([sys.executable, "-m", "engine", "status", "-w", str(w), "--json"],
                                  capture_output=True, text=True, cwd=REPO)
