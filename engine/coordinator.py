@@ -156,11 +156,19 @@ class Coordinator:
         cfg: AnalyzeConfig,
         on_stats: Callable[[RunStats], None] | None = None,
         on_video_done: Callable[[VideoInfo], None] | None = None,
+        *,
+        only: list[str] | None = None,
+        bookkeeping: bool = True,
     ):
         self.work = work.ensure()
         self.cfg = cfg
         self.on_stats = on_stats
         self.on_video_done = on_video_done
+        # only: analyse just these relative paths (a cluster task is one video);
+        # bookkeeping: write the heartbeat and progress history (off inside a
+        # cluster task: the client that owns the batch writes them).
+        self.only = set(only) if only is not None else None
+        self.bookkeeping = bookkeeping
         self.scan = load_scan(work)
         self.input_dir = Path(self.scan.input_dir)
         self.videos: list[VideoRun] = []
@@ -190,7 +198,7 @@ class Coordinator:
         """Decide, per scanned video, whether it is done, resumes, or starts."""
         cfg = self.cfg
         for info in self.scan.videos:
-            if info.status != "ok":
+            if info.status != "ok" or (self.only is not None and info.path not in self.only):
                 continue
             key = video_key(info.path)
             path = self.work.log_path(key)
@@ -684,10 +692,11 @@ class Coordinator:
             self.ring.close()
             self.ring.unlink()
             self.ring = None
-        try:
-            self.work.heartbeat.unlink()
-        except FileNotFoundError:
-            pass
+        if self.bookkeeping:
+            try:
+                self.work.heartbeat.unlink()
+            except FileNotFoundError:
+                pass
 
     # ------------------------------------------------------------------ stats
 
@@ -749,13 +758,13 @@ class Coordinator:
         self.snapshot = snap
         if self.on_stats is not None:
             self.on_stats(snap)
-        if now - self._last_progress >= _PROGRESS_EVERY:
+        if self.bookkeeping and now - self._last_progress >= _PROGRESS_EVERY:
             # History for `facecut status` (rates over the last minutes), a line per 10 s.
             self._last_progress = now
             line = {"time": snap.time, "video_seconds": snap.video_seconds_done, "samples": self.samples_written}
             with open(self.work.logs_dir / "progress.jsonl", "a") as f:
                 f.write(json.dumps(line) + "\n")
-        if now - self._last_heartbeat >= _HEARTBEAT_EVERY:
+        if self.bookkeeping and now - self._last_heartbeat >= _HEARTBEAT_EVERY:
             self._last_heartbeat = now
             write_json(
                 self.work.heartbeat,
