@@ -259,21 +259,24 @@ class Coordinator:
         log.warning("%s", text)
         self.warnings.append(text)
 
-    def _n_infer(self) -> int:
-        if self.cfg.infer_procs:
-            return self.cfg.infer_procs
+    def _on_gpu(self) -> bool:
+        """Whether inference runs on a GPU provider (then one process, and the CPU is the decoders')."""
         if self.cfg.provider in ("dml", "cuda"):
-            return 1
+            return True
         if self.cfg.provider == "auto":
             try:
                 import onnxruntime as ort
 
                 avail = ort.get_available_providers()
-                if "DmlExecutionProvider" in avail or "CUDAExecutionProvider" in avail:
-                    return 1
+                return "DmlExecutionProvider" in avail or "CUDAExecutionProvider" in avail
             except ImportError:
-                pass
-        return max(1, cpu_count() - self.cfg.decoders)
+                return False
+        return False
+
+    def _n_infer(self) -> int:
+        if self.cfg.infer_procs:
+            return self.cfg.infer_procs
+        return 1 if self._on_gpu() else max(1, cpu_count() - self.cfg.decoders)
 
     def start(self) -> None:
         cfg = self.cfg
@@ -286,8 +289,9 @@ class Coordinator:
         slots = cfg.ring_slots or (_DECODER_CREDIT * n_dec + 2 * cfg.batch * n_infer + 4)
         self.ring = FrameRing.create(slots, slot_bytes)
         self.free.extend(range(slots))
-        threads = cfg.decoder_threads or max(1, cpu_count() // (n_dec + (n_infer if cfg.provider == "cpu" else 0)) or 1)
-        self.decoder_threads = max(1, threads)
+        # Decoder threads: the cores not taken by CPU inference, split between decoders.
+        busy = n_dec + (0 if self._on_gpu() else n_infer * cfg.infer_threads)
+        self.decoder_threads = cfg.decoder_threads or max(1, cpu_count() // busy)
         fault_dir = self.work.logs_dir
         for i in range(n_infer):
             self.infers.append(self._start_infer(i))
