@@ -49,7 +49,6 @@ from engine.records import (
     LogHeader,
     LogRecord,
     Sample,
-    Shot,
     VideoDone,
     VideoInfo,
 )
@@ -292,7 +291,6 @@ class Coordinator:
         # Decoder threads: the cores not taken by CPU inference, split between decoders.
         busy = n_dec + (0 if self._on_gpu() else n_infer * cfg.infer_threads)
         self.decoder_threads = cfg.decoder_threads or max(1, cpu_count() // busy)
-        fault_dir = self.work.logs_dir
         for i in range(n_infer):
             self.infers.append(self._start_infer(i))
         for i in range(n_dec):

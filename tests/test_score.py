@@ -22,7 +22,7 @@ from engine.identity import Identity, build_identity, load_reference_images
 from engine.logio import LogWriter, read_records
 from engine.models import FaceModel, load_model, make_session
 from engine.models.postproc import ARCFACE_DST, umeyama
-from engine.records import LogHeader, LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
+from engine.records import LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
 from engine.scan import save_scan, scan
 from engine.score import REASONS, plan_from_work, score_video, span, write_plan
 from engine.track import VideoLog

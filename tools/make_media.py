@@ -28,7 +28,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import av
