@@ -515,9 +515,13 @@ def bench(ctx) -> None:
 @cut_options
 @progress_options
 @opt("--dry-run", is_flag=True, help="Show what would be processed and stop.")
+@opt("--cluster", default=None, metavar="ADDRESS|local:N",
+     help="Analyse on a Dask cluster, one task per video: a scheduler (tcp://HOST:8786) or local:N worker "
+          "processes here. Needs facecut[dask]; see README 'More than one machine'.")
 @handle_errors
 def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_from, skip_pattern,
-        accurate: bool, write_sidecar: bool, no_dashboard: bool, json_progress: bool, dry_run: bool, **kw) -> int:
+        accurate: bool, write_sidecar: bool, no_dashboard: bool, json_progress: bool, dry_run: bool,
+        cluster: str | None, **kw) -> int:
     """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
     from rich.console import Console
 
@@ -529,13 +533,16 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
     scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
     if dry_run:
         return _dry_run(input_dir, wd, scan_opts)
+    # Counts the user set (option or env); on a cluster the others come from each worker's own profile.
+    pinned = [k for k in ("decoders", "infer_procs", "infer_threads", "batch", "ring_slots") if kw.get(k) is not None]
     acfg = _analyze_config(kw)
     scfg = _score_config(kw, min_face=acfg.min_face, model_dir=acfg.model_dir, provider=acfg.provider)
     _log_to_work(wd.root, "run")
     reporter = _reporter(no_dashboard, json_progress)
     with reporter:
         result = run_batch(input_dir, out, wd, scan_opts=scan_opts, analyze_cfg=acfg, score_cfg=scfg,
-                           cut_opts={"accurate": accurate, "sidecar": write_sidecar}, on_stats=reporter)
+                           cut_opts={"accurate": accurate, "sidecar": write_sidecar}, on_stats=reporter,
+                           cluster=cluster, pinned=pinned)
     reporter.final(result.analysis.stats if result.analysis is not None else None)
     _print_cut(result.cut)
     if reporter.mode != "json":

@@ -112,6 +112,8 @@ def run_batch(
     cut_opts: dict,
     on_stats: Callable[[RunStats], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
+    cluster: str | None = None,
+    pinned: list[str] | None = None,
 ) -> RunResult:
     from engine.coordinator import analyze
     from engine.cut import cut_plan
@@ -147,7 +149,13 @@ def run_batch(
 
     stage("analyze")
     try:
-        result.analysis = analyze(work, analyze_cfg, on_stats=stats, on_video_done=streamer.video_done)
+        if cluster:  # one Dask task per video (engine.cluster); the rest of the chain is unchanged
+            from engine.cluster import analyze_on_cluster
+
+            result.analysis = analyze_on_cluster(work, analyze_cfg, cluster, pinned=pinned, on_stats=stats,
+                                                 on_video_done=streamer.video_done)
+        else:
+            result.analysis = analyze(work, analyze_cfg, on_stats=stats, on_video_done=streamer.video_done)
     finally:
         streamer.close()
 
@@ -165,6 +173,9 @@ def run_batch(
     for c in result.plan.clips:
         clips_by_source.setdefault(c.source, []).append(c)
     cut_failures = {s.source: s for s in result.cut.sources if s.status in ("failed", "partial")}
+    # A video whose cluster task failed twice stays pending on disk (the next run retries it):
+    # report it failed with its reason for this run.
+    lost = {v.info.path: v.reason for v in result.analysis.videos if v.status == "failed"}
     for v in result.scan.videos:
         if v.status == "failed":
             result.rows.append({"source": v.path, "status": "failed", "duration": 0.0, "reason": v.reason})
@@ -172,6 +183,8 @@ def run_batch(
         clips = clips_by_source.get(sp.path, [])
         row = {"source": sp.path, "status": sp.status, "duration": sp.duration, "clips": len(clips),
                "clip_seconds": sum(c.end - c.start for c in clips), "reason": sp.reason}
+        if sp.status == "pending" and sp.path in lost:
+            row["status"], row["reason"] = "failed", lost[sp.path]
         if sp.path in cut_failures:
             row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"cut: {cut_failures[sp.path].reason}"
         result.rows.append(row)
