@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import SCHEMA, default_cache, figure, generated_corpus, machine, repeat, save_json
+from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
 STAGES = ("decode", "inference", "ring", "log", "analyze", "chain")
@@ -131,7 +132,7 @@ def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tu
         "infer_threads": [1, 2],
     }
     best = {k: base[k] for k in grid}
-    best["infer_procs"] = best["infer_procs"] or max(1, cores - best["decoders"])
+    best["infer_procs"] = infer_processes(_analyze_cfg(base))
     rows: list[dict] = []
     seen: dict[tuple, dict] = {}
     t0 = time.perf_counter()
@@ -364,7 +365,7 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
             frames = st.preload_frames(videos_info, corpus, fps=fps, max_side=max_side, limit=infer_frames)
         if "inference" in wanted:
             F["inference"] = {}
-            procs_default = base["infer_procs"] or max(1, cores - base["decoders"])
+            procs_default = infer_processes(_analyze_cfg(base))
             points = [(procs_default, base["infer_threads"], b) for b in _ints(batches)]
             points += [(1, cores, base["batch"])] if cores > 1 else []
             if procs_default != cores:
@@ -394,7 +395,7 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
             F["analyze"]["decoder_blocked_s"] = figure([r.get("decoder_blocked_s", 0.0) for r in runs])
             F["analyze"]["infer_starved_s"] = figure([r.get("infer_starved_s", 0.0) for r in runs])
             # The same inference configuration alone, on frames in memory: how busy the pipeline keeps it.
-            procs = cfg.infer_procs or max(1, cores - cfg.decoders)
+            procs = infer_processes(cfg)
             opts = {**model_opts, "threads": cfg.infer_threads, "batch": cfg.batch}
             inf = repeat(lambda: st.bench_inference(frames, model_opts=opts, batch=cfg.batch, procs=procs),
                          repeats, warmup)

@@ -18,7 +18,6 @@ import numpy as np
 from engine.procs import CTX
 from engine.records import DecodeJob, VideoInfo
 
-
 # --------------------------------------------------------------------------- decode
 
 
@@ -45,13 +44,14 @@ def split(items: list, weights: list[float], n: int) -> list[list]:
 class _ConvertSink:
     """Does what the ring sink does to each sample (convert, cap, rotate), minus the ring."""
 
-    def __init__(self, max_side: int, keep: int = 0) -> None:
+    def __init__(self, max_side: int, keep: int = 0, every: int = 1) -> None:
         from av.video.reformatter import VideoReformatter
 
         self.reformatter = VideoReformatter()
         self.max_side = max_side
         self.keep = keep
         self.kept: list[tuple[np.ndarray, float]] = []
+        self.every = max(1, every)
         self.samples = 0
 
     def start(self, t0):
@@ -62,7 +62,7 @@ class _ConvertSink:
 
         img, scale = frame_to_bgr(frame, self.max_side, self.reformatter)
         self.samples += 1
-        if len(self.kept) < self.keep:
+        if len(self.kept) < self.keep and (self.samples - 1) % self.every == 0:
             self.kept.append((np.ascontiguousarray(img), scale))
 
     def progress(self, frames, samples, position):
@@ -140,8 +140,9 @@ def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side:
 
     per = max(1, limit // max(1, len(videos)))
     out = []
-    for job in decode_jobs(videos, root, fps=fps, max_side=max_side, detector="none"):
-        sink = _ConvertSink(max_side, keep=per)
+    for v, job in zip(videos, decode_jobs(videos, root, fps=fps, max_side=max_side, detector="none")):
+        # spread over the whole video (its first minutes may not be typical)
+        sink = _ConvertSink(max_side, keep=per, every=max(1, int(v.duration * fps) // per))
         decode_video(job, sink)
         out.extend(sink.kept)
     return out[:limit]

@@ -183,7 +183,7 @@ def analyze_options(f):
         opt("--fps", type=float, default=2.0, help="Frames sampled per second of video."),
         opt("--max-side", type=int, default=1280, help="Downscale analysed frames whose long side exceeds this (0 = never)."),
         opt("--decoders", type=int, default=None, help=f"Decoder processes [default: bench profile, else {max(1, cpu_count() // 2)}]."),
-        opt("--infer-procs", type=int, default=None, help="Inference processes [default: bench profile, else 1 on GPU, CPU count - decoders on CPU]."),
+        opt("--infer-procs", type=int, default=None, help="Inference processes [default: bench profile, else 1 on GPU, one per core on CPU (below the decoders' priority)]."),
         opt("--infer-threads", type=int, default=None, help="onnxruntime threads per inference process [default: bench profile, else 1]."),
         opt("--batch", type=int, default=None, help="Frames per inference batch [default: bench profile, else 8]."),
         opt("--batch-timeout", type=float, default=0.05, help="Seconds to wait for a full batch."),

@@ -40,7 +40,7 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     model: str = "mtcnn"
     model_dir: str | None = None
     provider: Literal["auto", "dml", "cuda", "cpu"] = "auto"
-    infer_procs: NonNeg = 0  # 0: 1 on a GPU provider, CPU count - decoders on CPU
+    infer_procs: NonNeg = 0  # 0: 1 on a GPU provider, one per core on CPU
     infer_threads: Pos = 1
     min_face: PosF = 80.0  # size gate (source px); the detector looks down to ~60 % of it
     # report support

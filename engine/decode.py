@@ -35,9 +35,9 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
 
+from engine.procs import CoordinatorGone, recv_or_parent_death
 from engine.records import DecodeJob
 from engine.ring import FrameRing
-from engine.procs import CoordinatorGone, recv_or_parent_death
 
 log = logging.getLogger(__name__)
 

@@ -161,3 +161,17 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def lower_priority() -> None:
+    """Run this process below normal priority (POSIX nice +5; Windows BELOW_NORMAL)."""
+    try:
+        if os.name == "nt":
+            import ctypes
+
+            kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), 0x00004000)  # BELOW_NORMAL_PRIORITY_CLASS
+        else:
+            os.nice(5)
+    except (OSError, AttributeError) as ex:  # not fatal: only scheduling preference
+        log.debug("could not lower priority: %s", ex)
