@@ -165,16 +165,6 @@ def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tu
 # --------------------------------------------------------------------------- output
 
 
-def _table(title: str, rows: list[dict], cols: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for name, _ in cols:
-        t.add_column(name, justify="right")
-    for r in rows:
-        t.add_row(*[fmt.format(r[k]) if r.get(k) is not None else "-" for k, fmt in
-                    [(key, f) for (_, f), key in zip(cols, [c[0] for c in cols])]])
-    return t
-
-
 def _print_figures(res: dict) -> None:
     f = res["figures"]
     if "decode" in f:
@@ -228,10 +218,11 @@ def _print_figures(res: dict) -> None:
         s = res["sweep"]
         t = Table(title="sweep (analyze on the sweep corpus)", title_justify="left")
         for col in ("decoders", "infer procs", "batch", "threads", "samples/s", "video s/s", "bottleneck"):
-            t.add_column(col, justify="right")
+            t.add_column(col, justify="right", no_wrap=True)
         for r in sorted(s["rows"], key=lambda r: -r["samples_per_s"]):
             t.add_row(str(r["decoders"]), str(r["infer_procs"]), str(r["batch"]), str(r["infer_threads"]),
-                      f"{r['samples_per_s']:.1f}", f"{r['video_s_per_s']:.1f}", r.get("bottleneck", ""))
+                      f"{r['samples_per_s']:.1f}", f"{r['video_s_per_s']:.1f}",
+                      (r.get("bottleneck") or "").split(" (")[0])
         console.print(t)
         b = s["best"]
         console.print(f"[bold]best: --decoders {b['decoders']} --infer-procs {b['infer_procs']} --batch {b['batch']} "
