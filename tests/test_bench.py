@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark harness: one repeat on the small test media, every
+figure present in the JSON. (No timing assertions: speed is reported, not tested.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_writes_every_figure(media_dir, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("basic.mp4", "rotated.mp4"):
+        shutil.copy(media_dir / name, corpus / name)
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1", "--min-face", "60",
+           "--decoder-counts", "1", "--batches", "1,4", "--infer-frames", "8", "--sweep", "--budget", "1",
+           "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for key in ("schema", "created", "machine", "provider", "corpus", "config", "repeats", "figures", "sweep"):
+        assert key in data, key
+    assert {"cpu", "cores", "python", "onnxruntime", "av"} <= set(data["machine"])
+    f = data["figures"]
+    for key in ("decode", "shot_detection_cost", "inference", "ring", "log", "analyze", "pipeline_efficiency", "chain"):
+        assert key in f, key
+
+    def is_figure(x):
+        return {"min", "median", "max", "values"} <= set(x) and x["min"] <= x["median"] <= x["max"]
+
+    assert all(is_figure(v["frames_per_s"]) for v in f["decode"].values())
+    assert {v["batch"] for v in f["inference"].values()} >= {1, 4}
+    assert is_figure(f["analyze"]["samples_per_s"]) and f["analyze"]["samples_per_s"]["median"] > 0
+    chain = f["chain"]
+    assert chain["clips"] > 0 and chain["ratio"] > 0
+    assert {"scene_pass_s", "sample_detect_s", "cut_s", "thumbs_s", "total_s"} <= set(chain["baseline"])
+    assert {"analyze_s", "score_s", "cut_s", "report_s", "total_s"} <= set(chain["facecut"])
+    assert data["sweep"]["rows"] and "best" in data["sweep"]
+    assert "end to end" in res.stderr and "x faster" in res.stderr
+
+    cmp = subprocess.run([sys.executable, "-m", "bench", "--compare", str(out), str(out)], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert cmp.returncode == 0 and "1.00" in cmp.stdout
