@@ -34,9 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +56,7 @@ from engine.fsio import (
     temp_name,
     write_json,
 )
+from engine.procs import pid_alive
 from engine.records import Clip, Plan, SourcePlan
 
 log = logging.getLogger(__name__)
@@ -230,20 +229,6 @@ def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate it; an open file won't delete
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def clean_temp_files(folder: Path) -> list[Path]:
     """Remove temporary clip files left by killed runs (dead pids) in ``folder``."""
     removed = []
@@ -251,7 +236,7 @@ def clean_temp_files(folder: Path) -> list[Path]:
         return removed
     for p in folder.iterdir():
         m = _TMP.match(p.name)
-        if m and not _pid_alive(int(m["pid"])):
+        if m and not pid_alive(int(m["pid"])):
             try:
                 p.unlink()
                 removed.append(p)

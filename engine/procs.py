@@ -175,3 +175,32 @@ def lower_priority() -> None:
             os.nice(5)
     except (OSError, AttributeError) as ex:  # not fatal: only scheduling preference
         log.debug("could not lower priority: %s", ex)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (``os.kill(pid, 0)``
+    on POSIX; ``OpenProcess`` on Windows, where ``os.kill`` would terminate it)."""
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return False
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        kernel32.CloseHandle(handle)
+        return code.value == 259  # STILL_ACTIVE
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True

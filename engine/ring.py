@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import EnvironmentProblem
+from engine.procs import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +47,6 @@ def shm_free_bytes() -> int | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 def remove_stale_segments() -> list[str]:
     """Unlink ring segments left in /dev/shm by facecut runs whose process is gone
     (a SIGKILL of the whole process group skips every cleanup). Linux only:
@@ -73,7 +60,7 @@ def remove_stale_segments() -> list[str]:
             pid = int(p.name.split("_")[1])
         except (IndexError, ValueError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             try:
                 p.unlink()
                 removed.append(p.name)

@@ -9,7 +9,6 @@ another terminal, on a finished batch and on one that was killed.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 
@@ -17,6 +16,7 @@ import msgspec
 
 from engine.errors import ConfigError
 from engine.fsio import WorkDir, read_json, video_key
+from engine.procs import pid_alive
 from engine.records import VideoDone
 from engine.scan import load_scan
 
@@ -54,20 +54,6 @@ class BatchStatus(msgspec.Struct, kw_only=True):
     failures: list[str] = []
 
 
-def _pid_alive(pid: int) -> bool:
-    from engine.ring import _pid_alive as alive
-
-    if os.name == "nt":  # os.kill(pid, 0) terminates processes on Windows
-        import ctypes
-
-        handle = ctypes.windll.kernel32.OpenProcess(0x1000, False, pid)  # type: ignore[attr-defined]
-        if handle:
-            ctypes.windll.kernel32.CloseHandle(handle)  # type: ignore[attr-defined]
-            return True
-        return False
-    return alive(pid)
-
-
 def read_heartbeat(work: WorkDir) -> tuple[bool, dict]:
     try:
         hb = json.loads(work.heartbeat.read_text())
@@ -76,7 +62,7 @@ def read_heartbeat(work: WorkDir) -> tuple[bool, dict]:
     age = time.time() - float(hb.get("time", 0))
     alive = age < HEARTBEAT_STALE
     if alive and hb.get("host") == socket.gethostname() and hb.get("pid"):
-        alive = _pid_alive(int(hb["pid"]))
+        alive = pid_alive(int(hb["pid"]))
     hb["age"] = age
     return alive, hb
 

@@ -44,11 +44,11 @@ def log_bytes(work: Path) -> dict[str, bytes]:
 def shm_segments() -> list[str]:
     """facecut ring segments whose creating process is gone (left over). Segments
     of live processes belong to runs going on right now and do not count."""
-    from engine.ring import _pid_alive
+    from engine.procs import pid_alive
 
     if not LINUX:
         return []
-    return sorted(p.name for p in Path("/dev/shm").glob("facecut_*") if not _pid_alive(int(p.name.split("_")[1])))
+    return sorted(p.name for p in Path("/dev/shm").glob("facecut_*") if not pid_alive(int(p.name.split("_")[1])))
 
 
 @pytest.fixture(scope="session")

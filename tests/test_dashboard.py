@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from engine.cli import main
-from engine.dashboard import Reporter, plain_line, render, summary_table
 from engine.coordinator import read_log_state
+from engine.dashboard import Reporter, plain_line, render, summary_table
 from engine.fsio import WorkDir, video_key
 from engine.scan import save_scan, scan
 from engine.stats import DecoderStats, InferStats, RingStats, RunStats

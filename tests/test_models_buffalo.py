@@ -16,13 +16,12 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+from _models_fixtures import insightface_image, skimage_image
 
 from engine.errors import ModelError
-from engine.models import load_model
 from engine.models import buffalo as B
+from engine.models import load_model
 from engine.records import embedding_from_bytes
-
-from _models_fixtures import insightface_image, skimage_image
 
 insightface = pytest.importorskip("insightface")
 pytest.importorskip("onnx")
@@ -113,6 +112,7 @@ def test_meanshape_file_equals_insightface():
     import pickle
 
     from _models_fixtures import meanshape_pkl_path
+
     from engine.models.postproc import mean_shape_68
 
     with open(meanshape_pkl_path(), "rb") as fh:

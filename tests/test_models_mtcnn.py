@@ -12,11 +12,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _models_fixtures import ReferenceMTCNN, insightface_image, skimage_image
 
 from engine.models import load_model
 from engine.models.mtcnn import PNET_CELL, pyramid_scales
-
-from _models_fixtures import ReferenceMTCNN, insightface_image, skimage_image
 
 MIN_FACE = 40.0  # size gate used here: smallest face looked for = 24 px
 

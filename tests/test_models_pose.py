@@ -12,11 +12,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from _models_fixtures import insightface_image
 
 from engine.models import load_model
 from engine.models import postproc as pp
-
-from _models_fixtures import insightface_image
 
 T = pytest.importorskip("insightface.utils.transform")
 

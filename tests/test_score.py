@@ -13,6 +13,7 @@ import cv2
 import msgspec
 import numpy as np
 import pytest
+from test_track import face, log, unit
 
 from engine.config import AnalyzeConfig, ScoreConfig, build
 from engine.coordinator import analyze
@@ -27,8 +28,6 @@ from engine.scan import save_scan, scan
 from engine.score import REASONS, plan_from_work, score_video, span, write_plan
 from engine.track import VideoLog
 from tools.make_media import PHOTOS, load_photo, load_truth
-
-from test_track import face, log, unit
 
 INFO = VideoInfo(path="x.mp4", fingerprint="fp", duration=20.0)
 
