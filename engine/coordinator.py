@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import msgspec
-
 from engine.config import AnalyzeConfig
 from engine.decode import capped_size, decoder_main
 from engine.errors import (
@@ -534,7 +532,12 @@ class Coordinator:
         resume = st.header is not None
         job_id = self.next_job_id
         self.next_job_id += 1
-        cut = st.last_cut if (resume and st.monotonic) else None
+        cut = st.last_cut if resume else None
+        seek = resume and st.monotonic
+        if resume and not st.monotonic:
+            # Timestamps not monotonic: a seek would land anywhere. Decode from the
+            # start; the decoder drops the cuts and samples already committed.
+            self._warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
         job = DecodeJob(
             job_id=job_id,
             path=str(self.input_dir / vr.info.path),
@@ -544,9 +547,9 @@ class Coordinator:
             max_side=self.cfg.max_side,
             start_k=st.last_k + 1,
             t0=st.header.t0 if resume else None,
-            resume_cut_pts=cut.pts if cut else None,
+            resume_cut_pts=cut.pts if (cut and seek) else None,
             resume_cut_time=cut.time if cut else None,
-            last_sample_pts=st.last_pts if resume else None,
+            last_sample_pts=st.last_pts if seek else None,
             detector=self.cfg.detector,
             threshold=self.cfg.threshold,
             min_scene_len=self.cfg.min_scene_len,
@@ -554,13 +557,6 @@ class Coordinator:
             error_budget=self.cfg.error_budget,
             threads=self.decoder_threads,
         )
-        if resume and not st.monotonic:
-            # Timestamps not monotonic: no seek; decode from the start and drop
-            # what is already committed (cuts up to the last one logged).
-            last = st.last_cut
-            job = msgspec.structs.replace(job, resume_cut_pts=None, resume_cut_time=None)
-            if last is not None:
-                self._warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
         vr.job, vr.decoder, vr.next_n, vr.pending, vr.decoded = job, w, 0, {}, None
         vr.status, vr.started = "running", time.perf_counter()
         if resume and vr.writer is None:

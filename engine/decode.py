@@ -310,10 +310,18 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
         pending_cuts.clear()
         n += 1
 
+    def not_logged(pts: int, t: float) -> bool:
+        """A cut an earlier run of this video has not logged yet."""
+        if job.resume_cut_pts is not None:  # seek-resume: pts are monotonic
+            return pts > job.resume_cut_pts
+        if job.resume_cut_time is not None:  # decoded from the start: unwrapped times
+            return t > job.resume_cut_time + _EPS
+        return True
+
     def found(cut_timecodes):
         for tc in cut_timecodes:
             hit = next((r for r in recent if r[0] == tc.frame_num), None)
-            if hit is not None and (job.resume_cut_pts is None or hit[1] > job.resume_cut_pts):
+            if hit is not None and not_logged(hit[1], hit[2]):
                 pending_cuts.append((hit[1], hit[2]))
 
     def detect(frame, pts, t):

@@ -201,9 +201,13 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     max_side: int  # long-side cap of sampled frames, 0 = none
     start_k: int = 0  # first grid index still to sample (resume)
     t0: float | None = None  # first-frame time known from an earlier run's header
-    resume_cut_pts: int | None = None  # resume: last logged cut; decode from it, drop cuts <= it
+    # Resume. Monotonic timestamps: seek to the keyframe before the last logged cut
+    # (resume_cut_pts), restart the shot detector there, drop cuts at or before it.
+    # Otherwise (resume_cut_pts None): decode from the start and drop cuts at or
+    # before resume_cut_time (the decoder's unwrapped, monotonic time).
+    resume_cut_pts: int | None = None
     resume_cut_time: float | None = None
-    last_sample_pts: int | None = None  # resume: frames up to this pts were already sampled
+    last_sample_pts: int | None = None  # seek-resume: frames up to this pts were already sampled
     detector: str = "adaptive"  # "adaptive" | "content" | "none"
     threshold: float | None = None  # detector threshold (None: the detector's default)
     min_scene_len: int = 15  # frames
