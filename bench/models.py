@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from bench.common import figure, machine
 
 BATCHES = (1, 4, 8, 16)
 MIN_FACES = (40.0, 80.0, 120.0)
@@ -85,26 +84,7 @@ def run_model(model, frames, batch: int) -> int:
 
 
 def stats(n_frames: int, secs: list[float]) -> dict:
-    fps = sorted(n_frames / s for s in secs)
-    return {"min": fps[0], "median": statistics.median(fps), "max": fps[-1]}
-
-
-def machine() -> dict:
-    import onnxruntime as ort
-
-    from engine.models.base import ort_flavours
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "onnxruntime_flavours": ort_flavours(),
-        "available_providers": ort.get_available_providers(),
-        "opencv": cv2.__version__,
-        "numpy": np.__version__,
-    }
+    return figure([n_frames / s for s in secs], "frames/s")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -182,7 +162,7 @@ def render(result: dict) -> None:
 
     m = result["machine"]
     t = Table(title=(f"face models, {result['frames']} frames 1280x720, {result['threads']} "
-                     f"thread(s), onnxruntime {m['onnxruntime']}, {m['cpu_count']} CPUs"),
+                     f"thread(s), onnxruntime {m['onnxruntime']}, {m['cores']} CPUs"),
               title_justify="left")
     for col in ("model", "min_face", "batch", "provider", "faces/pass", "fps min", "fps median",
                 "fps max", "ms/frame"):

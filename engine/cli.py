@@ -17,7 +17,7 @@ import click
 import msgspec
 
 from engine import __version__
-from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, FacecutError
+from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, FacecutError
 
 log = logging.getLogger("facecut")
 
@@ -77,11 +77,6 @@ def handle_errors(fn):
     return wrapper
 
 
-def not_implemented(stage: str) -> int:
-    click.echo(f"facecut {stage}: not implemented yet", err=True)
-    return EXIT_USAGE
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="facecut")
 @opt("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -103,6 +98,8 @@ def main(verbose: int) -> None:
 def _print_scan(result) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from engine.dashboard import hms
 
     table = Table(title=f"scan of {result.input_dir}", title_justify="left")
     for col, kw in [
@@ -131,7 +128,7 @@ def _print_scan(result) -> None:
                 if n
             )
             table.add_row(
-                v.path, "[green]ok[/]", _hms(v.duration), f"{w}x{h}", f"{v.fps:.3f}".rstrip("0").rstrip("."),
+                v.path, "[green]ok[/]", hms(v.duration), f"{w}x{h}", f"{v.fps:.3f}".rstrip("0").rstrip("."),
                 v.codec, notes,
             )
         else:
@@ -143,11 +140,6 @@ def _print_scan(result) -> None:
         f"{len(result.videos)} files, {len(result.videos) - failed} ok ({hours:.2f} h of video), "
         f"{failed} failed, {len(result.skipped)} skipped by filter/pattern"
     )
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 @main.command("scan")

@@ -158,7 +158,6 @@ class VideoRun:
     frames: int = 0
     errors: int = 0
     position: float = 0.0
-    started: float = 0.0
     last_stat: tuple = ()
 
 
@@ -558,7 +557,7 @@ class Coordinator:
             threads=self.decoder_threads,
         )
         vr.job, vr.decoder, vr.next_n, vr.pending, vr.decoded = job, w, 0, {}, None
-        vr.status, vr.started = "running", time.perf_counter()
+        vr.status = "running"
         if resume and vr.writer is None:
             vr.writer = LogWriter(vr.log_path)
             vr.t0 = st.header.t0

@@ -50,8 +50,9 @@ class _Streamer:
     """Scores and cuts each video as soon as its analysis is finished, in one
     background thread (the cut is mostly I/O; scoring a video takes milliseconds)."""
 
-    def __init__(self, work: WorkDir, out: Path, score_cfg: ScoreConfig, identity, cut_opts: dict,
-                 counters: dict) -> None:
+    def __init__(self, work: WorkDir, input_dir: str, out: Path, score_cfg: ScoreConfig, identity,
+                 cut_opts: dict, counters: dict) -> None:
+        self.input_dir = input_dir
         self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
         self.counters = counters
         self.q: queue.Queue = queue.Queue()
@@ -92,9 +93,7 @@ class _Streamer:
         self.counters["segments"] = len(clips)
         if not clips:
             return
-        from engine.scan import load_scan
-
-        plan = Plan(created=time.time(), input_dir=load_scan(self.work).input_dir, sources=sources, clips=clips)
+        plan = Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips)
         write_plan(self.work, plan)
         result = cut_plan(self.work, self.out, **self.cut_opts)
         self.counters["clips_cut"] = result.written + result.skipped
@@ -139,7 +138,7 @@ def run_batch(
                                   model_dir=analyze_cfg.model_dir, provider=analyze_cfg.provider)
 
     counters: dict = {}
-    streamer = _Streamer(work, out_dir, score_cfg, identity, cut_opts, counters)
+    streamer = _Streamer(work, result.scan.input_dir, out_dir, score_cfg, identity, cut_opts, counters)
 
     def stats(snap: RunStats) -> None:
         for k, v in counters.items():
