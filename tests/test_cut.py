@@ -517,7 +517,8 @@ def test_killed_cut_resumes_to_complete_clips(media_dir, tmp_path):
     deadline = time.time() + 60
     while len(list((out / "basic").glob("*.mp4"))) < 4:
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no clip written within 60 s"
+        if time.time() > deadline:  # a hang guard, not a speed check
+            pytest.fail("the cut never wrote a clip")
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
