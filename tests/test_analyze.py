@@ -122,6 +122,38 @@ def test_shot_cuts_match_truth_within_one_frame(analyzed, media_dir):
         assert len(shots) == len(truth.shots)
 
 
+@pytest.mark.parametrize("kind", ["adaptive", "content"])
+def test_fast_frame_score_is_pyscenedetects_bit_for_bit(media_dir, kind):
+    """The decoder's detector computes ContentDetector's score its own (faster)
+    way; every frame's score and every cut must be the stock detector's."""
+    import av
+    from av.video.reformatter import VideoReformatter
+    from scenedetect import FrameTimecode
+
+    from engine.config import SHOT_FILTER
+    from engine.decode import make_detector
+
+    for rel in ["basic.mp4", "vfr.mp4"]:
+        fast = make_detector(kind, None, 15)
+        stock = make_detector(kind, None, 15, stock=True)
+        assert type(fast) is not type(stock)
+        rf = VideoReformatter()
+        cuts = {"fast": [], "stock": []}
+        with av.open(str(media_dir / rel)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                small = rf.reformat(frame, width=256, height=144, format="bgr24",
+                                    interpolation=SHOT_FILTER).to_ndarray()
+                tc = FrameTimecode(i, fps=30.0)
+                cuts["fast"] += fast.process_frame(tc, small)
+                cuts["stock"] += stock.process_frame(tc, small)
+                assert fast._frame_score == stock._frame_score, (rel, i)
+        end = FrameTimecode(i + 1, fps=30.0)
+        cuts["fast"] += fast.post_process(end)
+        cuts["stock"] += stock.post_process(end)
+        assert [t.frame_num for t in cuts["fast"]] == [t.frame_num for t in cuts["stock"]]
+        assert len(cuts["stock"]) == len(load_truth(media_dir / rel).cut_times), rel
+
+
 def test_thumbnails_from_analysed_frames(analyzed):
     work, _ = analyzed
     thumbs = list((WorkDir(work).thumbs_dir / video_key("basic.mp4")).glob("*.jpg"))
