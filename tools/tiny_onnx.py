@@ -13,11 +13,12 @@ but only a few kilobytes of random weights:
   a pixel-dependent perturbation). Its first node is a BatchNormalization named
   ``bn_data``, as in the real (mxnet-converted) file, so insightface picks mean 0 / std 1.
 * ``w600k_r50.onnx``: input ``input.1`` [None, 3, 112, 112], output ``683`` [None, 512];
-  a strided conv + linear layer (sensitive to alignment), no Sub/Mul nodes up front, so
-  insightface picks mean 127.5 / std 127.5 like for the real file.
+  a strided conv + per-channel PRelu (the real IResNet's activation, which facecut
+  rewrites for the CPU provider) + linear layer (sensitive to alignment), no Sub/Mul
+  nodes up front, so insightface picks mean 127.5 / std 127.5 like for the real file.
 
 ``python -m tools.tiny_onnx OUT_DIR`` writes the three files (a fake buffalo_l folder).
-Needs the ``onnx`` package (a test dependency), not at run time.
+Needs the ``onnx`` package.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def build_1k3d68(path: Path, seed: int = 2, pose=(10.0, -25.0, 5.0)) -> Path:
 
 
 def build_w600k_r50(path: Path, seed: int = 3) -> Path:
-    """A tiny ArcFace: strided conv over the aligned crop + linear layer to 512."""
+    """A tiny ArcFace: strided conv over the aligned crop, PRelu, linear layer to 512."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -159,13 +160,15 @@ def build_w600k_r50(path: Path, seed: int = 3) -> Path:
     inits = [
         _init("conv_w", rng.normal(0, 0.2, (4, 3, 8, 8)).astype(np.float32), onnx),
         _init("conv_b", np.zeros(4, np.float32), onnx),
+        # Slopes of both signs and above 1, like the real file's (shape [C, 1, 1]).
+        _init("prelu_a", np.array([0.25, -0.4, 1.3, 0.05], np.float32).reshape(4, 1, 1), onnx),
         _init("fc_w", rng.normal(0, 0.05, (512, 4 * 14 * 14)).astype(np.float32), onnx),
         _init("fc_b", rng.normal(0, 0.1, 512).astype(np.float32), onnx),
     ]
     nodes = [
         helper.make_node("Conv", ["input.1", "conv_w", "conv_b"], ["c"], strides=[8, 8],
                          name="Conv_0"),
-        helper.make_node("Relu", ["c"], ["r"], name="Relu_1"),
+        helper.make_node("PRelu", ["c", "prelu_a"], ["r"], name="PRelu_1"),
         helper.make_node("Flatten", ["r"], ["f"], name="Flatten_2"),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["683"], transB=1, name="Gemm_3"),
     ]

@@ -30,6 +30,8 @@ import numpy as np
 from engine.errors import ConfigError, ModelError, ProviderUnavailable
 from engine.records import Face
 
+from .graph import cpu_graph
+
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- providers
@@ -170,12 +172,17 @@ class Session:
             return self.sess.run(self.output_names, feeds)
 
 
-def make_session(path: str | os.PathLike, provider: str = "auto", threads: int = 1) -> Session:
+def make_session(path: str | os.PathLike, provider: str = "auto", threads: int = 1, *,
+                 rewrite: bool | None = None) -> Session:
     """Build an onnxruntime session for ``path`` on ``provider`` with ``threads`` CPU threads.
 
     ``auto`` tries DirectML, then CUDA, then CPU, keeping the first that really loads.
     An explicit provider that is missing or silently falls back to CPU raises
     :class:`ProviderUnavailable`. A missing or unreadable file raises :class:`ModelError`.
+    On the CPU provider the model is loaded with its PRelu rewritten into operations
+    onnxruntime keeps in its blocked layout (bit-identical, see
+    :mod:`engine.models.graph`); ``rewrite=False`` (or ``FACECUT_GRAPH_REWRITE=0``
+    when ``rewrite`` is None) loads the file as it is.
     """
     import onnxruntime as ort
 
@@ -189,14 +196,17 @@ def make_session(path: str | os.PathLike, provider: str = "auto", threads: int =
         raise ProviderUnavailable(_unavailable_message(key, available))
     if not candidates:  # an onnxruntime without CPU provider does not exist; be safe anyway
         candidates = ["cpu"]
+    if rewrite is None:
+        rewrite = os.environ.get("FACECUT_GRAPH_REWRITE", "1") != "0"
     last_used = None
     for cand in candidates:
         providers = [PROVIDERS[cand]]
         if cand != "cpu":
             providers.append(PROVIDERS["cpu"])  # for nodes the GPU provider does not cover
         try:
+            source = (cpu_graph(str(path)) if cand == "cpu" and rewrite else None) or str(path)
             sess = ort.InferenceSession(
-                str(path), sess_options=_session_options(cand, threads), providers=providers
+                source, sess_options=_session_options(cand, threads), providers=providers
             )
         except Exception as ex:  # onnxruntime raises its own exception types
             if key == "auto" and cand != "cpu":
