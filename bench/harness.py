@@ -201,8 +201,13 @@ def _print_figures(res: dict) -> None:
         console.print(f"analyze end to end: {_med(a['wall_s']):.1f}s, {_med(a['samples_per_s']):.1f} samples/s, "
                       f"{_med(a['video_s_per_s']):.1f}x real time ({a.get('bottleneck', '')})")
         if "pipeline_efficiency" in f:
+            e = a.get("efficiency_pairs")
+            spread = f" (pairs {e['min']:.2f}-{e['max']:.2f})" if e else ""
             console.print(f"pipeline efficiency (analyze / inference only, same processes): "
-                          f"{f['pipeline_efficiency']:.2f}")
+                          f"{f['pipeline_efficiency']:.2f}{spread}")
+        if "model_fed" in a:
+            console.print(f"inference processes fed (not waiting for frames): {100 * _med(a['model_fed']):.1f}% "
+                          "of analyze's wall time")
     if "chain" in f:
         c = f["chain"]
         t = Table(title="facecut vs the old chain (same files, model, provider)", title_justify="left")
@@ -214,6 +219,10 @@ def _print_figures(res: dict) -> None:
         console.print(t)
         console.print(f"[bold]end to end: old chain {c['baseline_total_s']:.1f}s, facecut {c['facecut_total_s']:.1f}s "
                       f"-> {c['ratio']:.2f}x faster[/] ({c['clips']} clips)")
+        if "ratio_pairs" in c:
+            rp = c["ratio_pairs"]
+            console.print(f"ratio per repeat (facecut and old chain back to back): min {rp['min']:.2f}x, "
+                          f"median {rp['median']:.2f}x, max {rp['max']:.2f}x")
     if "sweep" in res:
         s = res["sweep"]
         t = Table(title="sweep (analyze on the sweep corpus)", title_justify="left")
@@ -380,19 +389,29 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
                         ("write_records_per_s", "write_mb_per_s", "read_records_per_s")}
         if "analyze" in wanted:
             cfg = _analyze_cfg(base)
-            runs = repeat(lambda: st.bench_analyze(corpus, cfg, tmp), repeats, warmup)
+            procs = infer_processes(cfg)
+            opts = {**model_opts, "threads": cfg.infer_threads, "batch": cfg.batch}
+
+            def paired() -> tuple[dict, dict]:
+                # analyze, then at once the same inference configuration alone on frames in
+                # memory: pairs taken back to back, so slow drifts of a shared machine
+                # cancel out of each pair's ratio.
+                a = st.bench_analyze(corpus, cfg, tmp)
+                return a, st.bench_inference(frames, model_opts=opts, batch=cfg.batch, procs=procs)
+
+            pairs = repeat(paired, repeats, warmup)
+            runs = [a for a, _ in pairs]
             F["analyze"] = {k: figure([r[k] for r in runs]) for k in ("wall_s", "samples_per_s", "video_s_per_s")}
             F["analyze"]["bottleneck"] = runs[-1].get("bottleneck", "")
             F["analyze"]["decoder_blocked_s"] = figure([r.get("decoder_blocked_s", 0.0) for r in runs])
             F["analyze"]["infer_starved_s"] = figure([r.get("infer_starved_s", 0.0) for r in runs])
-            # The same inference configuration alone, on frames in memory: how busy the pipeline keeps it.
-            procs = infer_processes(cfg)
-            opts = {**model_opts, "threads": cfg.infer_threads, "batch": cfg.batch}
-            inf = repeat(lambda: st.bench_inference(frames, model_opts=opts, batch=cfg.batch, procs=procs),
-                         repeats, warmup)
-            F["analyze"]["inference_only_same_procs"] = figure([r["frames_per_s"] for r in inf])
-            F["pipeline_efficiency"] = _med(F["analyze"]["samples_per_s"]) / _med(
-                F["analyze"]["inference_only_same_procs"])
+            F["analyze"]["inference_only_same_procs"] = figure([i["frames_per_s"] for _, i in pairs])
+            F["analyze"]["efficiency_pairs"] = figure(
+                [a["samples_per_s"] / i["frames_per_s"] for a, i in pairs])
+            # The share of the inference processes' time not spent waiting for frames.
+            F["analyze"]["model_fed"] = figure(
+                [1.0 - a.get("infer_starved_s", 0.0) / (procs * a["wall_s"]) for a in runs])
+            F["pipeline_efficiency"] = F["analyze"]["efficiency_pairs"]["median"]
         if "chain" in wanted:
             cfg = _analyze_cfg(base)
             fc_runs, bl_runs = [], []
@@ -412,11 +431,13 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
                 "report thumbnails": (med(bl_runs, "thumbs_s"), med(fc_runs, "report_s")),
             }
             b_total, f_total = med(bl_runs, "total_s"), med(fc_runs, "total_s")
+            # Each repeat runs facecut and the old chain back to back: the ratio per pair.
+            pair_ratios = figure([b["total_s"] / f["total_s"] for b, f in zip(bl_runs, fc_runs)])
             F["chain"] = {
                 "baseline": {k: figure([r[k] for r in bl_runs]) for k in bl_runs[0]},
                 "facecut": {k: figure([r[k] for r in fc_runs]) for k in fc_runs[0] if fc_runs[0][k] is not None},
                 "stages": stages, "baseline_total_s": b_total, "facecut_total_s": f_total,
-                "ratio": b_total / f_total, "clips": len(clips),
+                "ratio": b_total / f_total, "ratio_pairs": pair_ratios, "clips": len(clips),
             }
         if sweep:
             sweep_corpus = corpus

@@ -40,8 +40,10 @@ def test_bench_writes_every_figure(media_dir, tmp_path):
     assert all(is_figure(v["frames_per_s"]) for v in f["decode"].values())
     assert {v["batch"] for v in f["inference"].values()} >= {1, 4}
     assert is_figure(f["analyze"]["samples_per_s"]) and f["analyze"]["samples_per_s"]["median"] > 0
+    assert is_figure(f["analyze"]["efficiency_pairs"]) and 0 < f["pipeline_efficiency"]
+    assert is_figure(f["analyze"]["model_fed"]) and f["analyze"]["model_fed"]["max"] <= 1.0
     chain = f["chain"]
-    assert chain["clips"] > 0 and chain["ratio"] > 0
+    assert chain["clips"] > 0 and chain["ratio"] > 0 and is_figure(chain["ratio_pairs"])
     assert {"scene_pass_s", "sample_detect_s", "cut_s", "thumbs_s", "total_s"} <= set(chain["baseline"])
     assert {"analyze_s", "score_s", "cut_s", "report_s", "total_s"} <= set(chain["facecut"])
     assert data["sweep"]["rows"] and "best" in data["sweep"]
