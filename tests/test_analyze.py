@@ -127,22 +127,19 @@ def test_fast_frame_score_is_pyscenedetects_bit_for_bit(media_dir, kind):
     """The decoder's detector computes ContentDetector's score its own (faster)
     way; every frame's score and every cut must be the stock detector's."""
     import av
-    from av.video.reformatter import VideoReformatter
     from scenedetect import FrameTimecode
 
-    from engine.config import SHOT_FILTER
-    from engine.decode import make_detector
+    from engine.decode import ShotFrames, make_detector
 
     for rel in ["basic.mp4", "vfr.mp4"]:
         fast = make_detector(kind, None, 15)
         stock = make_detector(kind, None, 15, stock=True)
         assert type(fast) is not type(stock)
-        rf = VideoReformatter()
+        shot_frame = ShotFrames(256)
         cuts = {"fast": [], "stock": []}
         with av.open(str(media_dir / rel)) as c:
             for i, frame in enumerate(c.decode(video=0)):
-                small = rf.reformat(frame, width=256, height=144, format="bgr24",
-                                    interpolation=SHOT_FILTER).to_ndarray()
+                small = shot_frame(frame)
                 tc = FrameTimecode(i, fps=30.0)
                 cuts["fast"] += fast.process_frame(tc, small)
                 cuts["stock"] += stock.process_frame(tc, small)
@@ -152,6 +149,29 @@ def test_fast_frame_score_is_pyscenedetects_bit_for_bit(media_dir, kind):
         cuts["stock"] += stock.post_process(end)
         assert [t.frame_num for t in cuts["fast"]] == [t.frame_num for t in cuts["stock"]]
         assert len(cuts["stock"]) == len(load_truth(media_dir / rel).cut_times), rel
+
+
+def test_shot_frames_sample_planes_like_swscale(media_dir):
+    """The 4:2:0 fast path (planes sampled in place) and the swscale path for other
+    formats give the same picture, up to rounding and the chroma sampling."""
+    import av
+    import numpy as np
+
+    from engine.decode import ShotFrames
+
+    with av.open(str(media_dir / "basic.mp4")) as c:
+        frames = [f for i, f in enumerate(c.decode(video=0)) if i % 20 == 0][:6]
+    fast = ShotFrames(256)
+    other = ShotFrames(256)
+    for f in frames:
+        assert f.format.name == "yuv420p"
+        a = fast(f)
+        b = other(f.reformat(format="yuv444p"))  # not 4:2:0: swscale path
+        assert a.shape == b.shape == (144, 256, 3) and a.dtype == np.uint8
+        assert a.std() > 10  # a real picture, not a blank buffer
+        assert np.abs(a.astype(int) - b.astype(int)).mean() < 4.0
+    shifted = fast(frames[-1])  # the reused buffer holds the newest frame only
+    assert not np.array_equal(shifted, fast(frames[0]))
 
 
 def test_thumbnails_from_analysed_frames(analyzed):
