@@ -107,10 +107,11 @@ class ShotFrames:
 class _HsvDelta:
     """ContentDetector's frame score from one ``absdiff`` and one ``sumElems`` over
     the HSV frame instead of, per channel, two int32 copies, a subtraction, an abs
-    and a sum: the same integer sums, so bit-identical scores, at a third of the
-    cost (0.34 -> 0.12 ms per 256-px frame). Used when the score has no edge term
-    and no stats manager records its parts; otherwise PySceneDetect's own code runs.
-    ``tests/test_decode.py`` checks the scores against the stock detector's."""
+    and a sum: the same integer sums, so bit-identical scores, at a quarter of the
+    cost (profiled: 0.29 -> 0.07 ms per 256-px frame). Used when the score has no
+    edge term and no stats manager records its parts; otherwise PySceneDetect's own
+    code runs. ``tests/test_analyze.py`` checks every frame's score and every cut
+    against the stock detectors'."""
 
     _hsv_last = None
 
