@@ -76,13 +76,14 @@ def _decode_worker(conn, jobs: list[DecodeJob], max_side: int) -> None:
     conn.recv()
     frames = samples = 0
     seconds = 0.0
+    cpu = time.process_time()  # this process, every FFmpeg thread included
     for job in jobs:
         sink = _ConvertSink(max_side)
         r = decode_video(job, sink)
         frames += r.frames
         samples += r.samples
         seconds += r.end_time
-    conn.send((frames, samples, seconds))
+    conn.send((frames, samples, seconds, time.process_time() - cpu))
 
 
 def run_parallel(target, per_worker_args: list[tuple]) -> tuple[float, list]:
@@ -129,8 +130,10 @@ def bench_decode(videos: list[VideoInfo], root: Path, *, decoders: int, fps: flo
     frames = sum(r[0] for r in results)
     samples = sum(r[1] for r in results)
     seconds = sum(r[2] for r in results)
+    cpu = sum(r[3] for r in results)
     return {"wall_s": wall, "frames": frames, "samples": samples, "frames_per_s": frames / wall,
-            "video_s_per_s": seconds / wall, "samples_per_s": samples / wall}
+            "video_s_per_s": seconds / wall, "samples_per_s": samples / wall,
+            "cpu_ms_per_frame": 1000 * cpu / max(1, frames)}
 
 
 def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side: int, limit: int

