@@ -45,7 +45,8 @@ def cpu_graph(path: str) -> bytes | None:
     model = onnx.load(path)
     g = model.graph
     slopes = {i.name: i for i in g.initializer}
-    names = {n for node in g.node for n in (*node.input, *node.output)} | set(slopes)
+    names = {n for node in g.node for n in (*node.input, *node.output, node.name)} | set(slopes)
+    names |= {v.name for v in (*g.input, *g.output)}
 
     def fresh(base: str) -> str:
         name, k = base, 0
