@@ -71,6 +71,9 @@ class _ConvertSink:
 
 def _decode_worker(conn, jobs: list[DecodeJob], max_side: int) -> None:
     from engine.decode import decode_video
+    from engine.procs import steady_heap
+
+    steady_heap()  # as in facecut's own worker processes
 
     conn.send("ready")
     conn.recv()
@@ -157,8 +160,10 @@ def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side:
 def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: list[float], model_opts: dict,
                   batch: int) -> None:
     from engine.models import load_model
+    from engine.procs import steady_heap
     from engine.ring import FrameRing
 
+    steady_heap()  # as in facecut's own inference processes
     try:
         model = load_model(**model_opts)
     except Exception as ex:  # noqa: BLE001

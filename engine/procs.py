@@ -31,8 +31,33 @@ class CoordinatorGone(Exception):
     """The coordinator's end of the pipe closed or its process died."""
 
 
+def steady_heap() -> None:
+    """Keep this process's heap instead of handing it back and faulting it in again.
+
+    Workers allocate and free the same large arrays (frames, image pyramids, float
+    copies) many times a second. By default glibc serves big arrays with fresh
+    pages and trims its heap when they are freed, so each new array is paid again
+    in page faults the kernel zeroes. Measured in ``analyze`` (720p, 2 inference
+    processes): 0.7-1.3 s of system time per inference process, 0.3-0.6 s with
+    arrays up to 32 MiB kept on a heap that is not trimmed below 256 MiB. glibc
+    only; a no-op elsewhere (Windows, macOS, musl).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's maximum
+        libc.mallopt(m_trim_threshold, 256 * 2**20)
+    except (OSError, AttributeError) as ex:  # not glibc
+        log.debug("mallopt not available: %s", ex)
+
+
 def _bootstrap(target: Callable, conn, args: tuple, fault_path: str | None, log_level: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    steady_heap()
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     fault_file = None
     if fault_path:
