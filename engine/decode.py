@@ -76,14 +76,19 @@ class ShotFrames:
         self.width = int(width)
         self.size: tuple[int, int] | None = None
         self.i420: np.ndarray | None = None
+        self.planes_ok = True
         self.reformatter = VideoReformatter()  # one swscale context (see frame_to_bgr)
 
     def __call__(self, frame) -> np.ndarray:
         if self.size is None:
             self.size = (self.width, max(2, round(self.width * frame.height / frame.width / 2) * 2))
         w, h = self.size
-        if frame.format.name in self.PLANAR_420 and w % 2 == 0:
-            return self._planes(frame, w, h)
+        if self.planes_ok and frame.format.name in self.PLANAR_420 and w % 2 == 0:
+            try:
+                return self._planes(frame, w, h)
+            except ValueError as ex:  # an unusual plane layout: swscale for the rest of the video
+                log.debug("shot frames: planes not usable (%s); using swscale", ex)
+                self.planes_ok = False
         return self.reformatter.reformat(
             frame, width=w, height=h, format="bgr24", interpolation="POINT"
         ).to_ndarray()
