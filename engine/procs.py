@@ -38,7 +38,7 @@ def steady_heap() -> None:
     copies) many times a second. By default glibc serves big arrays with fresh
     pages and trims its heap when they are freed, so each new array is paid again
     in page faults the kernel zeroes. Measured in ``analyze`` (720p, 2 inference
-    processes): 0.7-1.3 s of system time per inference process, 0.3-0.6 s with
+    processes): 0.7-1.3 s of system time per inference process, 0.2-0.7 s with
     arrays up to 32 MiB kept on a heap that is not trimmed below 256 MiB. glibc
     only; a no-op elsewhere (Windows, macOS, musl).
     """
