@@ -23,7 +23,6 @@ Only for the CPU provider: DirectML and CUDA run PRelu as one native kernel.
 
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 
@@ -32,10 +31,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=16)
 def cpu_graph(path: str) -> bytes | None:
     """``path``'s model with PRelu rewritten (see the module doc), serialised; None
-    when it has no PRelu with a constant slope (load the file itself)."""
+    when it has no PRelu with a constant slope (load the file itself). Not cached:
+    the bytes of a large model (ArcFace: 166 MB) would stay in every process."""
     try:
         import onnx
         from onnx import helper, numpy_helper
