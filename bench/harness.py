@@ -22,6 +22,7 @@ from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
 STAGES = ("decode", "inference", "ring", "log", "analyze", "chain")
+DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost")  # printed when measured
 
 
 def _ints(text: str) -> list[int]:
@@ -367,8 +368,7 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
                 # detector on one, so the wall-time share overstates what detection costs.
                 F["shot_detection_cpu_cost"] = (_med(one_on["cpu_ms_per_frame"])
                                                 / _med(one_off["cpu_ms_per_frame"]) - 1.0)
-            _print_figures({"figures": {k: F[k] for k in ("decode", "shot_detection_cost", "shot_detection_cpu_cost")
-                                        if k in F}, "config": base})
+            _print_figures({"figures": {k: F[k] for k in DECODE_FIGURES if k in F}, "config": base})
         frames = None
         if "inference" in wanted or "analyze" in wanted:
             frames = st.preload_frames(videos_info, corpus, fps=fps, max_side=max_side, limit=infer_frames)
@@ -470,8 +470,7 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
     _print_figures({k: v for k, v in res.items() if k in ("figures", "config", "sweep")}
-                   | {"figures": {k: v for k, v in F.items()
-                                 if k not in ("decode", "inference", "shot_detection_cost", "shot_detection_cpu_cost")}})
+                   | {"figures": {k: v for k, v in F.items() if k not in (*DECODE_FIGURES, "inference")}})
     if json_out:
         save_json(json_out, res)
         console.print(f"wrote {json_out}")

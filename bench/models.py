@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import cv2
 import numpy as np
@@ -156,15 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     if all(r["provider"] == "CPUExecutionProvider" for r in rows):
         for run in [r for r in rows if r["batch"] == 8 and r["min_face"] in (None, 80.0)]:
             opts = {"model_dir": args.model_dir} if run["model"] == "buffalo_l" else {"min_face": 80.0}
-            old = os.environ.get("FACECUT_GRAPH_REWRITE")
-            os.environ["FACECUT_GRAPH_REWRITE"] = "0"
-            try:
+            with patch.dict(os.environ, {"FACECUT_GRAPH_REWRITE": "0"}):
                 model = load_model(run["model"], provider=args.provider, threads=args.threads, **opts)
-            finally:
-                if old is None:
-                    os.environ.pop("FACECUT_GRAPH_REWRITE")
-                else:
-                    os.environ["FACECUT_GRAPH_REWRITE"] = old
             st = stats(len(frames), timed(lambda m=model: run_model(m, frames, 8), args.repeats))
             model.close()
             result["rewrite"].append({"model": run["model"], "min_face": run["min_face"], "batch": 8,

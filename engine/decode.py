@@ -75,7 +75,8 @@ class ShotFrames:
     def __init__(self, width: int) -> None:
         self.width = int(width)
         self.size: tuple[int, int] | None = None
-        self.i420: np.ndarray | None = None
+        self.i420: np.ndarray | None = None  # I420 layout: Y, then U, then V
+        self.plane_dst: list[np.ndarray] = []  # views of it, one per plane
         self.planes_ok = True
         self.reformatter = VideoReformatter()  # one swscale context (see frame_to_bgr)
 
@@ -95,18 +96,13 @@ class ShotFrames:
 
     def _planes(self, frame, w: int, h: int) -> np.ndarray:
         if self.i420 is None:
-            self.i420 = np.empty((h * 3 // 2, w), np.uint8)  # I420 layout: Y, then U, then V
-        buf = self.i420
-        quarter = (h // 2) * (w // 2)
-        chroma = buf[h:].reshape(-1)
-        for i, plane in enumerate(frame.planes[:3]):
+            self.i420 = np.empty((h * 3 // 2, w), np.uint8)
+            chroma = self.i420[h:].reshape(2, h // 2, w // 2)
+            self.plane_dst = [self.i420[:h], chroma[0], chroma[1]]
+        for plane, dst in zip(frame.planes[:3], self.plane_dst):
             view = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
-            if i == 0:
-                cv2.resize(view, (w, h), dst=buf[:h], interpolation=cv2.INTER_NEAREST_EXACT)
-            else:
-                dst = chroma[(i - 1) * quarter : i * quarter].reshape(h // 2, w // 2)
-                cv2.resize(view, (w // 2, h // 2), dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
-        return cv2.cvtColor(buf, cv2.COLOR_YUV2BGR_I420)
+            cv2.resize(view, dst.shape[::-1], dst=dst, interpolation=cv2.INTER_NEAREST_EXACT)
+        return cv2.cvtColor(self.i420, cv2.COLOR_YUV2BGR_I420)
 
 
 class _HsvDelta:

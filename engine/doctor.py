@@ -7,7 +7,6 @@ reportable. The exit code is 4 (environment problem) when a check fails.
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import platform
 import sys
 from pathlib import Path
@@ -95,7 +94,9 @@ def diagnose(model_dir: Path | None = None) -> dict:
         providers["auto"] = auto
         status = "ok" if not auto.startswith("unusable") else "error"
         _check(checks, "execution provider", status, f"--provider auto runs on {auto} (checked with a real session)")
-        if os.environ.get("FACECUT_GRAPH_REWRITE", "1") == "0":
+        from engine.models.graph import rewrite_enabled
+
+        if not rewrite_enabled():
             _check(checks, "CPU graph rewrite", "ok", "off (FACECUT_GRAPH_REWRITE=0): models load unchanged")
         else:
             try:

@@ -30,7 +30,7 @@ import numpy as np
 from engine.errors import ConfigError, ModelError, ProviderUnavailable
 from engine.records import Face
 
-from .graph import cpu_graph
+from .graph import cpu_graph, rewrite_enabled
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ def make_session(path: str | os.PathLike, provider: str = "auto", threads: int =
     if not candidates:  # an onnxruntime without CPU provider does not exist; be safe anyway
         candidates = ["cpu"]
     if rewrite is None:
-        rewrite = os.environ.get("FACECUT_GRAPH_REWRITE", "1") != "0"
+        rewrite = rewrite_enabled()
     last_used = None
     for cand in candidates:
         providers = [PROVIDERS[cand]]

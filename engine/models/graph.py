@@ -24,11 +24,17 @@ Only for the CPU provider: DirectML and CUDA run PRelu as one native kernel.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+def rewrite_enabled() -> bool:
+    """Whether CPU sessions load rewritten graphs (``FACECUT_GRAPH_REWRITE=0``: no)."""
+    return os.environ.get("FACECUT_GRAPH_REWRITE", "1") != "0"
 
 
 def cpu_graph(path: str) -> bytes | None:
