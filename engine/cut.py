@@ -58,6 +58,7 @@ from engine.fsio import (
 )
 from engine.procs import pid_alive
 from engine.records import Clip, Plan, SourcePlan
+from engine.timeline import FrameClock, Unwrapper, frame_rate, time_base
 
 log = logging.getLogger(__name__)
 
@@ -367,11 +368,6 @@ def _copy_container(video, audios) -> tuple[str, str]:
     return "mp4", ""
 
 
-def _frame_seconds(video) -> float:
-    rate = video.average_rate or video.guessed_rate or video.base_rate
-    return float(1 / rate) if rate else 1 / 30
-
-
 # --------------------------------------------------------------------------- the copy pass
 
 
@@ -385,7 +381,7 @@ class _CopyPass:
         self.audios = list(container.streams.audio)
         self.vidx = self.video.index
         self.vtb = self.video.time_base or Fraction(1, 90000)
-        self.frame_s = _frame_seconds(self.video)
+        self.frame_s = float(1 / frame_rate(self.video))
         self.pending = sorted(spans, key=lambda s: s.start)
         self.waiting: list[_Span] = []  # reached, but no keyframe yet in this segment
         self.active: list[_Span] = []  # open or tail
@@ -394,10 +390,8 @@ class _CopyPass:
         self.abuf: deque[_Pkt] = deque()  # audio that may still belong to a clip
         self.kf: _Pkt | None = None
         self.nodts: list = []  # video packets waiting for a dts (Matroska's first packets)
-        self.unwrap: dict[int, int] = {}  # stream -> offset added (its time base)
+        self.unwrap: dict[int, Unwrapper] = {}  # stream -> its timeline (engine.timeline)
         self.tbf: dict[int, float] = {}  # stream -> time base as a float
-        self.last_dts: dict[int, int] = {}
-        self.last_end: dict[int, int] = {}
         self.notes: list[str] = []
         self.position = 0.0
         self.bsf = None
@@ -452,38 +446,32 @@ class _CopyPass:
     # ---- timestamps
 
     def _stamp(self, packet, sidx: int, tb: Fraction) -> _Pkt | None:
+        uw = self.unwrap.get(sidx)
+        if uw is None:
+            uw = self.unwrap[sidx] = Unwrapper(tb)
         pts, dts = packet.pts, packet.dts
         dur = packet.duration or 0
         if pts is None:
             pts = dts
         if pts is None:
-            last = self.last_end.get(sidx)
-            if last is None:
+            if uw.end is None:
                 return None
-            pts = dts = last - self.unwrap.get(sidx, 0)
+            pts = dts = uw.end - uw.off
         if dts is None:
             dts = pts
         if not dur:
             dur = max(1, round(Fraction(self.frame_s) / tb)) if sidx == self.vidx else 1
-        off = self.unwrap.get(sidx, 0)
-        last = self.last_dts.get(sidx)
-        jumped = last is not None and dts + off < last
-        if jumped:
-            # Timestamps went backwards: keep this stream's timeline going, the
-            # way the analysis did (the first frame after the jump is shown when
-            # the last one before it ends).
-            off = self.last_end.get(sidx, last + 1) - pts
-            self.unwrap[sidx] = off
-            if sidx == self.vidx:
-                self._discontinuity(float((pts + off) * tb))
+        # The shared timeline (engine.timeline), as the analysis saw it: small
+        # backward steps change nothing (the muxer's dts rule is kept in _write);
+        # after a discontinuity the first frame shown follows the last one.
+        off, event = uw(dts, dur, show=pts)
+        if event == "discontinuity" and sidx == self.vidx:
+            self._discontinuity(float((pts + off) * tb))
         tbf = self.tbf.get(sidx)
         if tbf is None:
             tbf = self.tbf[sidx] = float(tb)
-        e = _Pkt(packet, sidx, tb, pts + off, dts + off, dur, bool(packet.is_keyframe),
-                 (pts + off) * tbf, (pts + off + dur) * tbf)
-        self.last_dts[sidx] = e.dts if jumped or last is None else max(e.dts, last)
-        self.last_end[sidx] = max(self.last_end.get(sidx, e.pts + dur), e.pts + dur)
-        return e
+        return _Pkt(packet, sidx, tb, pts + off, dts + off, dur, bool(packet.is_keyframe),
+                    (pts + off) * tbf, (pts + off + dur) * tbf)
 
     def _discontinuity(self, t: float) -> None:
         rel = t - self.t0
@@ -498,7 +486,7 @@ class _CopyPass:
     def _video(self, packet) -> None:
         # Matroska gives no dts for the first packets of a B-frame stream: hold
         # them until a dts arrives and count backwards from it.
-        if packet.dts is None and packet.pts is not None and self.vidx not in self.last_dts \
+        if packet.dts is None and packet.pts is not None and self.vidx not in self.unwrap \
                 and len(self.nodts) < 32:
             self.nodts.append(packet)
             return
@@ -697,23 +685,6 @@ class _CopyPass:
 # --------------------------------------------------------------------------- the accurate (re-encode) pass
 
 
-class _Unwrap:
-    """Seconds that keep going when a stream's timestamps jump backwards."""
-
-    def __init__(self) -> None:
-        self.off = 0.0
-        self.last = -math.inf
-
-    def __call__(self, t: float, dur: float) -> tuple[float, bool]:
-        u = t + self.off
-        jumped = u < self.last - EPS
-        if jumped:
-            self.off += self.last + dur - u
-            u = self.last + dur
-        self.last = u
-        return u, jumped
-
-
 class _EncodePass:
     """One demux pass over a source; decodes only the GOPs that hold a clip and
     re-encodes each clip exactly on its planned frames (libx264 + AAC, MP4)."""
@@ -725,9 +696,9 @@ class _EncodePass:
         self.video.thread_type = "AUTO"
         self.vctx = self.video.codec_context
         self.audios = [a for a in container.streams.audio if a.codec_context is not None]
-        self.vtb = self.video.time_base or Fraction(1, 90000)
-        self.rate = self.video.average_rate or self.video.guessed_rate or self.video.base_rate
-        self.frame_s = _frame_seconds(self.video)
+        self.vtb = time_base(self.video)
+        self.rate = frame_rate(self.video)
+        self.frame_s = float(1 / self.rate)
         self.pending = sorted(spans, key=lambda s: s.start)
         self.active: list[_Span] = []
         self.done: list[_Span] = []
@@ -735,8 +706,9 @@ class _EncodePass:
         self.vbuf: list = []  # packets since the last keyframe while not decoding
         self.max_pkt_t = -math.inf
         self.prev: tuple | None = None  # (frame, t) decoded last
-        self.vwrap = _Unwrap()
-        self.awrap = {a.index: _Unwrap() for a in self.audios}
+        # Decoded frames get their times exactly as in the analysis (engine.timeline).
+        self.clock = FrameClock(self.vtb, self.rate)
+        self.awrap: dict[int, Unwrapper] = {}
         self.resamplers = {a.index: av.AudioResampler(format="fltp") for a in self.audios}
         self.last_end = 0.0
         self.position = 0.0
@@ -757,6 +729,7 @@ class _EncodePass:
         else:
             if self.live:
                 self._decode_video(None)
+                self._settle(self.clock.flush())
             for a in self.audios:
                 self._decode_audio(a, None)
         for s in list(self.active):
@@ -790,13 +763,14 @@ class _EncodePass:
         if raw is None:
             t = self.max_pkt_t
         else:
-            t = float(raw * self.vtb) + self.vwrap.off
+            t = float((raw + self.clock.unwrap.off) * self.vtb)
         if packet.is_keyframe:
             # A pending start before this keyframe is shown in the GOP that ends here,
             # or by a leading picture after it: decode what was held back first.
             if not self.live and self.vbuf and self._needed(t - 2 * EPS):
                 self._go_live()
             if self.live and not self._needed(max(t, self.max_pkt_t) - 2 * EPS):
+                self._settle(self.clock.flush())  # frames held back for ordering
                 self.vctx.flush_buffers()  # frames still inside belong to no clip
                 self.live = False
                 self.prev = None
@@ -826,18 +800,15 @@ class _EncodePass:
             self.errors += 1
             return
         for f in frames:
-            self._vframe(f)
+            self._settle(self.clock.push(f))
 
-    def _vframe(self, frame) -> None:
+    def _settle(self, timed) -> None:
+        for frame, _pts, t, event in timed:
+            self._vframe(frame, t, event)
+
+    def _vframe(self, frame, t: float, event: str | None) -> None:
         dur = float(frame.duration * self.vtb) if frame.duration else self.frame_s
-        if frame.pts is not None:
-            raw = float(frame.pts * self.vtb)
-        elif self.vwrap.last > -math.inf:
-            raw = self.vwrap.last - self.vwrap.off + dur
-        else:
-            raw = 0.0
-        t, jumped = self.vwrap(raw, dur)
-        if jumped:
+        if event == "discontinuity":
             rel = t - self.t0
             self.notes.append(f"timestamps jump backwards at {rel:.2f} s: no clip is cut across it")
             for s in list(self.active):
@@ -966,7 +937,12 @@ class _EncodePass:
         if f.time is None:
             return
         dur = f.samples / f.sample_rate
-        t, _ = self.awrap[aidx](float(f.time), dur)
+        tb = Fraction(f.time_base)
+        uw = self.awrap.get(aidx)
+        if uw is None:
+            uw = self.awrap[aidx] = Unwrapper(tb)
+        off, _ = uw(f.pts, round(Fraction(f.samples, f.sample_rate) / tb))
+        t = float((f.pts + off) * tb)
         for s in list(self.active):
             self._audio_into(s, aidx, f, t)
         for s in self.pending:

@@ -27,7 +27,6 @@ import logging
 import math
 import time
 from collections import deque
-from fractions import Fraction
 from typing import NamedTuple
 
 import av
@@ -40,6 +39,7 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector
 from engine.procs import CoordinatorGone, recv_or_parent_death
 from engine.records import DecodeJob
 from engine.ring import FrameRing
+from engine.timeline import FrameClock, frame_rate, time_base
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +253,18 @@ class _Sampler:
 
     def feed(self, frame, pts: int, t: float):
         """Yield (k, frame, pts, t) for every grid time the stream has passed."""
-        while self.prev is not None and t > self.target() + _EPS:
+        if self.prev is not None and t > self.target() + _EPS:
             if not self.prev_used and self.prev[2] <= self.target() + _EPS:
                 yield (self.k, *self.prev)
                 self.prev_used = True
-            self.k += 1
+            # The grid steps the stream has passed, skipped at once (a forward
+            # timestamp gap of any size costs nothing; no samples are invented).
+            first = self.k + 1
+            self.k = max(first, math.ceil((t - _EPS) * self.fps))
+            while self.k > first and t <= (self.k - 1) / self.fps + _EPS:
+                self.k -= 1  # float rounding: the same k the step-by-step walk gives
+            while t > self.target() + _EPS:
+                self.k += 1
         self.prev = (frame, pts, t)
         self.prev_used = self.used_upto_pts is not None and pts <= self.used_upto_pts
         if not self.prev_used and abs(t - self.target()) <= _EPS:
@@ -365,9 +372,10 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
     stream.codec_context.thread_count = job.threads
-    tb: Fraction = stream.time_base or Fraction(1, 90000)
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate or Fraction(25)
+    tb = time_base(stream)
+    rate = frame_rate(stream)
     frame_dur = float(1 / rate)
+    clock = FrameClock(tb, rate)
 
     detector = make_detector(job.detector, job.threshold, job.min_scene_len)
     sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
@@ -382,10 +390,10 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
     recent: deque[tuple[int, int, float]] = deque(maxlen=128)  # (detector frame no., pts, t)
     det_no = 0
     pending_cuts: list[tuple[int, float]] = []
+    cut_times: set[float] = set()  # cuts reported by this job (a discontinuity may be found twice)
     n = frames = errors = 0
     last_err = ""
     last_t = -math.inf
-    offset = 0.0  # added when timestamps jump backwards (keeps the timeline monotonic)
     last_stat = time.perf_counter()
     shot_frame = ShotFrames(job.shot_width)
 
@@ -403,11 +411,17 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
             return t > job.resume_cut_time + _EPS
         return True
 
+    def add_cut(pts: int, t: float) -> None:
+        key = round(t, 6)
+        if key not in cut_times and not_logged(pts, t):
+            cut_times.add(key)
+            pending_cuts.append((pts, t))
+
     def found(cut_timecodes):
         for tc in cut_timecodes:
             hit = next((r for r in recent if r[0] == tc.frame_num), None)
-            if hit is not None and not_logged(hit[1], hit[2]):
-                pending_cuts.append((hit[1], hit[2]))
+            if hit is not None:
+                add_cut(hit[1], hit[2])
 
     def detect(frame, pts, t):
         nonlocal det_no
@@ -416,28 +430,28 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
         found(detector.process_frame(FrameTimecode(det_no, fps=rate), small))
         det_no += 1
 
-    def handle(frame):
-        nonlocal frames, t0, last_t, offset, feed_from_pts
-        frames += 1
-        pts = frame.pts
-        if pts is None or frame.time is None:  # raw streams: synthesise from decode order
-            raw = (last_t + offset + frame_dur) if last_t > -math.inf else 0.0
-            pts = round(raw / tb)
-        else:
-            raw = float(frame.time)
+    def place(timed) -> None:
+        """A frame with its settled time (engine.timeline): to the detector and the sampler."""
+        nonlocal t0, last_t, feed_from_pts
+        frame, pts, u, event = timed
         if t0 is None:
-            t0 = raw
+            t0 = u
             sink.start(t0)
-        t = raw - t0 + offset
-        if t < last_t - _EPS:  # timestamps went backwards: keep the timeline going
-            offset += last_t + frame_dur - t
-            t = last_t + frame_dur
+        t = u - t0
+        if event == "discontinuity" and last_t > -math.inf:
+            add_cut(pts, t)  # another recording starts here: never one clip across it
         last_t = t
         if detector is not None and (feed_from_pts is None or pts >= feed_from_pts):
             feed_from_pts = None
             detect(frame, pts, t)
         for k, f, p, tt in sampler.feed(frame, pts, t):
             emit(k, f, p, tt)
+
+    def handle(frame):
+        nonlocal frames
+        frames += 1
+        for timed in clock.push(frame):
+            place(timed)
 
     status, reason = "ok", ""
     try:
@@ -462,6 +476,9 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
         last_err = str(ex)
         status, reason = "partial", f"stopped reading at {max(0.0, last_t):.1f}s: {ex}"
 
+    if status != "failed":
+        for timed in clock.flush():
+            place(timed)
     end_time = (last_t + frame_dur) if last_t > -math.inf else 0.0
     if status != "failed":
         for k, f, p, tt in sampler.finish(end_time):

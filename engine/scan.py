@@ -18,6 +18,7 @@ import av.logging
 from engine.errors import ConfigError
 from engine.fsio import WorkDir, fingerprint, read_json, write_json
 from engine.records import AudioInfo, ScanResult, VideoInfo
+from engine.timeline import frame_rate, start_seconds, time_base
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +176,15 @@ def _probe_open(container, base: dict) -> VideoInfo:
         return VideoInfo(**base, container=fmt, audio=audio, status="failed", reason=f"no video stream ({kind})")
     stream = videos[0]
     ctx = stream.codec_context
-    tb = stream.time_base or Fraction(1, 1)
+    tb = time_base(stream, Fraction(1, 1))
     if stream.duration:
         duration = float(stream.duration * tb)
     elif container.duration:
         duration = container.duration / av.time_base
     else:
         duration = 0.0
-    start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    start = start_seconds(stream)
+    rate = frame_rate(stream) if (stream.average_rate or stream.guessed_rate or stream.base_rate) else None
     info = dict(
         base,
         container=fmt,
