@@ -296,7 +296,9 @@ def gate_options(f):
         opt("--min-det-score", type=float, default=None, help="Least detector score [0.5]."),
         opt("--track-gate", type=float, default=None, help="Share of a track's frames that must pass [0.70]."),
         opt("--min-dur", type=float, default=None, help="Shortest clip, seconds [1]."),
-        opt("--max-dur", type=float, default=None, help="Longest clip, seconds; longer is rejected (missed cut?) [120]."),
+        opt("--max-dur", type=float, default=None, help="Longest clip, seconds [120]."),
+        opt("--long", type=click.Choice(["split", "reject"]), default=None,
+            help="A segment longer than --max-dur: split into near-equal parts, or reject it [split]."),
         opt("--bridge-gap", type=float, default=None, help="Bridge failing stretches shorter than this, seconds [3]."),
         opt("--merge-gap", type=float, default=None, help="Fuse segments of one shot closer than this, seconds [2]."),
         opt("--identity", type=_path(exists=True), default=None,
@@ -320,7 +322,7 @@ def track_opts():
 
 _TRACK_KEYS = {"track_iou": "iou", "track_max_gap": "max_gap", "stitch_sim": "stitch_sim",
                "stitch_shift": "stitch_shift", "stitch_size": "stitch_size"}
-_SCORE_KEYS = ["max_yaw", "max_pitch", "min_det_score", "track_gate", "min_dur", "max_dur", "bridge_gap",
+_SCORE_KEYS = ["max_yaw", "max_pitch", "min_det_score", "track_gate", "min_dur", "max_dur", "long", "bridge_gap",
                "merge_gap", "identity", "identity_threshold"]
 
 

@@ -124,6 +124,7 @@ class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     track_gate              ``--track-gate``           ``FACECUT_TRACK_GATE``             0.70
     min_dur                 ``--min-dur``              ``FACECUT_MIN_DUR``                1 (s)
     max_dur                 ``--max-dur``              ``FACECUT_MAX_DUR``                120 (s)
+    long                    ``--long split|reject``    ``FACECUT_LONG``                   split
     bridge_gap              ``--bridge-gap``           ``FACECUT_BRIDGE_GAP``             3 (s)
     merge_gap               ``--merge-gap``            ``FACECUT_MERGE_GAP``              2 (s)
     identity                ``--identity PATH``        ``FACECUT_IDENTITY``               none
@@ -146,7 +147,10 @@ class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     min_det_score: Annotated[float, Meta(ge=0, le=1)] = 0.5
     track_gate: Annotated[float, Meta(ge=0, le=1)] = 0.70  # share of a track's detections that must pass
     min_dur: Annotated[float, Meta(ge=0)] = 1.0  # s, shortest segment
-    max_dur: PosF = 120.0  # s, longest segment (longer probably hides a missed cut)
+    max_dur: PosF = 120.0  # s, longest clip
+    # A segment longer than max_dur: "split" into near-equal parts <= max_dur (a long
+    # talking head is the best material there is); "reject" drops it as too_long.
+    long: Literal["split", "reject"] = "split"
     bridge_gap: Annotated[float, Meta(ge=0)] = 3.0  # s, failing stretches shorter than this are bridged
     merge_gap: Annotated[float, Meta(ge=0)] = 2.0  # s, segments of one shot closer than this are fused
     identity: str | None = None  # image, folder of images, or roop-unleashed face set (.fsz)

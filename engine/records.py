@@ -247,6 +247,11 @@ class Clip(Struct, kw_only=True):
     cut_end: float | None = None
     lead_in: float | None = None  # start - cut_start
     container: str | None = None  # "mp4" | "mkv" (fallback when the codec can't go in MP4)
+    # A segment longer than max_dur split into parts: this is part ``part`` of ``parts``
+    # (1-based) of the group whose first part has id ``group``. Unsplit: 1 of 1, "".
+    part: int = 1
+    parts: int = 1
+    group: str = ""
 
 
 class TrackSummary(Struct, kw_only=True):

@@ -31,6 +31,7 @@ and the span (``fsio.clip_id``), so a re-run gives the same ids.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -60,6 +61,7 @@ class _Segment:
     end: float
     tracks: list[int]
     rows: np.ndarray  # face rows of the tracks (for stats)
+    split: bool = False  # a part of a segment longer than max_dur
 
 
 # --------------------------------------------------------------------------- gates
@@ -112,7 +114,10 @@ def _judge(
     for k0, k1 in _segments(video, tr, ok, cfg):
         start, end = span(video, tr.shot, k0, k1)
         if end - start > cfg.max_dur + _EPS:
-            too_long = True
+            if cfg.long == "reject":
+                too_long = True
+                continue
+            kept += _split(video, tr, ok_all, _Segment(tr.shot, k0, k1, start, end, [tr.id], tr.rows), cfg)
         elif end - start >= cfg.min_dur - _EPS:
             kept.append(_Segment(tr.shot, k0, k1, start, end, [tr.id], tr.rows))
     if not kept:
@@ -120,6 +125,44 @@ def _judge(
     if identity is not None and not identity.accepts(tr.column("emb"), ok):
         return "identity", []
     return "", kept
+
+
+def _split(video: VideoLog, tr: Track, ok_all: np.ndarray, seg: _Segment, cfg: ScoreConfig) -> list[_Segment]:
+    """A segment longer than max_dur as n = ceil(len / max_dur) near-equal parts.
+
+    Each boundary may move by up to half the slack (max_dur - len / n, so no part
+    exceeds max_dur) to the sampled moment where the face is worst (lowest
+    detector score; no passing face counts as worst), so a part rather starts or
+    ends where the face turns away or blurs than in the middle of a good stretch."""
+    length = seg.end - seg.start
+    n = math.ceil(length / cfg.max_dur - _EPS)
+    even = length / n
+    room = max(0.0, (cfg.max_dur - even) / 2 - video.dt)
+    f = video.faces
+    rows = tr.rows
+    g = video.k[f.sample[rows]] * video.dt
+    quality = np.where(ok_all[rows], f.score[rows], -1.0)
+    bounds = [seg.start]
+    for i in range(1, n):
+        b = seg.start + i * even
+        near = np.flatnonzero(np.abs(g - b) <= room + _EPS)
+        if len(near):
+            worst = near[np.argmin(quality[near] + 1e-9 * np.abs(g[near] - b))]  # ties: nearest
+            b = float(g[worst])
+        bounds.append(max(bounds[-1], b))
+    bounds.append(seg.end)
+    group = len(bounds) - 1
+    parts = []
+    for i in range(group):
+        a, b = bounds[i], bounds[i + 1]
+        if b - a <= _EPS:
+            continue
+        ks = video.k[f.sample[rows]]
+        inside = (g >= a - _EPS) & (g <= b + _EPS)
+        k0 = int(ks[inside].min()) if inside.any() else seg.k0
+        k1 = int(ks[inside].max()) if inside.any() else seg.k1
+        parts.append(_Segment(seg.shot, k0, k1, a, b, list(seg.tracks), rows, split=True))
+    return parts
 
 
 def _merge(segments: list[_Segment], cfg: ScoreConfig) -> list[_Segment]:
@@ -131,6 +174,7 @@ def _merge(segments: list[_Segment], cfg: ScoreConfig) -> list[_Segment]:
         if (
             last is not None
             and last.shot == s.shot
+            and not (last.split and s.split)  # parts of one long segment stay apart
             and s.start - last.end < cfg.merge_gap - _EPS
             and max(last.end, s.end) - last.start <= cfg.max_dur + _EPS
         ):
@@ -139,7 +183,7 @@ def _merge(segments: list[_Segment], cfg: ScoreConfig) -> list[_Segment]:
             last.tracks = sorted(set(last.tracks) | set(s.tracks))
             last.rows = np.union1d(last.rows, s.rows)  # (one track's split segments share rows)
         else:
-            out.append(_Segment(s.shot, s.k0, s.k1, s.start, s.end, list(s.tracks), s.rows))
+            out.append(_Segment(s.shot, s.k0, s.k1, s.start, s.end, list(s.tracks), s.rows, s.split))
     return out
 
 
@@ -236,7 +280,9 @@ def score_video(
     thumbs = _Thumbs(work, key)
     fp = h.fingerprint if h is not None else info.fingerprint
     clips = []
-    for seg in _merge(accepted, cfg):
+    merged = _merge(accepted, cfg)
+    groups: list[list[Clip]] = []
+    for i, seg in enumerate(merged):
         start, end = _r(seg.start), _r(seg.end)
         sh = video.shots[seg.shot]
         clips.append(
@@ -247,6 +293,15 @@ def score_video(
                 thumb=thumbs.nearest(video, (seg.start, seg.end), (sh.start, sh.end)),
             )
         )
+        prev = merged[i - 1] if i else None
+        if seg.split and prev is not None and prev.split and prev.shot == seg.shot \
+                and abs(prev.end - seg.start) <= _EPS:
+            groups[-1].append(clips[-1])
+        elif seg.split:
+            groups.append([clips[-1]])
+    for parts in groups:  # the parts of one long segment: one group in plan and report
+        for n, c in enumerate(parts, 1):
+            c.part, c.parts, c.group = n, len(parts), parts[0].id
     source = SourcePlan(
         path=info.path, key=key, status=done.status, reason=done.reason,
         duration=_r(video.duration), fingerprint=fp, t0=h.t0 if h is not None else 0.0,

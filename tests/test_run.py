@@ -88,7 +88,7 @@ def test_dry_run_says_what_would_be_processed(finished, media_dir, tmp_path):
 
 
 def test_env_vars_pin_a_batch(finished, media_dir, tmp_path):
-    env = {"FACECUT_WORK": str(tmp_path / "w"), "FACECUT_SKIP_PATTERN": "^(?!basic)", "FACECUT_MAX_DUR": "2.5",
+    env = {"FACECUT_WORK": str(tmp_path / "w"), "FACECUT_SKIP_PATTERN": "^(?!basic)", "FACECUT_MAX_DUR": "2.5", "FACECUT_LONG": "reject",
            "FACECUT_WRITE_SIDECAR": "1", "FACECUT_PROVIDER": "cpu", "FACECUT_DECODERS": "1",
            "FACECUT_INFER_PROCS": "1", "FACECUT_NO_DASHBOARD": "1"}
     res = CliRunner().invoke(main, ["run", str(media_dir), "-o", str(tmp_path / "o")], env=env)

@@ -110,7 +110,7 @@ def test_segments_snap_to_cuts_within_one_sample_interval():
         ([face(pitch=60)] * 6, {}, "pose"),
         ([face(score=0.3)] * 6, {}, "det_score"),
         ([face()], {}, "too_short"),  # one sample: 0.5 s
-        ([face()] * 12, {"max_dur": 5.0}, "too_long"),  # 6 s
+        ([face()] * 12, {"max_dur": 5.0, "long": "reject"}, "too_long"),  # 6 s
         # 40 % of the detections fail: below the 70 % track gate
         ([face(size=85)] * 6 + [face(size=75)] * 4, {}, "too_small"),
         ([face()] * 6 + [face(score=0.3)] * 4, {}, "det_score"),
@@ -123,6 +123,38 @@ def test_rejected_tracks_keep_their_reason(faces, opts, reason):
     src, clips = plan_of(log(frames, n=40), **opts)
     assert clips == []
     assert [(t.status, t.reason) for t in src.tracks] == [("rejected", reason)]
+
+
+def test_a_long_segment_is_split_into_near_equal_parts():
+    frames = {k: [face()] for k in range(2, 38)}  # 1.0 .. 18.5 s in one shot (20 s video)
+    src, clips = plan_of(log(frames, n=40), max_dur=5.0)
+    assert [t.status for t in src.tracks] == ["accepted"]
+    assert len(clips) == 4  # 18 s -> ceil(18 / 5) parts
+    assert all(c.end - c.start <= 5.0 + 1e-6 for c in clips)
+    assert clips[0].start == 0.75 and clips[-1].end == 18.75
+    assert all(a.end == b.start for a, b in zip(clips, clips[1:])), "the parts cover the segment"
+    assert [(c.part, c.parts) for c in clips] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert {c.group for c in clips} == {clips[0].id} and len({c.id for c in clips}) == 4
+    lengths = [c.end - c.start for c in clips]
+    assert max(lengths) - min(lengths) <= 2.0  # near-equal
+
+
+def test_a_split_boundary_moves_to_where_the_face_is_worst():
+    frames = {k: [face()] for k in range(0, 24)}  # 0 .. 11.75 s: even parts meet at 5.875 s
+    frames[11] = [face(score=0.55)]  # 5.5 s: the weakest moment near the middle
+    _, clips = plan_of(log(frames, n=40), max_dur=8.0)
+    assert [(c.start, c.end) for c in clips] == [(0.0, 5.5), (5.5, 11.75)]
+    del frames[11]  # no weak moment: the sample nearest the even boundary
+    _, clips = plan_of(log(frames, n=40), max_dur=8.0)
+    assert [(c.start, c.end) for c in clips] == [(0.0, 6.0), (6.0, 11.75)]
+
+
+def test_long_reject_keeps_the_old_behaviour_and_unsplit_clips_are_1_of_1():
+    frames = {k: [face()] for k in range(2, 38)}
+    src, clips = plan_of(log(frames, n=40), max_dur=5.0, long="reject")
+    assert clips == [] and src.tracks[0].reason == "too_long"
+    _, clips = plan_of(log(frames, n=40))
+    assert [(c.part, c.parts, c.group) for c in clips] == [(1, 1, "")]
 
 
 def test_gate_share_and_stats():
