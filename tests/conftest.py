@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from tools.make_media import Shot, make_video, tests_batch
+from tools.make_media import Shot, formats_batch, make_video, tests_batch
 
 
 def pytest_configure(config):
@@ -28,6 +28,15 @@ def media_dir(tmp_path_factory) -> Path:
     """The standard small test batch (see tools.make_media.tests_batch)."""
     d = tmp_path_factory.mktemp("media")
     tests_batch(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def format_matrix(tmp_path_factory) -> Path:
+    """The format matrix (tools.make_media.formats_batch): one small file per class
+    users' folders hold, each with its truth file; rendered once (~20 s on 2 cores)."""
+    d = tmp_path_factory.mktemp("formats")
+    formats_batch(d)
     return d
 
 

@@ -8,7 +8,7 @@ each video ``<name>.truth.json`` records what a test needs to know: the frame
 index and time of every cut, which shots hold a swappable face, how large the
 face is, when a face enters, and (for VFR files) every frame's time.
 
-    python -m tools.make_media OUT_DIR --profile tests|demo|bench720|bench1080
+    python -m tools.make_media OUT_DIR --profile tests|demo|bench720|bench1080|formats
 
 Face sizes are *approximate* short sides of a detector box (measured once with
 MTCNN on the photos, see ``PHOTOS``); design margins are wide on purpose
@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -162,10 +162,31 @@ class Truth:
     cuts: list[int]  # frame index where each new shot starts (not 0)
     cut_times: list[float]
     shots: list[ShotTruth] = field(default_factory=list)
-    frame_times: list[float] | None = None  # every frame's time, VFR files only
+    frame_times: list[float] | None = None  # every frame's time: VFR files (make_video);
+    # in the formats profile whenever not a plain grid (VFR, gaps), and for packed_b
+    # Optional fields (the ``formats`` profile). Left out of the JSON while None,
+    # so truth files written before they existed stay byte-identical.
+    klass: str | None = None  # which real-world file class this file stands for
+    t0: float | None = None  # display time (frame.time) of the first frame as decoded;
+    # every other time in the truth is relative to it (e.g. 1.4 for MPEG-TS)
+    audio_t0: float | None = None  # frame.time of the first decoded audio frame: the
+    # audio signal starts with the video's, but codec delays and muxers move it a little
+    pix_fmt: str | None = None  # coded pixel format
+    audio_codec: str | None = None  # encoder name, None when no audio
+    gaps: list[list[float]] | None = None  # [[last frame end, next frame start], ...]
+    sizes: list[list[float]] | None = None  # coded size changes: [[from time, w, h], ...]
+    duplicate_of: str | None = None  # this file is a byte copy of that one
+    note: str | None = None  # what is special about the file, in words
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1))
+        d = asdict(self)
+        for k in _OPTIONAL_TRUTH:
+            if d[k] is None:
+                del d[k]
+        path.write_text(json.dumps(d, indent=1))
+
+
+_OPTIONAL_TRUTH = ("klass", "t0", "audio_t0", "pix_fmt", "audio_codec", "gaps", "sizes", "duplicate_of", "note")
 
 
 SWAPPABLE_MIN_PX = 112.0  # 1.4x the default 80 px gate
@@ -436,13 +457,29 @@ class _AudioTrack:
     the file interleaves audio with video like a camera file (all audio after
     all video makes a demuxer seek back and forth through the whole file)."""
 
-    def __init__(self, out, aus, shots: list[Shot], end_time: float) -> None:
+    def __init__(
+        self,
+        out,
+        aus,
+        shots: list[Shot],
+        end_time: float,
+        *,
+        shot_starts: list[float] | None = None,
+        gaps: list[tuple[float, float]] | tuple = (),
+    ) -> None:
+        """``shot_starts``: display time of each shot (default: back to back);
+        ``gaps``: (from, to) display-time holes left without samples (the next
+        sample after a hole has a pts that jumps, like the video)."""
         self.out, self.aus = out, aus
         rate = self.rate = aus.codec_context.sample_rate
         self.fsize = aus.codec_context.frame_size or 1024
         self.pad = bool(aus.codec_context.frame_size)
         total = int(round(end_time * rate))
-        bounds = np.cumsum([0] + [s.seconds for s in shots])
+        self.holes = [(int(round(a * rate)), int(round(b * rate))) for a, b in gaps]
+        if shot_starts is not None:
+            bounds = np.array(list(shot_starts) + [end_time])
+        else:
+            bounds = np.cumsum([0] + [s.seconds for s in shots])
         t = np.arange(total) / rate
         shot_of = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(shots) - 1)
         freq = 220.0 * (1 + 0.25 * (shot_of % 5))
@@ -456,7 +493,15 @@ class _AudioTrack:
         stop = min(len(self.wave), int(seconds * self.rate))
         while self.at < stop:
             i = self.at
-            chunk = self.wave[i : i + self.fsize]
+            hole = next((h for h in self.holes if h[0] <= i < h[1]), None)
+            if hole is not None:
+                self.at = hole[1]
+                continue
+            end = i + self.fsize
+            for h0, _ in self.holes:
+                if i < h0 < end:
+                    end = h0  # the chunk before a hole stops at it (padded below)
+            chunk = self.wave[i:end]
             if len(chunk) < self.fsize and self.pad:
                 chunk = np.pad(chunk, (0, self.fsize - len(chunk)))
             if self.fmt in ("s16", "s16p"):
@@ -600,11 +645,548 @@ def bench_batch(out_dir: Path, *, height: int = 720, minutes: float = 1.0, video
     return paths
 
 
+# --------------------------------------------------------------------------- format matrix
+#
+# One small file per real-world file class (codec, container, timing quirk), each
+# with a truth file. All times in a truth are seconds of *display* time relative
+# to the first frame; ``t0`` says where that first frame sits on the file's own
+# clock (frame.time as a decoder reports it: 1.4 for our MPEG-TS files).
+
+_CONTAINERS = {
+    ".mp4": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".avi": "avi",
+    ".ts": "mpegts",
+    ".wmv": "asf",
+}
+
+TS_START = 1.4  # seconds; where ffmpeg-written MPEG-TS files usually start
+
+
+def _configure_video(cc, codec: str, *, width, height, pix_fmt, fps, time_base, gop, bframes, quality):
+    """Set up a video encoder context: single-threaded, deterministic, small."""
+    cc.width, cc.height = width, height
+    cc.pix_fmt = pix_fmt
+    cc.time_base = time_base
+    cc.framerate = Fraction(fps)
+    cc.thread_count = 1
+    if codec == "libx264":
+        cc.options = {
+            "preset": "veryfast",
+            "crf": str(quality or 26),
+            "x264-params": f"keyint={gop}:min-keyint={max(1, min(gop, fps))}:"
+            f"bframes={bframes}:threads=1:sliced-threads=0",
+        }
+    elif codec == "libx265":
+        cc.options = {
+            "preset": "ultrafast",
+            "crf": str(quality or 30),
+            "x265-params": f"log-level=error:keyint={gop}:min-keyint={max(1, min(gop, fps))}:"
+            f"bframes={bframes}:pools=none:frame-threads=1",
+        }
+    elif codec in ("libvpx", "libvpx-vp9"):
+        cc.gop_size = gop
+        cc.options = {"deadline": "realtime", "cpu-used": "8", "crf": str(quality or 32), "b": "0"}
+    else:
+        # FFmpeg's own encoders (mpeg4, mpeg2video, wmv2, mjpeg): a fixed quantiser.
+        # (An option named "qscale" is silently ignored by avcodec_open2; qmin=qmax works.)
+        cc.gop_size = gop
+        if codec != "mjpeg":
+            cc.max_b_frames = bframes
+        q = str(quality or 6)
+        cc.options = {"qmin": q, "qmax": q}
+
+
+def _padded_frame(img: np.ndarray) -> av.VideoFrame:
+    """A yuv420p frame whose line padding holds defined bytes (edge pixels).
+
+    ``from_ndarray`` leaves the bytes between a row's end and its aligned line
+    size as they were in memory. Encoders are allowed to read them (SIMD loads);
+    with sizes that are not a multiple of 16 that is a possible source of
+    run-to-run differences, so they are filled here. (Measured: for 426x240 the
+    bytes come out the same either way on this machine, even with a dirty heap.)
+    """
+    h, w = img.shape[:2]
+    yuv = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format="yuv420p").to_ndarray()
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    flat = yuv[h:].ravel()
+    planes = [yuv[:h], flat[: cw * ch].reshape(ch, cw), flat[cw * ch : 2 * cw * ch].reshape(ch, cw)]
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, a in zip(frame.planes, planes):
+        full = np.pad(a, ((0, 0), (0, plane.line_size - a.shape[1])), mode="edge")
+        plane.update(np.ascontiguousarray(full))
+    return frame
+
+
+def _vop_type(data: bytes) -> str:
+    """Coding type of the first MPEG-4 Part 2 VOP in ``data``: I, P, B or S."""
+    i = data.find(b"\x00\x00\x01\xb6")
+    return "IPBS"[data[i + 4] >> 6] if 0 <= i < len(data) - 4 else "?"
+
+
+class _DivxPacker:
+    """Turns FFmpeg ``mpeg4`` packets (decode order, one B-frame between
+    references) into DivX 5 / Xvid "packed bitstream" AVI chunks.
+
+    Video for Windows wants one chunk in, one frame out, so DivX stored each
+    reference VOP together with the B-VOP that follows it in decode order, and a
+    tiny not-coded VOP (N-VOP) in the next chunk as a placeholder::
+
+        encoder (decode order):  I0  P2  B1  P4  B3  P6  B5 ...
+        packed AVI chunks:       I0  P2+B1  N  P4+B3  N  P6+B5  N ...
+
+    (the "2,0,2,0 frames per packet" of FFmpeg's ``mpeg4_unpack_bframes``
+    docs). The user data ``DivX503b1393p`` (the string Xvid writes in packed
+    mode; the trailing ``p`` is the flag) goes into every header so FFmpeg's
+    decoder switches to ``divx_packed`` mode. The chunk count equals the frame
+    count, as in a real file.
+
+    What a decoder then reports (PyAV 18.1 / FFmpeg 8): the AVI demuxer gives
+    chunk k pts k+1; the decoder keeps the B-VOP of a P+B chunk and decodes it
+    when the next (N-VOP) chunk is fed, so it gets that chunk's pts. Output
+    order is display order (I0 B1 P2 B3 P4 ...) but frame.pts read 1, 3, 2, 5,
+    4, 7, 6, ... like DivX/Xvid files in the wild (…268, 270, 269…).
+    (With two B-frames between references the same packing decoded one frame
+    wrongly near a keyframe here, so the matrix uses one, as DivX did.)
+    """
+
+    USER_DATA = b"\x00\x00\x01\xb2DivX503b1393p"
+
+    def __init__(self, fps: int) -> None:
+        self.held: bytes | None = None
+        self.tbits = max(1, (fps - 1).bit_length())  # vop_time_increment bits (resolution = fps)
+        self.fps = fps
+        self.slot = 0  # chunk index
+
+    def _tag(self, data: bytes) -> bytes:
+        if b"\x00\x00\x01\x20" not in data[:64]:  # no VOL header in this packet
+            return data
+        j = data.find(b"\x00\x00\x01\xb3")  # GOV, else the VOP
+        if j < 0:
+            j = data.find(b"\x00\x00\x01\xb6")
+        return data[:j] + self.USER_DATA + data[j:]
+
+    def _nvop(self) -> bytes:
+        # vop_coding_type P, modulo_time_base 0, marker, time increment, marker,
+        # vop_coded 0, then MPEG-4 stuffing (0 then 1s) to the byte boundary.
+        bits = "01" + "0" + "1" + format(self.slot % self.fps, f"0{self.tbits}b") + "1" + "0"
+        bits += "0" + "1" * ((8 - (len(bits) + 1) % 8) % 8)
+        return b"\x00\x00\x01\xb6" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+    def _out(self, data: bytes) -> list[bytes]:
+        self.slot += 1
+        return [data]
+
+    def feed(self, data: bytes) -> list[bytes]:
+        data = self._tag(data)
+        kind = _vop_type(data)
+        if kind == "B" and self.held is not None:
+            chunks = self._out(self.held + data)
+            self.held = None
+            return chunks + self._out(self._nvop())
+        chunks = self._out(self.held) if self.held is not None else []
+        self.held = None
+        if kind == "B":  # a B-frame with no reference held: keep it as it is
+            return chunks + self._out(data)
+        self.held = data
+        return chunks
+
+    def flush(self) -> list[bytes]:
+        chunks = self._out(self.held) if self.held is not None else []
+        self.held = None
+        return chunks
+
+
+def _first_frame_time(path: Path, kind: str = "video") -> float:
+    """frame.time of the earliest of the first decoded frames of the first
+    ``kind`` stream (the file's t0)."""
+    with av.open(str(path)) as c:
+        times = []
+        for i, f in enumerate(c.decode(**{kind: 0})):
+            if f.time is not None:
+                times.append(f.time)
+            if i >= 12:
+                break
+    return round(min(times), 6) if times else 0.0
+
+
+def make_format_video(
+    path: Path,
+    shots: list[Shot],
+    *,
+    klass: str,
+    width: int = 512,
+    height: int = 288,
+    fps: int = 25,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    gop: int = 50,
+    bframes: int = 2,
+    quality: int | None = None,
+    acodec: str | None = "aac",
+    arate: int = 48000,
+    rotation: int = 0,
+    vfr: bool = False,
+    gap: tuple[float, float] | None = None,
+    sizes: list[tuple[float, int, int]] | None = None,
+    packed_b: bool = False,
+    pad_planes: bool = False,
+    container_options: dict[str, str] | None = None,
+    codec_tag: str | None = None,
+    note: str | None = None,
+    seed: int = 0,
+) -> Truth:
+    """Like :func:`make_video` for the format matrix: any container/encoder
+    pair, plus the timing and stream quirks of real files.
+
+    ``width``/``height``: displayed size (of the first segment with ``sizes``).
+    ``gap``: (from, to) seconds; no frames (nor audio) in between, pts jump.
+    ``sizes``: [(from seconds, w, h), ...] coded-size changes inside the one
+    video stream: a fresh encoder per size (each keyframe carries its own
+    SPS/PPS in-band), MPEG-TS only. Inside a shot the picture is scaled with
+    the frame, face included (``face_short`` in the truth is the smaller one).
+    ``packed_b``: MPEG-4 ASP in AVI with DivX-style packed B-frames (see
+    :class:`_DivxPacker`); needs ``codec="mpeg4"`` and ``bframes=1``.
+    ``pad_planes``: hand the encoder yuv420p frames with defined line padding.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _CONTAINERS[path.suffix.lower()]
+    if rotation % 90:
+        raise ValueError("rotation must be a multiple of 90")
+    if packed_b and (codec != "mpeg4" or bframes != 1 or fmt != "avi" or vfr or gap):
+        raise ValueError("packed_b needs mpeg4 with bframes=1 in AVI, constant frame rate")
+    if sizes and (fmt != "mpegts" or rotation):
+        raise ValueError("size changes are written to MPEG-TS only, without rotation")
+    coded_w, coded_h = (height, width) if rotation % 180 else (width, height)
+
+    # Display times of the frames (relative to the first).
+    counts = [int(round(s.seconds * fps)) for s in shots]
+    n = sum(counts)
+    if vfr:
+        durs = _vfr_durations(n, fps, seed)
+        time_base = Fraction(1, 1000)
+        pts = np.concatenate([[0], np.cumsum(durs)[:-1]]).astype(int).tolist()
+        end_pts = pts[-1] + durs[-1]
+    else:
+        time_base = Fraction(1, fps)
+        pts = list(range(n))
+        if gap:
+            k0, jump = gap[0] * fps, (gap[1] - gap[0]) * fps
+            if abs(k0 - round(k0)) > 1e-9 or abs(jump - round(jump)) > 1e-9 or jump <= 0:
+                raise ValueError("gap must start and last whole frames")
+            pts = [p + int(round(jump)) if p >= round(k0) else p for p in pts]
+        end_pts = pts[-1] + 1
+    times = [float(p * time_base) for p in pts]
+    end_time = float(end_pts * time_base)
+    segs = sorted(sizes) if sizes else [(0.0, width, height)]
+    if segs[0][0] != 0.0 or (segs[0][1], segs[0][2]) != (width, height):
+        raise ValueError("sizes must start with (0.0, width, height)")
+
+    def seg_of(t: float) -> int:
+        return max(i for i, s in enumerate(segs) if s[0] <= t + 1e-9)
+
+    copts = {"fflags": "+bitexact"}
+    if fmt == "mpegts":
+        copts["output_ts_offset"] = str(TS_START)  # every stream starts at 1.4 s
+    if fmt == "avi":
+        # AVI has no timestamps, only chunk positions. With the default, the MP3
+        # encoder's negative first pts makes libavformat shift every stream by
+        # a frame, and the AVI muxer then writes an empty video chunk.
+        copts["avoid_negative_ts"] = "disabled"
+    copts.update(container_options or {})
+    out = av.open(str(path), "w", format=fmt, container_options=copts)
+    try:
+        vs = out.add_stream(codec, rate=fps)
+        cfg = dict(pix_fmt=pix_fmt, fps=fps, time_base=time_base, gop=gop, bframes=bframes, quality=quality)
+        _configure_video(vs.codec_context, codec, width=coded_w, height=coded_h, **cfg)
+        if codec_tag:
+            vs.codec_tag = codec_tag
+        if rotation:
+            vs.set_display_rotation(rotation)
+        aus = None
+        if acodec:
+            aus = out.add_stream(acodec, rate=arate, layout="mono")
+            if acodec == "wmav2":
+                aus.bit_rate = 64000  # wmav2 refuses to open without a bit rate
+
+        packer = _DivxPacker(fps) if packed_b else None
+        chunk_i = 0
+
+        def mux(packets) -> None:
+            nonlocal chunk_i
+            for packet in packets:
+                if packer is None:
+                    packet.stream = vs  # packets of a later encoder join the one stream
+                    out.mux(packet)
+                    continue
+                for chunk in packer.feed(bytes(packet)):
+                    _mux_chunk(out, vs, chunk, chunk_i, fps)
+                    chunk_i += 1
+
+        starts = [times[f] for f in np.cumsum([0] + counts[:-1])]  # display start of each shot
+        track = (
+            _AudioTrack(out, aus, shots, end_time, shot_starts=starts, gaps=[gap] if gap else ())
+            if aus is not None
+            else None
+        )
+        cc = vs.codec_context
+        cur = 0
+        truths: list[ShotTruth] = []
+        frame_i = 0
+        for si, (shot, count) in enumerate(zip(shots, counts)):
+            start_frame = frame_i
+            for k in range(count):
+                t = k / max(1, count - 1)
+                s_i = seg_of(times[frame_i])
+                if s_i != cur:  # size change: finish this encoder, start another
+                    mux(cc.encode(None))
+                    cur = s_i
+                    cc = av.CodecContext.create(codec, "w")
+                    _configure_video(cc, codec, width=segs[s_i][1], height=segs[s_i][2], **cfg)
+                _, w_s, h_s = segs[s_i]
+                shot_s = shot if w_s == width else replace(shot, face_px=shot.face_px * w_s / width)
+                img = render_frame(shot_s, t, w_s, h_s, seed * 1000 + si)
+                if rotation:
+                    img = np.ascontiguousarray(np.rot90(img, k=-(rotation // 90)))
+                vf = _padded_frame(img) if pad_planes else av.VideoFrame.from_ndarray(img, format="bgr24")
+                vf.pts = pts[frame_i]
+                vf.time_base = time_base
+                mux(cc.encode(vf))
+                frame_i += 1
+                if track is not None:
+                    track.until(times[frame_i] if frame_i < n else end_time)
+            truths.append(_shot_truth(si, shot, start_frame, frame_i, times, end_time, (width, height)))
+        mux(cc.encode(None))
+        if packer is not None:
+            for chunk in packer.flush():
+                _mux_chunk(out, vs, chunk, chunk_i, fps)
+                chunk_i += 1
+        if track is not None:
+            track.finish()
+    finally:
+        out.close()
+
+    cuts = [s.start_frame for s in truths[1:]]
+    grid = not vfr and not gap
+    truth = Truth(
+        path=path.name,
+        width=width,
+        height=height,
+        coded_width=coded_w,
+        coded_height=coded_h,
+        fps=float(fps),
+        frames=n,
+        duration=end_time,
+        rotation=rotation,
+        vfr=vfr,
+        container=fmt,
+        codec=codec,
+        audio=aus is not None,
+        gop=gop,
+        bframes=bframes,
+        cuts=cuts,
+        cut_times=[times[c] for c in cuts],
+        shots=truths,
+        frame_times=None if grid and not packed_b else times,
+        klass=klass,
+        t0=_first_frame_time(path),
+        audio_t0=_first_frame_time(path, "audio") if aus is not None else None,
+        pix_fmt=pix_fmt,
+        audio_codec=acodec if aus is not None else None,
+        gaps=[[float(gap[0]), float(gap[1])]] if gap else None,
+        sizes=[[float(t), int(w), int(h)] for t, w, h in segs] if sizes else None,
+        note=note,
+    )
+    truth.save(truth_path(path))
+    return truth
+
+
+def _mux_chunk(out, vs, data: bytes, index: int, fps: int) -> None:
+    """One AVI chunk of the packed stream; the AVI index gives it dts = index."""
+    packet = av.Packet(data)
+    packet.stream = vs
+    packet.time_base = Fraction(1, fps)
+    packet.pts = packet.dts = index
+    packet.is_keyframe = _vop_type(data) == "I"
+    out.mux(packet)
+
+
+def _matrix_shots(i: int, lengths=(3.0, 2.0, 2.0)) -> list[Shot]:
+    """Face shot, no-face shot, face shot (swappable faces of 140-145 px),
+    subjects and backgrounds varied with ``i``."""
+    faces = [("astronaut", 140.0), ("t1_mid", 145.0), ("hanks", 140.0)]
+    bgs = ["coffee", "rocket", "chelsea"]
+    (pa, fa), (pb, fb) = faces[i % 3], faces[(i + 1) % 3]
+    return [
+        Shot("face", lengths[0], pa, face_px=fa, background=bgs[i % 3]),
+        Shot("noface", lengths[1], bgs[(i + 1) % 3]),
+        Shot("face", lengths[2], pb, face_px=fb, background=bgs[(i + 2) % 3]),
+    ]
+
+
+# name -> (klass, make_format_video arguments). Audio starts with the video in
+# every file that has audio (both at t0; MP2 is written 481 samples early,
+# its encoder delay, as FFmpeg does).
+FORMAT_MATRIX: dict[str, tuple[str, dict]] = {
+    "basic.mp4": ("h264_aac_mp4", dict(note="plain H.264 + AAC in MP4: the reference file")),
+    "hevc_opus.mkv": ("hevc_opus_mkv", dict(codec="libx265", acodec="libopus")),
+    "vp9_opus.webm": ("vp9_opus_webm", dict(codec="libvpx-vp9", acodec="libopus")),
+    "mpeg4_bframes.avi": (
+        "mpeg4_asp_avi",
+        dict(
+            codec="mpeg4", bframes=2, acodec="libmp3lame",
+            note="MPEG-4 ASP with 2 B-frames stored the standard way (one VOP per chunk); "
+            "decoded frame.pts increase monotonically, starting at 1 (t0 = one frame)",
+        ),
+    ),
+    "packed_b.avi": (
+        "mpeg4_packed_b_avi",
+        dict(
+            codec="mpeg4", bframes=1, acodec="libmp3lame", packed_b=True, codec_tag="DX50",
+            note="DivX-style packed B-frames (P+B in one chunk, then a 6-byte N-VOP chunk). "
+            "Decoded frame.pts arrive out of order: 1, 3, 2, 5, 4, 7, 6, ..., 175, 174 "
+            "(the demuxer gives chunk k pts k+1; a B-frame is decoded, from the decoder's "
+            "buffer, while the N-VOP chunk after its reference's chunk is fed, and takes that "
+            "chunk's pts). The pictures come out in display order; frame_times are their true "
+            "display times (a plain grid).",
+        ),
+    ),
+    "mpeg2_mp2.ts": (
+        "mpeg2_mp2_ts",
+        dict(codec="mpeg2video", gop=12, bframes=2, quality=8, acodec="mp2", note="MPEG-TS starting at 1.4 s"),
+    ),
+    "h264_10bit.mp4": ("h264_10bit_mp4", dict(pix_fmt="yuv420p10le")),
+    "odd_size.mp4": (
+        "odd_size",
+        dict(width=426, height=240, pad_planes=True, note="426x240: width not a multiple of 16"),
+    ),
+    "rot90.mov": ("rotation", dict(width=288, height=512, rotation=90)),
+    "rot180.mp4": ("rotation", dict(rotation=180)),
+    "rot270.mp4": ("rotation", dict(width=288, height=512, rotation=270)),
+    "fragmented.mp4": (
+        "fragmented_mp4",
+        dict(
+            container_options={"movflags": "frag_keyframe+empty_moov+default_base_moof"},
+            note="fragmented MP4: no edit list, so each track starts at its own first dts: "
+            "the first video frame shows at 0.08 s (x264's B-frame delay), audio at 0.0",
+        ),
+    ),
+    "mjpeg_pcm.avi": (
+        "mjpeg_pcm_avi",
+        dict(
+            codec="mjpeg", pix_fmt="yuvj420p", width=480, height=270, quality=16, bframes=0,
+            acodec="pcm_s16le", arate=16000, shots=_matrix_shots(12, (2.6, 1.6, 1.8)),
+        ),
+    ),
+    "wmv2_wma.wmv": (
+        "wmv2_wma_asf",
+        dict(
+            codec="wmv2", bframes=0, acodec="wmav2",
+            note="ASF (ms clock): the WMA encoder's first packet has pts -2048 samples, so "
+            "libavformat shifts both streams by 43 ms: the first video frame is at 0.043",
+        ),
+    ),
+    "gap.mp4": (
+        "timestamp_gap",
+        dict(
+            gap=(3.0, 6.0), shots=_matrix_shots(14, (3.0, 2.0, 2.0)),
+            note="frames stop at 3.0 s and resume at 6.0 s (at the first cut); the audio "
+            "has the same hole",
+        ),
+    ),
+    "reschange_cut.ts": (
+        "resolution_change",
+        dict(
+            sizes=[(0.0, 512, 288), (3.0, 640, 360)],
+            note="512x288 then 640x360 from the first cut on, in one H.264 stream",
+        ),
+    ),
+    "reschange_mid.ts": (
+        "resolution_change",
+        dict(
+            sizes=[(0.0, 512, 288), (2.0, 640, 360)],
+            shots=_matrix_shots(16, (4.0, 1.6, 1.4)),
+            note="512x288 then 640x360 from 2.0 s, inside the first shot (the picture "
+            "scales with the frame)",
+        ),
+    ),
+    "vfr_phone.mp4": (
+        "vfr_phone",
+        dict(width=288, height=512, rotation=90, vfr=True, note="portrait phone clip: rotation 90 + VFR"),
+    ),
+    "long_shot.mp4": (
+        "long_shot",
+        dict(
+            fps=10, gop=50, shots=[Shot("face", 40.0, "astronaut", face_px=140.0, background="rocket")],
+            note="one 40 s face shot (for splitting long segments)",
+        ),
+    ),
+}
+
+# Encoders each file needs (the file is left out when one is missing).
+FORMAT_ENCODERS: dict[str, tuple[str, ...]] = {
+    name: tuple(
+        c for c in (kw.get("codec", "libx264"), kw.get("acodec", "aac")) if c
+    )
+    for name, (_, kw) in FORMAT_MATRIX.items()
+}
+FORMAT_ENCODERS["dup_of_basic.mp4"] = FORMAT_ENCODERS["basic.mp4"]
+
+
+def format_spec(name: str) -> tuple[str, list[Shot], dict, int]:
+    """(klass, shots, other make_format_video arguments, seed) of one file of the
+    format matrix: enough to render any of its frames again."""
+    i = list(FORMAT_MATRIX).index(name)
+    klass, kw = FORMAT_MATRIX[name]
+    kw = dict(kw)
+    shots = kw.pop("shots", None) or _matrix_shots(i)
+    return klass, shots, kw, 300 + i
+
+
+def formats_batch(out_dir: Path, names: list[str] | None = None) -> list[Path]:
+    """The format matrix: one small file (~7 s, 512x288-ish, 25 fps) per
+    real-world file class, plus ``dup_of_basic.mp4``, a byte copy of
+    ``basic.mp4``. Files whose encoder this PyAV build lacks are left out (with
+    a message on stderr). ``names`` limits the batch to some files."""
+    import shutil
+    import sys
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = list(FORMAT_MATRIX) + ["dup_of_basic.mp4"] if names is None else list(names)
+    if "dup_of_basic.mp4" in wanted and "basic.mp4" not in wanted:
+        wanted.insert(0, "basic.mp4")
+    paths = []
+    for name in FORMAT_MATRIX:
+        if name not in wanted:
+            continue
+        missing = [c for c in FORMAT_ENCODERS[name] if c not in av.codecs_available]
+        if missing:
+            print(f"formats: skipping {name}: encoder(s) {missing} not in this PyAV build", file=sys.stderr)
+            continue
+        klass, shots, kw, seed = format_spec(name)
+        make_format_video(out_dir / name, shots, klass=klass, seed=seed, **kw)
+        paths.append(out_dir / name)
+    if "dup_of_basic.mp4" in wanted and (out_dir / "basic.mp4") in paths:
+        dup = out_dir / "dup_of_basic.mp4"
+        shutil.copyfile(out_dir / "basic.mp4", dup)
+        t = load_truth(out_dir / "basic.mp4")
+        t.path, t.klass, t.duplicate_of = dup.name, "duplicate", "basic.mp4"
+        t.note = "byte-identical copy of basic.mp4"
+        t.save(truth_path(dup))
+        paths.append(dup)
+    return paths
+
+
 PROFILES = {
     "tests": tests_batch,
     "demo": demo_batch,
     "bench720": lambda d: bench_batch(d, height=720),
     "bench1080": lambda d: bench_batch(d, height=1080),
+    "formats": formats_batch,
 }
 
 
