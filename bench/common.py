@@ -97,6 +97,20 @@ def generated_corpus(root: Path, profile: str = "bench720", minutes: float = 1.0
     return folder
 
 
+def format_corpus(root: Path) -> Path:
+    """The format matrix (tools.make_media.formats_batch: one small file per file
+    class), made once; a marker file says it is complete."""
+    from tools.make_media import formats_batch
+
+    folder = Path(root) / "formats"
+    marker = folder / ".complete"
+    if not marker.exists():
+        print(f"generating the format matrix in {folder} (once) ...", file=sys.stderr)
+        formats_batch(folder)
+        marker.write_text("ok\n")
+    return folder
+
+
 def save_json(path: Path, data: dict) -> None:
     from engine.fsio import atomic_write_bytes
 

@@ -17,12 +17,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import SCHEMA, default_cache, figure, generated_corpus, machine, repeat, save_json
+from bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
 from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
-STAGES = ("decode", "inference", "ring", "log", "analyze", "chain")
-DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost")  # printed when measured
+STAGES = ("decode", "formats", "inference", "ring", "log", "analyze", "chain")
+DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "formats")  # printed when measured
 
 
 def _ints(text: str) -> list[int]:
@@ -183,6 +183,15 @@ def _print_figures(res: dict) -> None:
             if "shot_detection_cpu_cost" in f:
                 line += f", {100 * f['shot_detection_cpu_cost']:.0f}% to its CPU time"
             console.print(line)
+    if "formats" in f:
+        t = Table(title="decode per file class (format matrix, 1 decoder, shot detection on)", title_justify="left")
+        for c, j in (("file", "left"), ("codec", "left"), ("container", "left"), ("size", "right"),
+                     ("frames/s", "right"), ("video s/s", "right"), ("CPU ms/frame", "right")):
+            t.add_column(c, justify=j)
+        for name, v in f["formats"].items():
+            t.add_row(name, v["codec"], v["container"], v["size"], f"{_med(v['frames_per_s']):.0f}",
+                      f"{_med(v['video_s_per_s']):.1f}", f"{_med(v['cpu_ms_per_frame']):.2f}")
+        console.print(t)
     if "inference" in f:
         t = Table(title=f"inference only ({res['config']['model']}, frames in memory)", title_justify="left")
         for c in ("procs", "threads", "batch", "frames/s (min/median/max)"):
@@ -369,6 +378,19 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
                 F["shot_detection_cpu_cost"] = (_med(one_on["cpu_ms_per_frame"])
                                                 / _med(one_off["cpu_ms_per_frame"]) - 1.0)
             _print_figures({"figures": {k: F[k] for k in DECODE_FIGURES if k in F}, "config": base})
+        if "formats" in wanted:
+            # Decode speed per file class, so a slow class is visible (same decoder path).
+            fdir = format_corpus(default_cache())
+            F["formats"] = {}
+            for v in (v for v in scan(fdir).videos if v.status == "ok"):
+                runs = repeat(lambda v=v: st.bench_decode([v], fdir, decoders=1, fps=fps, max_side=max_side,
+                                                          detector="adaptive"), repeats, warmup)
+                w, h = v.display_size
+                F["formats"][v.path] = {
+                    "codec": v.codec, "container": v.container.split(",")[0], "size": f"{w}x{h}",
+                    **{k: figure([r[k] for r in runs]) for k in ("frames_per_s", "video_s_per_s", "cpu_ms_per_frame")},
+                }
+            _print_figures({"figures": {"formats": F["formats"]}, "config": base})
         frames = None
         if "inference" in wanted or "analyze" in wanted:
             frames = st.preload_frames(videos_info, corpus, fps=fps, max_side=max_side, limit=infer_frames)

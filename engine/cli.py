@@ -131,14 +131,18 @@ def _print_scan(result) -> None:
                 v.path, "[green]ok[/]", hms(v.duration), f"{w}x{h}", f"{v.fps:.3f}".rstrip("0").rstrip("."),
                 v.codec, notes,
             )
+        elif v.status == "duplicate":
+            table.add_row(v.path, "[yellow]duplicate[/]", hms(v.duration), "", "", v.codec, v.reason)
         else:
             table.add_row(v.path, "[red]failed[/]", "", "", "", "", v.reason)
     failed = sum(v.status == "failed" for v in result.videos)
+    dups = sum(v.status == "duplicate" for v in result.videos)
     console = Console()
     console.print(table)
     console.print(
-        f"{len(result.videos)} files, {len(result.videos) - failed} ok ({hours:.2f} h of video), "
-        f"{failed} failed, {len(result.skipped)} skipped by filter/pattern"
+        f"{len(result.videos)} files, {len(result.videos) - failed - dups} ok ({hours:.2f} h of video), "
+        f"{failed} failed, " + (f"{dups} duplicate(s) not analysed again, " if dups else "")
+        + f"{len(result.skipped)} skipped by filter/pattern"
     )
 
 
@@ -403,6 +407,8 @@ def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
 def cut_options(f):
     f = opt("--write-sidecar", is_flag=True, help="Write a JSON with its plan entry next to each clip.")(f)
     f = opt("--accurate", is_flag=True, help="Re-encode (libx264 + AAC) so clips start and end exactly on the planned frames.")(f)
+    f = opt("--max-lead-in", type=click.FloatRange(min=0), default=2.0, show_default=True,
+            help="Stream copy: a clip whose keyframe lies more than this many seconds before its start is re-encoded.")(f)
     return f
 
 
@@ -421,7 +427,7 @@ def _print_cut(result) -> None:
 @opt("-o", "--out", type=_path(file_okay=False), default=None, help="Output folder [default: the one in plan.json].")
 @cut_options
 @handle_errors
-def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool) -> int:
+def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_lead_in: float) -> int:
     """Cut the planned clips by stream copy: OUT/<source stem>/<clip id>.mp4, one read per source."""
     from engine.cut import cut_plan
     from engine.errors import ConfigError
@@ -433,7 +439,7 @@ def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool) -> in
             out = Path(read_json(wd.plan_json)["params"]["cut"]["out_dir"])
         except (FileNotFoundError, KeyError, TypeError) as ex:
             raise ConfigError("no output folder: give -o OUT (none recorded in plan.json yet)") from ex
-    result = cut_plan(wd, out, accurate=accurate, sidecar=write_sidecar)
+    result = cut_plan(wd, out, accurate=accurate, sidecar=write_sidecar, max_lead_in=max_lead_in)
     _print_cut(result)
     click.echo(f"clips: {result.written} written, {result.skipped} already there, {result.failed} failed -> {out}")
     return EXIT_OK if result.ok else EXIT_SOME_FAILED
@@ -514,8 +520,8 @@ def bench(ctx) -> None:
           "processes here. Needs facecut[dask]; see README 'More than one machine'.")
 @handle_errors
 def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_from, skip_pattern,
-        accurate: bool, write_sidecar: bool, no_dashboard: bool, json_progress: bool, dry_run: bool,
-        cluster: str | None, **kw) -> int:
+        accurate: bool, write_sidecar: bool, max_lead_in: float, no_dashboard: bool, json_progress: bool,
+        dry_run: bool, cluster: str | None, **kw) -> int:
     """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
     from rich.console import Console
 
@@ -535,7 +541,8 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
     reporter = _reporter(no_dashboard, json_progress)
     with reporter:
         result = run_batch(input_dir, out, wd, scan_opts=scan_opts, analyze_cfg=acfg, score_cfg=scfg,
-                           cut_opts={"accurate": accurate, "sidecar": write_sidecar}, on_stats=reporter,
+                           cut_opts={"accurate": accurate, "sidecar": write_sidecar, "max_lead_in": max_lead_in},
+                           on_stats=reporter,
                            cluster=cluster, pinned=pinned)
     reporter.final(result.analysis.stats if result.analysis is not None else None)
     _print_cut(result.cut)

@@ -58,7 +58,7 @@ from engine.fsio import (
 )
 from engine.procs import pid_alive
 from engine.records import Clip, Plan, SourcePlan
-from engine.timeline import FrameClock, Unwrapper, frame_rate, time_base
+from engine.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,8 @@ def _tag(clip: Clip, mode: str, cut_start: float) -> str:
         "end": round(clip.end, 6),
         "cut_start": round(cut_start, 6),
     }
+    if clip.encoded:
+        info["encoded"] = clip.encoded
     return TAG_PREFIX + json.dumps(info, separators=(",", ":"))
 
 
@@ -211,7 +213,9 @@ def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
         if not path.is_file():
             continue
         tag, dur = read_clip_tag(path)
-        if not tag or tag.get("id") != clip.id or tag.get("mode") != mode or dur <= 0:
+        if not tag or tag.get("id") != clip.id or dur <= 0:
+            continue
+        if tag.get("mode") != mode and not (mode == "copy" and tag.get("mode") == "reencode"):
             continue
         if abs(tag.get("start", -1) - clip.start) > EPS or abs(tag.get("end", -1) - clip.end) > EPS:
             continue
@@ -226,7 +230,7 @@ def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
         else:
             ce = cs + dur
         return {"file": rel, "cut_start": cs, "cut_end": round(ce, 6), "lead_in": round(clip.start - cs, 6),
-                "container": ext}
+                "container": ext, "encoded": tag.get("encoded", "")}
     return None
 
 
@@ -285,6 +289,7 @@ class _Span:
     cut_end: float | None = None
     frontier: float = -math.inf  # end of the latest video frame written
     held: list = field(default_factory=list)  # audio waiting for the video to catch up
+    aheld: list = field(default_factory=list)  # the same, decoded (audio transcoded to AAC)
     audio_open: set = field(default_factory=set)  # audio streams not yet past the end
     frames: int = 0
     vhold: object | None = None  # the latest video packet (copy) / (frame, t) (accurate), not yet written
@@ -293,6 +298,7 @@ class _Span:
     dropped: int = 0
     reason: str = ""
     note: str = ""
+    reencode: bool = False  # copy failed in a way re-encoding avoids: try the encode pass
     # accurate mode
     enc: dict = field(default_factory=dict)  # audio stream index -> [fifo, out stream, first pts, samples]
     vpts0: int = 0  # pts of the last frame sent to the encoder
@@ -348,39 +354,123 @@ def _main_video(container):
     return vids[0] if vids else None
 
 
-def _copy_container(video, audios) -> tuple[str, str]:
-    """("mp4", "") when every stream can go into MP4, else ("mkv", why)."""
+def _accepts(fmt: str, streams) -> str | None:
+    """None when a ``fmt`` muxer takes every stream by copy, else the codec it refuses."""
     import io
 
-    probe = av.open(io.BytesIO(), "w", format="mp4")
+    probe = av.open(io.BytesIO(), "w", format=fmt)
     try:
-        for s in [video, *audios]:
+        for s in streams:
             try:
                 probe.add_stream_from_template(s)
             except ValueError:
-                name = s.codec_context.codec.name if s.codec_context else "?"
-                return "mkv", f"codec {name} cannot go into MP4: clips written as MKV"
+                return s.codec_context.codec.name if s.codec_context else "?"
     finally:
         try:
             probe.close()
         except Exception:  # noqa: BLE001, S110 - nothing was written
             pass
-    return "mp4", ""
+    return None
+
+
+# Audio that MP4 players handle badly or MP4 refuses: transcoded to AAC by the copy pass.
+_AAC_TRANSCODE = ("wmav1", "wmav2", "wmapro", "wmavoice", "mp2", "adpcm_ima_wav", "adpcm_ms")
+
+
+def _copy_plan(video, audios) -> tuple[str | None, set[int], str]:
+    """How the copy pass writes a source: (container or None when no container
+    takes the video by copy, audio stream indexes to transcode to AAC, note).
+
+    MP4 whenever it takes the video; audio MP4 can't hold (WMA, PCM, MP2,
+    ADPCM...) is transcoded to AAC; MKV only for a video codec MP4 refuses."""
+    refused = _accepts("mp4", [video])
+    if refused is None:
+        transcode = {a.index for a in audios
+                     if _accepts("mp4", [a]) is not None or a.codec_context.name in _AAC_TRANSCODE
+                     or a.codec_context.name.startswith("pcm_")}
+        names = sorted({a.codec_context.name for a in audios if a.index in transcode})
+        note = f"audio {', '.join(names)} transcoded to AAC (MP4 cannot hold it)" if names else ""
+        return "mp4", transcode, note
+    if _accepts("matroska", [video, *audios]) is None:
+        return "mkv", set(), f"codec {refused} cannot go into MP4: clips written as MKV"
+    return None, set(), f"codec {refused} cannot be stream-copied into MP4 or MKV: clips re-encoded (H.264 + AAC)"
+
+
+class _AacAudio:
+    """AAC encoding of decoded audio into a span (the re-encode pass, and the copy
+    pass for audio MP4 cannot hold). ``s.enc[aidx] = [fifo, stream, first pts, samples]``;
+    the subclass provides ``_mux(span, packets)``."""
+
+    @staticmethod
+    def _aac_layout(a) -> str:
+        """A layout the AAC encoder takes (sources often say only "1 channels")."""
+        n = a.codec_context.channels or 2
+        return {1: "mono", 2: "stereo", 6: "5.1"}.get(n, "stereo")
+
+    def _resampler(self, a):
+        return av.AudioResampler(format="fltp", layout=self._aac_layout(a))
+
+    def _aac_stream(self, s: _Span, out, a) -> None:
+        layout = self._aac_layout(a)
+        aus = out.add_stream("aac", rate=a.codec_context.sample_rate or 48000, layout=layout)
+        aus.codec_context.bit_rate = min(AAC_BITRATE, 64_000 * aus.codec_context.channels)
+        s.enc[a.index] = [av.AudioFifo(), aus, None, 0]
+
+    def _feed_aac(self, s: _Span, aidx: int, f, t: float, end: float) -> None:
+        """The samples of decoded frame ``f`` (shown from ``t``) inside [cut_start, end)."""
+        sr = f.sample_rate
+        i0 = max(0, math.ceil((s.cut_start - t) * sr - 1e-6))
+        i1 = min(f.samples, math.ceil((end - t) * sr - 1e-6))
+        if i1 <= i0:
+            return
+        import numpy as np
+
+        arr = np.ascontiguousarray(f.to_ndarray()[:, i0:i1])
+        nf = av.AudioFrame.from_ndarray(arr, format="fltp", layout=f.layout.name)
+        nf.sample_rate = sr
+        enc = s.enc[aidx]
+        if enc[2] is None:
+            enc[2] = max(0, round((t + i0 / sr - s.cut_start) * sr))
+        enc[0].write(nf)
+        self._drain_audio(s, aidx, final=False)
+
+    def _drain_audio(self, s: _Span, aidx: int, final: bool) -> None:
+        fifo, aus, first, n = s.enc[aidx]
+        size = aus.codec_context.frame_size or 1024
+        while fifo.samples >= size or (final and fifo.samples):
+            chunk = fifo.read(size) if fifo.samples >= size else fifo.read()
+            chunk.pts = (first or 0) + n
+            chunk.time_base = Fraction(1, chunk.sample_rate)
+            n += chunk.samples
+            self._mux(s, aus.encode(chunk))
+        s.enc[aidx][3] = n
+        if final:
+            self._mux(s, aus.encode(None))
+
+    def _mux(self, s: _Span, packets) -> None:
+        raise NotImplementedError
 
 
 # --------------------------------------------------------------------------- the copy pass
 
 
-class _CopyPass:
+class _CopyPass(_AacAudio):
     """One demux pass over a source, writing its clips by stream copy."""
 
-    def __init__(self, container, spans: list[_Span], folder: Path, fmt: str, t0: float, tick):
+    def __init__(self, container, spans: list[_Span], folder: Path, fmt: str, t0: float, tick, *,
+                 transcode: set[int] = frozenset(), max_lead_in: float = math.inf):
         self.c = container
         self.folder, self.fmt, self.t0, self.tick = folder, fmt, t0, tick
         self.video = _main_video(container)
         self.audios = list(container.streams.audio)
+        self.transcode = set(transcode)  # audio streams re-encoded to AAC (MP4 can't hold them)
+        self.resamplers = {a.index: self._resampler(a) for a in self.audios if a.index in self.transcode}
+        self.afwrap: dict[int, Unwrapper] = {}
+        self.afbuf: deque = deque()  # decoded (aidx, frame, t) of transcoded streams, like abuf
+        self.max_lead_in = max_lead_in
+        self.kf_old = False  # the last keyframe lies more than max_lead_in behind: vbuf dropped
         self.vidx = self.video.index
-        self.vtb = self.video.time_base or Fraction(1, 90000)
+        self.vtb = time_base(self.video)
         self.frame_s = float(1 / frame_rate(self.video))
         self.pending = sorted(spans, key=lambda s: s.start)
         self.waiting: list[_Span] = []  # reached, but no keyframe yet in this segment
@@ -517,9 +607,11 @@ class _CopyPass:
             while self.kf is not None and self.pending and self.pending[0].start < e.t - EPS:
                 self._open(self.pending.pop(0))
             self.vbuf.clear()
-            self.kf = e
+            self.kf, self.kf_old = e, False
             while self.abuf and self.abuf[0].t_end <= e.t:
                 self.abuf.popleft()
+            while self.afbuf and self.afbuf[0][2] + self.afbuf[0][1].samples / self.afbuf[0][1].sample_rate <= e.t:
+                self.afbuf.popleft()
             for s in self.waiting:  # reached before any keyframe: start here (late)
                 if e.t < s.end - EPS:
                     s.note = f"no keyframe at/before the start: starts {e.t - s.start:.3f} s late"
@@ -528,8 +620,19 @@ class _CopyPass:
                     s.state, s.reason = "failed", "no keyframe inside the span"
                     self.done.append(s)
             self.waiting = []
-        if self.kf is not None:
-            self.vbuf.append(e)
+        if self.kf is not None and not self.kf_old:
+            if e.t - self.kf.t > self.max_lead_in + EPS:
+                # Any clip starting from here on would have a longer lead-in than
+                # allowed (it is re-encoded instead): the packets need not be kept.
+                self.vbuf.clear()
+                self.kf_old = True
+            else:
+                self.vbuf.append(e)
+        if self.kf_old:  # no clip opens before the next keyframe: older audio is of no use
+            while self.abuf and self.abuf[0].t_end < e.t - 1.0:
+                self.abuf.popleft()
+            while self.afbuf and self.afbuf[0][2] < e.t - 1.0:
+                self.afbuf.popleft()
         for s in list(self.active):
             if s.state == "open":
                 self._video_to(s, e)
@@ -543,6 +646,9 @@ class _CopyPass:
                 self._open(s)
 
     def _audio(self, packet, sidx: int) -> None:
+        if sidx in self.transcode:
+            self._audio_decode(packet)
+            return
         tb = packet.stream.time_base or Fraction(1, 48000)
         e = self._stamp(packet, sidx, tb)
         if e is None:
@@ -553,16 +659,82 @@ class _CopyPass:
         for s in list(self.active):
             self._audio_to(s, e)
 
+    def _audio_decode(self, packet) -> None:
+        """A packet of an audio stream transcoded to AAC: decoded once for every clip."""
+        stream = packet.stream
+        try:
+            frames = stream.codec_context.decode(packet)
+        except (av.FFmpegError, ValueError):
+            return
+        aidx = stream.index
+        for f in frames:
+            if f.time_base is None:
+                f.time_base = stream.time_base
+            for rf in self.resamplers[aidx].resample(f):
+                if rf.pts is None:
+                    continue
+                tb = Fraction(rf.time_base)
+                uw = self.afwrap.get(aidx)
+                if uw is None:
+                    uw = self.afwrap[aidx] = Unwrapper(tb)
+                off, _ = uw(rf.pts, round(Fraction(rf.samples, rf.sample_rate) / tb))
+                t = float((rf.pts + off) * tb)
+                self.afbuf.append((aidx, rf, t))
+                while self.afbuf and self.afbuf[0][2] < t - AUDIO_KEEP_S:
+                    self.afbuf.popleft()
+                for s in list(self.active):
+                    self._aframe_to(s, aidx, rf, t)
+
+    def _aframe_to(self, s: _Span, aidx: int, f, t: float) -> None:
+        if s.state not in ("open", "tail") or aidx not in s.audio_open:
+            return
+        limit = s.cut_end if s.state == "tail" else s.end
+        if t >= limit - EPS:
+            s.audio_open.discard(aidx)
+            if s.state == "tail" and not s.audio_open:
+                self._close(s)
+            return
+        if s.state == "open" and t >= s.frontier:
+            s.aheld.append((aidx, f, t))  # the video may still end before it
+        else:
+            self._feed_aac(s, aidx, f, t, limit)
+
+    def _mux(self, s: _Span, packets) -> None:
+        if s.state == "failed":
+            return
+        try:
+            for p in packets:
+                s.out.mux_one(p)
+        except (av.FFmpegError, OSError, ValueError) as ex:
+            self._fail_writing(s, ex)
+
+    def _fail_writing(self, s: _Span, ex: Exception) -> None:
+        _abort(s, f"writing failed: {ex}")
+        s.reencode = True
+        if s in self.active:
+            self.active.remove(s)
+        if s not in self.done:
+            self.done.append(s)
+
     # ---- clips
 
     def _open(self, s: _Span) -> None:
         kf = self.kf
         exact = Fraction(kf.pts) * kf.tb
+        lead = s.start - float(exact)
+        if self.kf_old or lead > self.max_lead_in + EPS:
+            s.state, s.reencode = "failed", True
+            s.reason = f"the keyframe before the start is {lead:.2f} s early (--max-lead-in {self.max_lead_in:g} s)"
+            self.done.append(s)
+            return
         try:
             out = _open_output(s, self.folder, self.fmt, "copy", float(exact) - self.t0)
             s.smap[self.vidx] = out.add_stream_from_template(self.video)
             for a in self.audios:
-                s.smap[a.index] = out.add_stream_from_template(a)
+                if a.index in self.transcode:
+                    self._aac_stream(s, out, a)
+                else:
+                    s.smap[a.index] = out.add_stream_from_template(a)
         except (av.FFmpegError, OSError, ValueError) as ex:
             _abort(s, f"cannot open output: {ex}")
             self.done.append(s)
@@ -580,6 +752,9 @@ class _CopyPass:
         for e in list(self.abuf):
             if s.state in ("open", "tail"):
                 self._audio_to(s, e)
+        for aidx, f, t in list(self.afbuf):
+            if s.state in ("open", "tail"):
+                self._aframe_to(s, aidx, f, t)
 
     def _video_to(self, s: _Span, e: _Pkt) -> None:
         if e.pts < s.off[self.vidx]:
@@ -601,6 +776,11 @@ class _CopyPass:
                 s.held = [a for a in s.held if a.t >= s.frontier]
                 for a in ready:
                     self._write(s, a)
+            if s.aheld:
+                ready = [a for a in s.aheld if a[2] < s.frontier]
+                s.aheld = [a for a in s.aheld if a[2] >= s.frontier]
+                for aidx, f, t in ready:
+                    self._feed_aac(s, aidx, f, t, s.end)
 
     def _video_done(self, s: _Span) -> None:
         """No more video for ``s``; audio goes on up to the last frame's end."""
@@ -616,6 +796,10 @@ class _CopyPass:
             if a.t < s.cut_end - EPS:
                 self._write(s, a)
         s.held = []
+        for aidx, f, t in s.aheld:
+            if t < s.cut_end - EPS:
+                self._feed_aac(s, aidx, f, t, s.cut_end)
+        s.aheld = []
         if not s.audio_open:
             self._close(s)
 
@@ -659,10 +843,7 @@ class _CopyPass:
         try:
             s.out.mux_one(p)
         except (av.FFmpegError, OSError, ValueError) as ex:
-            _abort(s, f"writing failed: {ex}")
-            if s in self.active:
-                self.active.remove(s)
-            self.done.append(s)
+            self._fail_writing(s, ex)
 
     def _close(self, s: _Span) -> None:
         if s in self.active:
@@ -670,13 +851,19 @@ class _CopyPass:
         if s.state != "failed":
             if s.cut_end is None:
                 s.cut_end = s.frontier
-            if s.frames == 0:
+            for aidx in s.enc:
+                if s.state != "failed":
+                    self._drain_audio(s, aidx, final=True)
+            if s.state == "failed":
+                pass
+            elif s.frames == 0:
                 _abort(s, "no video frame inside the span")
             else:
                 try:
                     _finish(s)
                 except (av.FFmpegError, OSError, ValueError) as ex:
                     _abort(s, f"finishing failed: {ex}")
+                    s.reencode = True
         if s not in self.done:
             self.done.append(s)
         self.tick(self.position, force=True)
@@ -685,13 +872,14 @@ class _CopyPass:
 # --------------------------------------------------------------------------- the accurate (re-encode) pass
 
 
-class _EncodePass:
+class _EncodePass(_AacAudio):
     """One demux pass over a source; decodes only the GOPs that hold a clip and
     re-encodes each clip exactly on its planned frames (libx264 + AAC, MP4)."""
 
-    def __init__(self, container, spans: list[_Span], folder: Path, t0: float, tick):
+    def __init__(self, container, spans: list[_Span], folder: Path, t0: float, tick, mode: str = "accurate"):
         self.c = container
         self.folder, self.t0, self.tick = folder, t0, tick
+        self.mode = mode  # "accurate" (asked for) | "reencode" (stream copy could not do it)
         self.video = _main_video(container)
         self.video.thread_type = "AUTO"
         self.vctx = self.video.codec_context
@@ -709,7 +897,7 @@ class _EncodePass:
         # Decoded frames get their times exactly as in the analysis (engine.timeline).
         self.clock = FrameClock(self.vtb, self.rate)
         self.awrap: dict[int, Unwrapper] = {}
-        self.resamplers = {a.index: av.AudioResampler(format="fltp") for a in self.audios}
+        self.resamplers = {a.index: self._resampler(a) for a in self.audios}
         self.last_end = 0.0
         self.position = 0.0
         self.notes: list[str] = []
@@ -852,7 +1040,7 @@ class _EncodePass:
 
     def _open(self, s: _Span, frame, t: float) -> bool:
         try:
-            out = _open_output(s, self.folder, "mp4", "accurate", t - self.t0)
+            out = _open_output(s, self.folder, "mp4", self.mode, t - self.t0)
             vs = out.add_stream("libx264", rate=self.rate) if self.rate else out.add_stream("libx264")
             vs.width, vs.height = frame.width, frame.height
             vs.pix_fmt = "yuv420p"
@@ -864,10 +1052,7 @@ class _EncodePass:
                 vs.set_display_rotation(int(frame.rotation))
             s.smap[self.video.index] = vs
             for a in self.audios:
-                cc = a.codec_context
-                aus = out.add_stream("aac", rate=cc.sample_rate or 48000, layout=cc.layout.name or "stereo")
-                aus.codec_context.bit_rate = AAC_BITRATE
-                s.enc[a.index] = [av.AudioFifo(), aus, None, 0]  # fifo, stream, first pts, samples
+                self._aac_stream(s, out, a)
         except (av.FFmpegError, OSError, ValueError) as ex:
             _abort(s, f"cannot open output: {ex}")
             self.done.append(s)
@@ -960,34 +1145,7 @@ class _EncodePass:
             if s.state == "tail" and not s.audio_open:
                 self._close(s)
             return
-        sr = f.sample_rate
-        i0 = max(0, math.ceil((s.cut_start - t) * sr - 1e-6))
-        i1 = min(f.samples, math.ceil((end - t) * sr - 1e-6))
-        if i1 <= i0:
-            return
-        import numpy as np
-
-        arr = np.ascontiguousarray(f.to_ndarray()[:, i0:i1])
-        nf = av.AudioFrame.from_ndarray(arr, format="fltp", layout=f.layout.name)
-        nf.sample_rate = sr
-        enc = s.enc[aidx]
-        if enc[2] is None:
-            enc[2] = max(0, round((t + i0 / sr - s.cut_start) * sr))
-        enc[0].write(nf)
-        self._drain_audio(s, aidx, final=False)
-
-    def _drain_audio(self, s: _Span, aidx: int, final: bool) -> None:
-        fifo, aus, first, n = s.enc[aidx]
-        size = aus.codec_context.frame_size or 1024
-        while fifo.samples >= size or (final and fifo.samples):
-            chunk = fifo.read(size) if fifo.samples >= size else fifo.read()
-            chunk.pts = (first or 0) + n
-            chunk.time_base = Fraction(1, chunk.sample_rate)
-            n += chunk.samples
-            self._mux(s, aus.encode(chunk))
-        s.enc[aidx][3] = n
-        if final:
-            self._mux(s, aus.encode(None))
+        self._feed_aac(s, aidx, f, t, end)
 
     # ---- output
 
@@ -1061,6 +1219,7 @@ def _write_sidecar(out_dir: Path, clip: Clip) -> None:
 
 def _clear_cut(clip: Clip) -> None:
     clip.file = clip.cut_start = clip.cut_end = clip.lead_in = clip.container = None
+    clip.encoded = ""
 
 
 class _Ticker:
@@ -1093,6 +1252,7 @@ def cut_plan(
     accurate: bool = False,
     sidecar: bool = False,
     progress: Progress | None = None,
+    max_lead_in: float = 2.0,
 ) -> CutResult:
     """Cut every clip of ``WORK/plan.json`` into ``out_dir`` (see the module doc).
 
@@ -1114,7 +1274,7 @@ def cut_plan(
         raise ConfigError(f"cannot create the output folder {out_dir}: {ex.strerror or ex}") from ex
     input_dir = Path(plan.input_dir)
     mode = "accurate" if accurate else "copy"
-    cut_params = {"out_dir": str(out_dir), "accurate": accurate}
+    cut_params = {"out_dir": str(out_dir), "accurate": accurate, "max_lead_in": max_lead_in}
     changed = plan.params.get("cut") != cut_params
     plan.params["cut"] = cut_params
 
@@ -1130,7 +1290,7 @@ def cut_plan(
             duration = planned[rel].duration if rel in planned else 0.0
             tick = _Ticker(progress, rel, n, len(order), len(groups[rel]), duration)
             sc, touched = _cut_source(plan, groups[rel], planned.get(rel), input_dir, out_dir, mode,
-                                      sidecar, tick)
+                                      sidecar, tick, max_lead_in)
             tick.pass_, tick.done_base = None, sc.written + sc.skipped + sc.failed
             tick(duration, force=True)  # every source ends with a snapshot
             result.sources.append(sc)
@@ -1148,7 +1308,7 @@ def cut_plan(
 
 
 def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: Path, out_dir: Path,
-                mode: str, sidecar: bool, tick: _Ticker) -> tuple[SourceCut, bool]:
+                mode: str, sidecar: bool, tick: _Ticker, max_lead_in: float = 2.0) -> tuple[SourceCut, bool]:
     """Cut one source's clips. Returns (its report, whether plan entries changed)."""
     t_begin = time.perf_counter()
     rel = plan.clips[idxs[0]].source
@@ -1189,7 +1349,10 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
             _clear_cut(plan.clips[i])
             touched = True
     spans = [_Span(i, plan.clips[i], 0.0, 0.0) for i in todo]  # absolute times once t0 is known
+    for s in spans:
+        s.clip.encoded = ""
     t0 = 0.0
+    retry: list[_Span] = []
     try:
         container = _check_and_open(input_dir / rel, sp)
         sc.opens += 1
@@ -1200,31 +1363,49 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
             if sp is not None:
                 t0 = sp.t0
             elif video.start_time is not None:
-                t0 = float(video.start_time * video.time_base)
+                t0 = start_seconds(video)
             for s in spans:
                 s.start, s.end = t0 + s.clip.start, t0 + s.clip.end
             if mode == "accurate":
                 sc.container = "mp4"
-                pass_ = _EncodePass(container, spans, folder, t0, tick)
+                _run_pass(_EncodePass(container, spans, folder, t0, tick), sc, tick)
             else:
-                sc.container, why = _copy_container(video, list(container.streams.audio))
+                fmt, transcode, why = _copy_plan(video, list(container.streams.audio))
                 if why:
                     sc.notes.append(why)
-                    log.warning("%s: %s", rel, why)
-                pass_ = _CopyPass(container, spans, folder, sc.container, t0, tick)
-            tick.pass_ = pass_
-            try:
-                pass_.run()
-            except (av.FFmpegError, OSError) as ex:  # truncated/corrupt file, I/O error, vanished disk
-                sc.reason = f"stopped reading at {pass_.position:.2f} s: {_reason(ex)}"
-                pass_.abort_all(sc.reason)
-            except BaseException:
-                pass_.abort_all("interrupted")
-                raise
-            finally:
-                sc.notes.extend(pass_.notes)
+                    log.info("%s: %s", rel, why)
+                sc.container = fmt or "mp4"
+                if fmt is None:  # no container takes the video by copy: every clip re-encoded
+                    retry = spans
+                    for s in spans:
+                        s.reencode, s.reason = True, why
+                else:
+                    _run_pass(_CopyPass(container, spans, folder, fmt, t0, tick, transcode=transcode,
+                                        max_lead_in=max_lead_in), sc, tick)
+                    retry = [s for s in spans if s.state == "failed" and s.reencode]
         finally:
             container.close()
+        if retry:
+            # Per clip, what stream copy could not do well is re-encoded (H.264 + AAC
+            # in MP4, the accurate path), with the reason kept in plan.json.
+            again = []
+            for s in retry:
+                s.clip.encoded = _encode_reason(s.reason)
+                again.append(_Span(s.i, s.clip, s.start, s.end))
+            whole = retry is spans
+            spans = [s for s in spans if s not in retry] + again
+            retry = spans if whole else retry
+            container = _check_and_open(input_dir / rel, sp)
+            sc.opens += 1
+            try:
+                tick.done_base += len(spans) - len(again)
+                _run_pass(_EncodePass(container, again, folder, t0, tick, mode="reencode"), sc, tick)
+            finally:
+                container.close()
+            if retry is not spans:  # (the whole source: its note says so already)
+                for why in sorted({s.clip.encoded for s in again}):
+                    n = sum(s.clip.encoded == why for s in again)
+                    sc.notes.append(f"{n} clip(s) re-encoded: {why}")
     except _SourceFailed as ex:
         sc.reason = str(ex)
         for s in spans:
@@ -1233,7 +1414,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     finally:
         touched |= _record(plan, spans, out_dir, sc, sidecar, t0)
         for i, j in dups:
-            for k in ("file", "cut_start", "cut_end", "lead_in", "container"):
+            for k in ("file", "cut_start", "cut_end", "lead_in", "container", "encoded"):
                 setattr(plan.clips[i], k, getattr(plan.clips[j], k))
             if plan.clips[j].file:
                 sc.skipped += 1
@@ -1248,6 +1429,26 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
         sc.reason = f"{sc.failed} clip(s) not written"
     sc.seconds = time.perf_counter() - t_begin
     return sc, touched
+
+
+def _run_pass(pass_, sc: SourceCut, tick: _Ticker) -> None:
+    tick.pass_ = pass_
+    try:
+        pass_.run()
+    except (av.FFmpegError, OSError) as ex:  # truncated/corrupt file, I/O error, vanished disk
+        sc.reason = f"stopped reading at {pass_.position:.2f} s: {_reason(ex)}"
+        pass_.abort_all(sc.reason)
+    except BaseException:
+        pass_.abort_all("interrupted")
+        raise
+    finally:
+        sc.notes.extend(pass_.notes)
+
+
+def _encode_reason(reason: str) -> str:
+    if reason.startswith("writing failed") or reason.startswith("finishing failed"):
+        return f"stream copy failed ({reason})"
+    return reason
 
 
 def _check_and_open(path: Path, sp: SourcePlan | None):

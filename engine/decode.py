@@ -305,15 +305,26 @@ class Decoded(NamedTuple):
     cuts: list[tuple[int, float]]  # cuts found after the last sample
 
 
-def frame_to_bgr(frame, max_side: int, reformatter: VideoReformatter | None = None) -> tuple[np.ndarray, float]:
+def frame_to_bgr(frame, max_side: int, reformatter: VideoReformatter | None = None,
+                 max_pixels: int = 0) -> tuple[np.ndarray, float]:
     """Upright BGR pixels of a frame with the long side capped, and the scale used.
 
     One swscale pass converts and downscales; the display rotation is applied
     with a numpy view (``np.rot90``), copied once when written to the ring.
     Pass a long-lived ``reformatter``: ``frame.reformat`` builds a new swscale
     context per frame, measured 6x slower than reusing one.
+    ``max_pixels`` (0 = no limit): a frame larger than the ring slot (the
+    resolution grew mid-stream) is scaled down further to fit; its own scale is
+    returned, so boxes map back to that frame's size.
     """
     w, h, scale = capped_size(frame.width, frame.height, max_side)
+    if max_pixels and w * h > max_pixels:
+        scale *= math.sqrt(max_pixels / (w * h))
+        w = max(2, min(w, math.floor(frame.width * scale)))
+        h = max(2, min(h, math.floor(frame.height * scale)))
+        while w * h > max_pixels:  # float rounding
+            w, h = w - 1, h - 1
+        scale = min(w / frame.width, h / frame.height)
     if reformatter is None:
         img = frame.to_ndarray(format="bgr24", width=w, height=h, interpolation="AREA")
     else:
@@ -336,7 +347,7 @@ class _RingSink(Sink):
 
     def sample(self, k, frame, pts, t, cuts) -> None:
         dec = self.dec
-        img, scale = frame_to_bgr(frame, self.job.max_side, self.reformatter)
+        img, scale = frame_to_bgr(frame, self.job.max_side, self.reformatter, self.dec.ring.slot_bytes // 3)
         slot = dec.take_slot(self.job.job_id)
         dec.seq += 1
         h, w = img.shape[:2]

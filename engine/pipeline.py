@@ -176,8 +176,8 @@ def run_batch(
     # report it failed with its reason for this run.
     lost = {v.info.path: v.reason for v in result.analysis.videos if v.status == "failed"}
     for v in result.scan.videos:
-        if v.status == "failed":
-            result.rows.append({"source": v.path, "status": "failed", "duration": 0.0, "reason": v.reason})
+        if v.status in ("failed", "duplicate"):
+            result.rows.append({"source": v.path, "status": v.status, "duration": 0.0, "reason": v.reason})
     for sp in result.plan.sources:
         clips = clips_by_source.get(sp.path, [])
         row = {"source": sp.path, "status": sp.status, "duration": sp.duration, "clips": len(clips),

@@ -34,8 +34,10 @@ class VideoInfo(Struct, frozen=True, kw_only=True):
     """One input file as ``scan`` saw it. ``status == "failed"`` carries ``reason``."""
 
     path: str  # relative to the input folder, POSIX separators
-    status: Literal["ok", "failed"] = "ok"
-    reason: str = ""  # one human line when failed
+    # "duplicate": the same bytes as ``duplicate_of`` (same size and fingerprint),
+    # which is analysed instead; this one is not.
+    status: Literal["ok", "failed", "duplicate"] = "ok"
+    reason: str = ""  # one human line when failed (or duplicate)
     size: int = 0  # bytes
     mtime_ns: int = 0
     fingerprint: str = ""  # size + mtime + hash of first/last MiB (fsio.fingerprint)
@@ -55,6 +57,7 @@ class VideoInfo(Struct, frozen=True, kw_only=True):
     frames: int = 0  # frame count from the container, 0 when unknown
     vfr: bool = False  # variable frame rate (irregular timestamps)
     audio: tuple[AudioInfo, ...] = ()
+    duplicate_of: str = ""  # path of the first file with the same content
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -252,6 +255,8 @@ class Clip(Struct, kw_only=True):
     part: int = 1
     parts: int = 1
     group: str = ""
+    # filled by cut: why this clip was re-encoded instead of stream-copied ("" = copied)
+    encoded: str = ""
 
 
 class TrackSummary(Struct, kw_only=True):

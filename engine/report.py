@@ -209,6 +209,8 @@ svg.tl{display:block;width:100%;background:#fafbfc;border:1px solid var(--line);
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;color:var(--mut);margin:4px 0 8px}
 .legend i{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:-1px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
+.group{grid-column:1/-1;border:1px dashed var(--line);border-radius:6px;padding:6px}
+.group>.meta{margin-bottom:6px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;overflow:hidden;
 content-visibility:auto;contain-intrinsic-size:auto 250px auto 240px}
 .card:target{outline:3px solid #2471a3}
@@ -345,6 +347,10 @@ def _card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> s
             f"{round(st.yaw_range[1]):+d}° · {st.frames} frames</div>"
         ),
     ]
+    if clip.parts > 1:
+        lines.append(f"<div>part {clip.part} of {clip.parts} (one long shot split at --max-dur)</div>")
+    if clip.encoded:
+        lines.append(f'<div class="meta">re-encoded: {e(clip.encoded)}</div>')
     if clip.file:
         lead = clip.lead_in or 0.0
         if clip.cut_start is not None and clip.cut_end is not None:
@@ -387,11 +393,19 @@ def _source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir) -> str:
     reasons = sorted({t.reason or "other" for t in src.tracks if t.status == "rejected"})
     body = _timeline(src, clips) + _legend(reasons)
     if clips:
-        body += (
-            '<div class="grid">'
-            + "".join(_card(c, thumbs.get(c.id), _clip_link(c, out_dir, report_dir)) for c in clips)
-            + "</div>"
-        )
+        cards, group = [], None
+        for c in clips:
+            if group is not None and c.group != group:
+                cards.append("</div></div>")
+                group = None
+            if c.group and group is None:
+                group = c.group
+                cards.append(f'<div class="group" id="g-{e(c.group)}"><div class="meta">one long shot in '
+                             f'{c.parts} parts</div><div class="grid">')
+            cards.append(_card(c, thumbs.get(c.id), _clip_link(c, out_dir, report_dir)))
+        if group is not None:
+            cards.append("</div></div>")
+        body += '<div class="grid">' + "".join(cards) + "</div>"
     else:
         body += '<p class="none">no clips from this source</p>'
     return head + body + "</section>"
@@ -413,7 +427,7 @@ def render(
         by_source.setdefault(c.source, []).append(c)
     in_plan = {s.path for s in plan.sources}
     scan_failed = [
-        v for v in (scan.videos if scan else []) if v.status == "failed" and v.path not in in_plan
+        v for v in (scan.videos if scan else []) if v.status in ("failed", "duplicate") and v.path not in in_plan
     ]
 
     counted = [s for s in plan.sources if s.status in ("ok", "partial")]
@@ -429,7 +443,7 @@ def render(
     problems = [
         (s.path, s.status, s.reason) for s in plan.sources if s.status in ("failed", "partial")
     ]
-    problems += [(v.path, "failed", v.reason) for v in scan_failed]
+    problems += [(v.path, v.status, v.reason) for v in scan_failed]
     n_cut = sum(1 for c in plan.clips if c.file)
 
     kpis = [

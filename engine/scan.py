@@ -14,6 +14,7 @@ from pathlib import Path
 
 import av
 import av.logging
+import msgspec
 
 from engine.errors import ConfigError
 from engine.fsio import WorkDir, fingerprint, read_json, write_json
@@ -261,10 +262,17 @@ def scan(
         input_dir, extensions=exts, filter_from=filter_from, skip_pattern=skip_pattern
     )
     videos = []
+    first: dict[tuple[int, str], str] = {}  # (size, fingerprint) -> first path with that content
     for rel in selected:
         info = probe(input_dir / rel, rel)
         if info.status == "failed":
             log.warning("%s: %s", rel, info.reason)
+        elif info.fingerprint:
+            same = first.setdefault((info.size, info.fingerprint), rel)
+            if same != rel:
+                info = msgspec.structs.replace(info, status="duplicate", duplicate_of=same,
+                                               reason=f"duplicate of {same} (same content): not analysed again")
+                log.warning("%s: %s", rel, info.reason)
         videos.append(info)
         if progress:
             progress(rel, info)

@@ -330,6 +330,8 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
     scan = load_scan(work)
     loaded = []
     for info in scan.videos:
+        if info.status == "duplicate":  # its twin is planned; the scan lists this one
+            continue
         status, reason, records = log_status(work, info)
         loaded.append((info, status, reason, records))
     headers = [r[0] for _, _, _, r in loaded if r is not None]

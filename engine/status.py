@@ -26,7 +26,7 @@ RATE_WINDOW = 300.0  # s of progress history the rates are computed over
 
 class VideoStatus(msgspec.Struct, kw_only=True):
     path: str
-    status: str  # ok | partial | failed | running | interrupted | pending | unreadable
+    status: str  # ok | partial | failed | running | interrupted | pending | unreadable | duplicate
     duration: float = 0.0
     analysed: float = 0.0  # seconds of the video analysed so far
     samples: int = 0
@@ -100,7 +100,8 @@ def batch_status(work: WorkDir) -> BatchStatus:
                       heartbeat_age=hb.get("age"), stage=hb.get("stage"))
     for info in scan.videos:
         if info.status != "ok":
-            out.videos.append(VideoStatus(path=info.path, status="unreadable", reason=info.reason))
+            out.videos.append(VideoStatus(path=info.path, status="duplicate" if info.status == "duplicate"
+                                          else "unreadable", reason=info.reason))
             continue
         key = video_key(info.path)
         vs = VideoStatus(path=info.path, status="pending", duration=info.duration)
@@ -119,7 +120,7 @@ def batch_status(work: WorkDir) -> BatchStatus:
                 vs.reason = f"log unreadable: {ex}"
             vs.status = "running" if info.path in running else ("interrupted" if not alive else "pending")
         out.videos.append(vs)
-    ok_videos = [v for v in out.videos if v.status != "unreadable"]
+    ok_videos = [v for v in out.videos if v.status not in ("unreadable", "duplicate")]
     out.total = len(out.videos)
     out.done = sum(v.status == "ok" for v in out.videos)
     out.partial = sum(v.status == "partial" for v in out.videos)
@@ -152,7 +153,7 @@ def render_status(st: BatchStatus):
     for col, just in [("video", "left"), ("status", "left"), ("analysed", "right"), ("samples", "right"),
                       ("reason", "left")]:
         t.add_column(col, justify=just, no_wrap=col != "reason", overflow="fold")
-    colour = {"ok": "green", "partial": "yellow", "failed": "red", "unreadable": "red", "running": "cyan",
+    colour = {"ok": "green", "partial": "yellow", "failed": "red", "unreadable": "red", "duplicate": "yellow", "running": "cyan",
               "interrupted": "magenta"}
     for v in st.videos:
         c = colour.get(v.status)

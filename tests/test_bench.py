@@ -4,6 +4,7 @@ figure present in the JSON. (No timing assertions: speed is reported, not tested
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_bench_writes_every_figure(media_dir, tmp_path):
+def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(format_matrix, cache / "formats")  # the format matrix, already rendered
+    (cache / "formats" / ".complete").write_text("ok\n")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name in ("basic.mp4", "rotated.mp4"):
@@ -24,21 +28,24 @@ def test_bench_writes_every_figure(media_dir, tmp_path):
     cmd = [sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1", "--min-face", "60",
            "--decoder-counts", "1", "--batches", "1,4", "--infer-frames", "8", "--sweep", "--budget", "1",
            "--json", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    env = {**os.environ, "FACECUT_BENCH_CACHE": str(cache)}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     data = json.loads(out.read_text())
     for key in ("schema", "created", "machine", "provider", "corpus", "config", "repeats", "figures", "sweep"):
         assert key in data, key
     assert {"cpu", "cores", "python", "onnxruntime", "av"} <= set(data["machine"])
     f = data["figures"]
-    for key in ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "inference", "ring", "log", "analyze",
-                "pipeline_efficiency", "chain"):
+    for key in ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "formats", "inference", "ring", "log",
+                "analyze", "pipeline_efficiency", "chain"):
         assert key in f, key
 
     def is_figure(x):
         return {"min", "median", "max", "values"} <= set(x) and x["min"] <= x["median"] <= x["max"]
 
     assert all(is_figure(v["frames_per_s"]) for v in f["decode"].values())
+    assert {"packed_b.avi", "wmv2_wma.wmv", "mpeg2_mp2.ts"} <= set(f["formats"]), "decode speed per file class"
+    assert all(is_figure(v["frames_per_s"]) and v["codec"] for v in f["formats"].values())
     assert {v["batch"] for v in f["inference"].values()} >= {1, 4}
     assert is_figure(f["analyze"]["samples_per_s"]) and f["analyze"]["samples_per_s"]["median"] > 0
     assert is_figure(f["analyze"]["efficiency_pairs"]) and 0 < f["pipeline_efficiency"]

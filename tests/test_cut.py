@@ -193,7 +193,7 @@ def test_copied_clips_decode_last_their_cut_and_keep_audio(basic_cut, media_dir)
     wd, out, _, _ = basic_cut
     plan = load_plan(wd)
     truth = load_truth(media_dir / "basic.mp4")
-    assert plan.params["cut"] == {"out_dir": str(out), "accurate": False}
+    assert plan.params["cut"] == {"out_dir": str(out), "accurate": False, "max_lead_in": 2.0}
     for clip in plan.clips:
         assert clip.file == f"basic/{clip.id}.mp4"
         info = check_clip(out, clip, FRAME, audio=True, src_end=truth.duration)
