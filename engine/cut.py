@@ -416,6 +416,43 @@ class _AacAudio:
         aus.codec_context.bit_rate = min(AAC_BITRATE, 64_000 * aus.codec_context.channels)
         s.enc[a.index] = [av.AudioFifo(), aus, None, 0]
 
+    def _decode_audio(self, stream, packet) -> list[tuple[object, float]]:
+        """Decode a packet (None: flush) of an audio stream that is re-encoded: fltp
+        frames with their times on the stream's timeline (engine.timeline)."""
+        try:
+            frames = stream.codec_context.decode(packet)
+        except (av.FFmpegError, ValueError):
+            self.errors += 1
+            return []
+        out = []
+        for f in frames:
+            if f.time_base is None:
+                f.time_base = stream.time_base
+            for rf in self.resamplers[stream.index].resample(f):
+                if rf.pts is None:
+                    continue
+                tb = Fraction(rf.time_base)
+                uw = self.awrap.get(stream.index)
+                if uw is None:
+                    uw = self.awrap[stream.index] = Unwrapper(tb)
+                off, _ = uw(rf.pts, round(Fraction(rf.samples, rf.sample_rate) / tb))
+                out.append((rf, float((rf.pts + off) * tb)))
+        return out
+
+    def _audio_end(self, s: _Span, aidx: int, t: float) -> float | None:
+        """Where audio stream ``aidx`` of ``s`` stops (the planned end; the last
+        frame's end once the video is done), or None when audio from ``t`` on is
+        not wanted (reaching the end closes a span whose video is done)."""
+        if s.state not in ("open", "tail") or aidx not in s.audio_open:
+            return None
+        end = s.cut_end if s.state == "tail" else s.end
+        if t >= end - EPS:
+            s.audio_open.discard(aidx)
+            if s.state == "tail" and not s.audio_open:
+                self._close(s)
+            return None
+        return end
+
     def _feed_aac(self, s: _Span, aidx: int, f, t: float, end: float) -> None:
         """The samples of decoded frame ``f`` (shown from ``t``) inside [cut_start, end)."""
         sr = f.sample_rate
@@ -450,6 +487,9 @@ class _AacAudio:
     def _mux(self, s: _Span, packets) -> None:
         raise NotImplementedError
 
+    def _close(self, s: _Span) -> None:
+        raise NotImplementedError
+
 
 # --------------------------------------------------------------------------- the copy pass
 
@@ -465,7 +505,8 @@ class _CopyPass(_AacAudio):
         self.audios = list(container.streams.audio)
         self.transcode = set(transcode)  # audio streams re-encoded to AAC (MP4 can't hold them)
         self.resamplers = {a.index: self._resampler(a) for a in self.audios if a.index in self.transcode}
-        self.afwrap: dict[int, Unwrapper] = {}
+        self.awrap: dict[int, Unwrapper] = {}
+        self.errors = 0  # audio packets that could not be decoded
         self.afbuf: deque = deque()  # decoded (aidx, frame, t) of transcoded streams, like abuf
         self.max_lead_in = max_lead_in
         self.kf_old = False  # the last keyframe lies more than max_lead_in behind: vbuf dropped
@@ -513,6 +554,9 @@ class _CopyPass(_AacAudio):
                 for p in self.bsf.filter(None):
                     self._video(p)
             self._flush_nodts()
+            for a in self.audios:
+                if a.index in self.transcode:
+                    self._audio_decode(a, None)
         self._eof()
 
     def _eof(self) -> None:
@@ -647,7 +691,7 @@ class _CopyPass(_AacAudio):
 
     def _audio(self, packet, sidx: int) -> None:
         if sidx in self.transcode:
-            self._audio_decode(packet)
+            self._audio_decode(packet.stream, packet)
             return
         tb = packet.stream.time_base or Fraction(1, 48000)
         e = self._stamp(packet, sidx, tb)
@@ -659,40 +703,19 @@ class _CopyPass(_AacAudio):
         for s in list(self.active):
             self._audio_to(s, e)
 
-    def _audio_decode(self, packet) -> None:
-        """A packet of an audio stream transcoded to AAC: decoded once for every clip."""
-        stream = packet.stream
-        try:
-            frames = stream.codec_context.decode(packet)
-        except (av.FFmpegError, ValueError):
-            return
+    def _audio_decode(self, stream, packet) -> None:
+        """A packet (None: flush) of an audio stream transcoded to AAC: decoded once for every clip."""
         aidx = stream.index
-        for f in frames:
-            if f.time_base is None:
-                f.time_base = stream.time_base
-            for rf in self.resamplers[aidx].resample(f):
-                if rf.pts is None:
-                    continue
-                tb = Fraction(rf.time_base)
-                uw = self.afwrap.get(aidx)
-                if uw is None:
-                    uw = self.afwrap[aidx] = Unwrapper(tb)
-                off, _ = uw(rf.pts, round(Fraction(rf.samples, rf.sample_rate) / tb))
-                t = float((rf.pts + off) * tb)
-                self.afbuf.append((aidx, rf, t))
-                while self.afbuf and self.afbuf[0][2] < t - AUDIO_KEEP_S:
-                    self.afbuf.popleft()
-                for s in list(self.active):
-                    self._aframe_to(s, aidx, rf, t)
+        for rf, t in self._decode_audio(stream, packet):
+            self.afbuf.append((aidx, rf, t))
+            while self.afbuf and self.afbuf[0][2] < t - AUDIO_KEEP_S:
+                self.afbuf.popleft()
+            for s in list(self.active):
+                self._aframe_to(s, aidx, rf, t)
 
     def _aframe_to(self, s: _Span, aidx: int, f, t: float) -> None:
-        if s.state not in ("open", "tail") or aidx not in s.audio_open:
-            return
-        limit = s.cut_end if s.state == "tail" else s.end
-        if t >= limit - EPS:
-            s.audio_open.discard(aidx)
-            if s.state == "tail" and not s.audio_open:
-                self._close(s)
+        limit = self._audio_end(s, aidx, t)
+        if limit is None:
             return
         if s.state == "open" and t >= s.frontier:
             s.aheld.append((aidx, f, t))  # the video may still end before it
@@ -919,7 +942,7 @@ class _EncodePass(_AacAudio):
                 self._decode_video(None)
                 self._settle(self.clock.flush())
             for a in self.audios:
-                self._decode_audio(a, None)
+                self._audio_frames(a, None)
         for s in list(self.active):
             if s.state == "open":
                 self._video_done(s, self.last_end)
@@ -1104,30 +1127,14 @@ class _EncodePass(_AacAudio):
         t = float(raw * packet.time_base) if raw is not None else None
         # Decode a second ahead of the next clip (the decoder settles), not the whole file.
         if self.active or (t is not None and self.pending and t + 1.0 >= self.pending[0].start):
-            self._decode_audio(packet.stream, packet)
+            self._audio_frames(packet.stream, packet)
 
-    def _decode_audio(self, stream, packet) -> None:
-        try:
-            frames = stream.codec_context.decode(packet)
-        except (av.FFmpegError, ValueError):
-            self.errors += 1
-            return
-        for f in frames:
-            if f.time_base is None:
-                f.time_base = stream.time_base
-            for rf in self.resamplers[stream.index].resample(f):
-                self._aframe(stream.index, rf)
+    def _audio_frames(self, stream, packet) -> None:
+        for f, t in self._decode_audio(stream, packet):
+            self._aframe(stream.index, f, t)
 
-    def _aframe(self, aidx: int, f) -> None:
-        if f.time is None:
-            return
+    def _aframe(self, aidx: int, f, t: float) -> None:
         dur = f.samples / f.sample_rate
-        tb = Fraction(f.time_base)
-        uw = self.awrap.get(aidx)
-        if uw is None:
-            uw = self.awrap[aidx] = Unwrapper(tb)
-        off, _ = uw(f.pts, round(Fraction(f.samples, f.sample_rate) / tb))
-        t = float((f.pts + off) * tb)
         for s in list(self.active):
             self._audio_into(s, aidx, f, t)
         for s in self.pending:
@@ -1137,15 +1144,9 @@ class _EncodePass(_AacAudio):
                 s.held.append((aidx, f, t))
 
     def _audio_into(self, s: _Span, aidx: int, f, t: float) -> None:
-        if s.state not in ("open", "tail") or aidx not in s.audio_open:
-            return
-        end = s.cut_end if s.state == "tail" else s.end
-        if t >= end - EPS:
-            s.audio_open.discard(aidx)
-            if s.state == "tail" and not s.audio_open:
-                self._close(s)
-            return
-        self._feed_aac(s, aidx, f, t, end)
+        end = self._audio_end(s, aidx, t)
+        if end is not None:
+            self._feed_aac(s, aidx, f, t, end)
 
     # ---- output
 

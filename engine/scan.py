@@ -185,7 +185,7 @@ def _probe_open(container, base: dict) -> VideoInfo:
     else:
         duration = 0.0
     start = start_seconds(stream)
-    rate = frame_rate(stream) if (stream.average_rate or stream.guessed_rate or stream.base_rate) else None
+    rate = frame_rate(stream, default=None)
     info = dict(
         base,
         container=fmt,

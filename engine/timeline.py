@@ -41,13 +41,14 @@ TS_WRAP = 1 << 33  # MPEG-TS timestamps are 33 bits at 90 kHz
 DEFAULT_RATE = Fraction(25)
 
 
-def frame_rate(stream) -> Fraction:
+def frame_rate(stream, default: Fraction | None = DEFAULT_RATE) -> Fraction | None:
     """The nominal frame rate of a video stream, for the few places that need one
-    (a missing timestamp or duration). Never used to place a frame that has a pts."""
+    (a missing timestamp or duration). Never used to place a frame that has a pts.
+    ``default`` when the stream states none."""
     for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
         if rate and rate > 0:
             return Fraction(rate)
-    return DEFAULT_RATE
+    return default
 
 
 def time_base(stream, default: Fraction = Fraction(1, 90000)) -> Fraction:
