@@ -56,6 +56,7 @@ from engine.fsio import (
     temp_name,
     write_json,
 )
+from engine.media import open_input, refusal_reason
 from engine.procs import pid_alive
 from engine.records import Clip, Plan, SourcePlan
 from engine.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
@@ -167,7 +168,7 @@ def read_clip_tag(path: Path) -> tuple[dict | None, float]:
     """(the tag ``cut`` wrote into a clip, its video duration in seconds), or
     (None, 0.0) when the file is not a complete clip of ours."""
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with open_input(path) as c:
             text = {k.lower(): v for k, v in c.metadata.items()}.get("comment", "")
             if not text.startswith(TAG_PREFIX) or not c.streams.video:
                 return None, 0.0
@@ -1462,9 +1463,9 @@ def _check_and_open(path: Path, sp: SourcePlan | None):
         except OSError as ex:
             raise _SourceFailed(f"cannot read: {ex.strerror or ex}") from ex
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return open_input(path)
     except (av.FFmpegError, OSError) as ex:
-        raise _SourceFailed(f"cannot open: {_reason(ex)}") from ex
+        raise _SourceFailed(f"cannot open: {refusal_reason(path) or _reason(ex)}") from ex
 
 
 def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar: bool, t0: float) -> bool:

@@ -36,6 +36,7 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
+from engine.media import open_input
 from engine.procs import CoordinatorGone, recv_or_parent_death
 from engine.records import DecodeJob
 from engine.ring import FrameRing
@@ -372,7 +373,7 @@ def run_job(dec: _Decoder, job: DecodeJob) -> None:
 def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
-        container = av.open(job.path, metadata_errors="ignore")
+        container = open_input(job.path)
     except (av.FFmpegError, OSError) as ex:
         return Decoded("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
     with container:

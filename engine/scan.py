@@ -18,6 +18,7 @@ import msgspec
 
 from engine.errors import ConfigError
 from engine.fsio import WorkDir, fingerprint, read_json, write_json
+from engine.media import open_input, refusal_reason
 from engine.records import AudioInfo, ScanResult, VideoInfo
 from engine.timeline import frame_rate, start_seconds, time_base
 
@@ -95,6 +96,9 @@ def _ffmpeg_line(ex: Exception) -> str:
 
 def _open_failure_reason(path: Path, ex: Exception) -> str:
     detail = _ffmpeg_line(ex)
+    script = refusal_reason(path)
+    if script:
+        return script
     with open(path, "rb") as f:
         head = f.read(4096)
     if head[4:8] in (b"ftyp", b"mdat", b"moov", b"wide", b"free") and "moov" in detail:
@@ -149,7 +153,7 @@ def probe(path: Path, rel: str) -> VideoInfo:
     try:
         with av.logging.Capture():  # ...without FFmpeg printing it a second time
             try:
-                container = av.open(str(path), metadata_errors="ignore")
+                container = open_input(path)
             except (av.FFmpegError, OSError) as ex:
                 return VideoInfo(**base, status="failed", reason=_open_failure_reason(path, ex))
             with container:

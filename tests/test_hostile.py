@@ -1,0 +1,38 @@
+"""Hostile input: files that are scripts, not videos, never make FFmpeg open anything else."""
+
+from __future__ import annotations
+
+import shutil
+
+import av
+import pytest
+
+from engine.media import open_input
+from engine.scan import scan
+
+
+@pytest.fixture()
+def playlists(tmp_path, media_dir):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(media_dir / "basic.mp4", d / "segment.ts")  # what a playlist would make FFmpeg read
+    (d / "playlist.mp4").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:7,\nsegment.ts\n#EXT-X-ENDLIST\n")
+    (d / "concat.mp4").write_text("ffconcat version 1.0\nfile 'segment.ts'\n")
+    (d / "remote.mp4").write_text("#EXTM3U\n#EXTINF:7,\nhttp://127.0.0.1:9/x.ts\n#EXT-X-ENDLIST\n")
+    return d
+
+
+def test_playlists_and_scripts_saved_as_mp4_are_refused(playlists):
+    result = scan(playlists, extensions=[".mp4"])
+    by = {v.path: v for v in result.videos}
+    for name in ("playlist.mp4", "concat.mp4", "remote.mp4"):
+        assert by[name].status == "failed", name
+        assert "playlist or script" in by[name].reason and "refused" in by[name].reason, by[name].reason
+
+
+def test_open_input_reads_only_container_demuxers(playlists, media_dir):
+    for name in ("playlist.mp4", "concat.mp4"):
+        with pytest.raises((av.FFmpegError, OSError)):
+            open_input(playlists / name)
+    with open_input(media_dir / "basic.mp4") as c:  # real files open as before
+        assert c.streams.video
