@@ -1,0 +1,124 @@
+"""One writer per work folder: an exclusive OS lock on ``WORK/.facecut.lock``.
+
+Every command that writes into WORK holds it for its whole run; a second one
+stops at once (exit 2) with who holds it: "WORK is in use by pid N on host H
+since T (facecut run)". The lock is the operating system's (``flock`` on POSIX,
+``msvcrt.locking`` on Windows), so it dies with its process: a killed run leaves
+no stale lock, whatever the file still says. Readers (``status``) never take it.
+
+The file holds the holder's description (JSON) for the message; on Windows the
+locked byte lies far past it, so other processes can still read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+LOCK_NAME = ".facecut.lock"
+_WIN_OFFSET = 1 << 20  # the byte locked on Windows (beyond the text, which stays readable)
+
+
+class WorkInUse(ConfigError):
+    """Another live process holds the work folder (exit 2)."""
+
+
+def _try_lock(fd: int) -> bool:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _WIN_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError: held by another open file (process)
+        return False
+    return True
+
+
+def _unlock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        os.lseek(fd, _WIN_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def holder(root: Path) -> dict | None:
+    """What the lock file says about its last holder (None: no file or unreadable).
+    Says nothing about whether that holder still runs: :meth:`WorkLock.acquire` does."""
+    try:
+        with open(Path(root) / LOCK_NAME, "rb") as f:
+            return json.loads(f.read(4096).split(b"\0", 1)[0] or b"null")
+    except (OSError, ValueError):
+        return None
+
+
+def describe(info: dict | None) -> str:
+    if not info:
+        return "another process"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
+    what = f" ({info['command']})" if info.get("command") else ""
+    return f"pid {info.get('pid', '?')} on host {info.get('host', '?')} since {since}{what}"
+
+
+class WorkLock:
+    """``with WorkLock(work_root, "facecut run"):`` - exclusive for the block."""
+
+    def __init__(self, root: Path, command: str = "") -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self.command = command
+        self.fd: int | None = None
+
+    def acquire(self) -> WorkLock:
+        if self.fd is not None:
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            os.close(fd)
+            raise WorkInUse(f"{self.root} is in use by {describe(holder(self.root))}: "
+                            "one facecut command at a time may write to a work folder "
+                            "(`facecut status` can read it meanwhile)")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                "command": self.command}
+        data = json.dumps(info).encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data + b"\0" * max(0, 512 - len(data)))
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> WorkLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,58 @@
+"""One writer per work folder (engine.worklock): a real second process holds the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import EXIT_USAGE
+from engine.worklock import WorkInUse, WorkLock, holder
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD = "import sys, time; from engine.worklock import WorkLock; l = WorkLock(sys.argv[1], 'holder').acquire(); print('held', flush=True); time.sleep(60)"
+
+
+def _holder(work: Path) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(work)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_a_second_writer_is_refused_with_who_holds_it(tmp_path):
+    p = _holder(tmp_path)
+    try:
+        with pytest.raises(WorkInUse) as ei:
+            WorkLock(tmp_path, "facecut run").acquire()
+        msg = str(ei.value)
+        assert f"pid {p.pid} on host" in msg and "(holder)" in msg and "since" in msg
+        assert ei.value.exit_code == EXIT_USAGE
+        assert holder(tmp_path)["pid"] == p.pid  # readers can read who it is
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_the_lock_dies_with_its_process(tmp_path):
+    p = _holder(tmp_path)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with WorkLock(tmp_path, "after") as lock:  # no stale lock, whatever the file says
+        assert holder(tmp_path)["pid"] == os.getpid() and lock.fd is not None
+    with WorkLock(tmp_path, "again"):  # released on exit
+        pass
+
+
+def test_release_and_reacquire_in_one_process(tmp_path):
+    a = WorkLock(tmp_path).acquire()
+    a.release()
+    b = WorkLock(tmp_path).acquire()
+    p = subprocess.run([sys.executable, "-c", "import sys; from engine.worklock import WorkLock; WorkLock(sys.argv[1]).acquire()",
+                        str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode != 0 and "is in use by" in p.stderr
+    b.release()
