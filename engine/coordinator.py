@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import msgspec
+
 from engine.config import AnalyzeConfig
 from engine.decode import capped_size, decoder_main
 from engine.errors import (
@@ -42,7 +44,7 @@ from engine.errors import (
     LogCorruption,
     ModelError,
 )
-from engine.fsio import WorkDir, video_key, write_json
+from engine.fsio import WorkDir, replace_with_retry, video_key, write_json
 from engine.infer import infer_main
 from engine.logio import LogWriter, read_records
 from engine.procs import Worker, cpu_count, start_worker, stop_workers
@@ -58,7 +60,7 @@ from engine.records import (
     VideoInfo,
 )
 from engine.ring import FrameRing, remove_stale_segments
-from engine.scan import load_scan
+from engine.scan import load_scan, probe
 from engine.stats import DecoderStats, InferStats, RingStats, RunStats
 from engine.track import shots_from_cuts
 
@@ -68,7 +70,7 @@ _STATS_EVERY = 0.25  # s between snapshots
 _HEARTBEAT_EVERY = 2.0
 _PROGRESS_EVERY = 10.0
 _DECODER_CREDIT = 2  # free slots a decoder may hold
-_MAX_INFER_RESTARTS = 3
+_MAX_INFER_RESTARTS = 10  # deaths in one run before it gives up (a broken model or machine)
 
 
 # --------------------------------------------------------------------------- process counts
@@ -150,7 +152,7 @@ class VideoRun:
     job: DecodeJob | None = None
     decoder: Worker | None = None
     next_n: int = 0  # next sample number (of the current job) to write
-    pending: dict = field(default_factory=dict)  # n -> [cuts, payload | None, n_faces]
+    pending: dict = field(default_factory=dict)  # n -> [cuts, payload | None, n_faces, k, pts]
     decoded: tuple | None = None  # the decoder's "done" message for the current job
     t0: float | None = None
     status: str = "pending"  # pending | running | ok | partial | failed | skipped
@@ -159,6 +161,7 @@ class VideoRun:
     errors: int = 0
     position: float = 0.0
     last_stat: tuple = ()
+    infer_deaths: int = 0  # inference processes that died with this video's samples in hand
 
 
 @dataclass
@@ -280,7 +283,7 @@ class Coordinator:
 
     def _set_aside(self, path: Path, why: str) -> None:
         if path.exists():
-            os.replace(path, path.with_name(f"{path.name}.{why}-{int(time.time())}"))
+            replace_with_retry(path, path.with_name(f"{path.name}.{why}-{int(time.time())}"))
         done = path.with_suffix(".done")
         if done.exists():
             done.unlink()
@@ -397,7 +400,7 @@ class Coordinator:
             if vr is None:
                 self.free.append(slot)
                 return
-            vr.pending[n] = [cuts, None, 0]
+            vr.pending[n] = [cuts, None, 0, k, pts]
             self.ready.append((slot, seq, job_id, n, k, pts, t, scale, time.perf_counter()))
         elif kind == "start":
             vr = self.jobs.get(msg[1])
@@ -432,18 +435,27 @@ class Coordinator:
             if st["first"] is None:
                 st["first"] = time.perf_counter() - busy
             got = set()
-            for job_id, n, payload, n_faces in out:
+            failed = {}
+            for job_id, n, payload, n_faces, error in out:
                 got.add((job_id, n))
                 st["frames"] += 1
-                st["faces"] += n_faces
                 vr = self.jobs.get(job_id)
                 if vr is None or n not in vr.pending:
                     continue
+                if error:  # the model failed on this frame alone: the video fails, the batch goes on
+                    failed.setdefault(job_id, (vr, f"inference failed on the sample at {vr.pending[n][3] / self.cfg.fps:.1f} s: {error}"))
+                    continue
+                st["faces"] += n_faces
                 vr.pending[n][1] = payload
                 vr.pending[n][2] = n_faces
             st["out"] = [it for it in st["out"] if (it[2], it[3]) not in got]
+            for vr, why in failed.values():
+                self._write_ready(vr)  # what came before the bad frame is kept
+                self._give_up(vr, why)
             for vr in {id(v): v for v in (self.jobs.get(j) for j, _ in got) if v is not None}.values():
                 self._write_ready(vr)
+        elif kind == "warn":
+            self._warn(f"{w.name}: {msg[1]}")
         elif kind == "release":
             self.free.extend(msg[1])
             w.state["unreleased"].difference_update(msg[1])
@@ -464,9 +476,10 @@ class Coordinator:
     def _dispatch(self) -> None:
         # jobs to idle decoders
         for w in self.decoders:
-            if w.state["job"] is None and self.queue:
+            while w.state["job"] is None and self.queue:
                 vr = self.queue.popleft()
-                self._start_job(vr, w)
+                if self._unchanged_or_reprobed(vr):
+                    self._start_job(vr, w)
         # free slots to decoders that are working and short of slots
         busy = [w for w in self.decoders if w.state["job"] is not None]
         progress = True
@@ -526,6 +539,37 @@ class Coordinator:
             return None
         return str(self.work.thumbs_dir / vr.key / f"{k:07d}.jpg")
 
+    def _unchanged_or_reprobed(self, vr: VideoRun) -> bool:
+        """Is the file still the one scanned (size + mtime), or, when it changed
+        (replaced, rewritten) since the scan, probed again? An analysis of its
+        old content is set aside. False: it cannot be analysed now (reported)."""
+        info = vr.info
+        path = info.fs_path(self.input_dir)
+        try:
+            st = path.stat()
+        except OSError as ex:
+            vr.status, vr.reason = "failed", f"gone since the scan ({ex.strerror or ex})"
+            self._warn(f"{info.path}: {vr.reason}")
+            return False
+        if st.st_size == info.size and st.st_mtime_ns == info.mtime_ns:
+            return True
+        new = probe(path, info.path)
+        if new.status != "ok":
+            vr.status, vr.reason = "failed", f"changed since the scan and no longer readable: {new.reason}"
+            self._warn(f"{info.path}: {vr.reason}")
+            return False
+        if new.fingerprint != info.fingerprint:
+            self._warn(f"{info.path}: the file changed since the scan: probed again"
+                       + ("; its earlier analysis is set aside" if vr.state.header is not None else ""))
+            if vr.state.header is not None:
+                if vr.writer is not None:
+                    vr.writer.close()
+                    vr.writer = None
+                self._set_aside(vr.log_path, "changed")
+                vr.state = LogState()
+        vr.info = msgspec.structs.replace(new, raw_path=info.raw_path)  # probe() knows the shown name only
+        return True
+
     def _start_job(self, vr: VideoRun, w: Worker) -> None:
         st = vr.state
         resume = st.header is not None
@@ -539,7 +583,7 @@ class Coordinator:
             self._warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
         job = DecodeJob(
             job_id=job_id,
-            path=str(self.input_dir / vr.info.path),
+            path=str(vr.info.fs_path(self.input_dir)),
             rel=vr.info.path,
             stream_index=vr.info.stream_index,
             fps=self.cfg.fps,
@@ -591,10 +635,16 @@ class Coordinator:
         the video once the decoder is done and everything it sent is written."""
         st = vr.state
         while vr.next_n in vr.pending and vr.pending[vr.next_n][1] is not None:
-            cuts, payload, n_faces = vr.pending.pop(vr.next_n)
+            cuts, payload, n_faces, k, pts = vr.pending.pop(vr.next_n)
             self._write_cuts(vr, cuts)
             vr.writer.append_raw(payload)
+            # The log state follows every committed sample, as read_log_state would
+            # find it: a restart (an inference process died) resumes right after it.
             st.samples += 1
+            st.last_k = k
+            if st.last_pts is not None and pts <= st.last_pts:
+                st.monotonic = False
+            st.last_pts = pts
             self.samples_written += 1
             self.faces_found += n_faces
             vr.next_n += 1
@@ -643,6 +693,15 @@ class Coordinator:
             ),
         )
 
+    def _give_up(self, vr: VideoRun, reason: str) -> None:
+        """Stop analysing ``vr`` (its decoder may still run): committed prefix kept, failed."""
+        job_id = vr.job.job_id if vr.job is not None else None
+        if job_id is None or self.jobs.get(job_id) is not vr:
+            return
+        if vr.decoder is not None and vr.decoder.state.get("job") == job_id:
+            vr.decoder.send(("cancel", job_id))
+        self._fail(vr, reason)
+
     def _fail(self, vr: VideoRun, reason: str) -> None:
         """A video whose decoder died: keep the committed prefix, mark it failed."""
         end = max(vr.position, vr.state.cuts[-1].time if vr.state.cuts else 0.0)
@@ -682,11 +741,17 @@ class Coordinator:
             if self.infer_restarts > _MAX_INFER_RESTARTS:
                 raise FacecutError(f"inference processes keep dying ({reason}); giving up")
             # Its batch is lost: restart the affected videos from their last
-            # committed sample (nothing is lost, nothing is written twice).
+            # committed sample (nothing is lost, nothing is written twice); a video
+            # that was in hand at two deaths is the likely cause: it fails, the batch goes on.
             lost = {it[2] for it in w.state["out"]}
             for job_id in lost:
                 vr = self.jobs.get(job_id)
-                if vr is not None:
+                if vr is None:
+                    continue
+                vr.infer_deaths += 1
+                if vr.infer_deaths >= 2:
+                    self._give_up(vr, f"inference process died twice while analysing it ({reason})")
+                else:
                     self._restart(vr)
             self.infers.append(self._start_infer(int(w.name.split("-")[1])))
 

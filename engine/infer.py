@@ -7,7 +7,9 @@ Protocol with the coordinator (tuples over this process's pipe):
   -> ("model_error", message, exit_code)         when the model cannot load
   -> ("want",)                                   ready for the next batch
   -> ("release", [slot, ...])                    pixels copied out: slots are free again
-  -> ("results", [(job_id, n, payload, n_faces), ...], busy_s, starved_s)
+  -> ("results", [(job_id, n, payload | None, n_faces, error), ...], busy_s, starved_s)
+      error: "" or why the model failed on that frame alone (payload None)
+  -> ("warn", text)                              a per-item problem that was contained
 
 The slots of a batch are copied out and released *before* the model runs, and
 the next batch is asked for at the same moment, so decoders never wait on the
@@ -29,6 +31,7 @@ import msgspec
 import numpy as np
 
 from engine.errors import FacecutError
+from engine.fsio import replace_with_retry
 from engine.procs import recv_or_parent_death
 from engine.records import Sample
 from engine.ring import FrameRing
@@ -55,6 +58,7 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
     conn.send(("model", model.name, model.provider, model.has_embeddings))
     ring = FrameRing.attach(ring_spec)
     enc = msgspec.msgpack.Encoder()
+    thumb_errors = 0
     try:
         conn.send(("want",))
         waited_since = time.perf_counter()
@@ -70,20 +74,43 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
             conn.send(("release", [it[0] for it in items]))
             conn.send(("want",))
             t = time.perf_counter()
-            faces = model.detect(frames, [it[7] for it in items])
+            faces = detect_each(model, frames, [it[7] for it in items])
             busy = time.perf_counter() - t
             out = []
             for it, img, ff in zip(items, frames, faces):
                 _slot, _seq, job_id, n, k, pts, tt, scale, thumb = it
+                if isinstance(ff, Exception):
+                    out.append((job_id, n, None, 0, f"{type(ff).__name__}: {ff}"))
+                    continue
                 payload = enc.encode(Sample(k=k, pts=pts, time=tt, scale=scale, faces=tuple(ff)))
-                out.append((job_id, n, payload, len(ff)))
+                out.append((job_id, n, payload, len(ff), ""))
                 if thumb and ff:
-                    write_thumbnail(Path(thumb), img, thumb_side)
+                    try:
+                        write_thumbnail(Path(thumb), img, thumb_side)
+                    except (OSError, ValueError) as ex:  # disk full, a file held open (Windows)...
+                        thumb_errors += 1
+                        if thumb_errors == 1 or thumb_errors % 100 == 0:
+                            conn.send(("warn", f"thumbnail not written ({thumb_errors} so far): {ex}"))
             waited_since = time.perf_counter()
             conn.send(("results", out, busy, starved))
     finally:
         model.close()
         ring.close()
+
+
+def detect_each(model, frames: list, scales: list) -> list:
+    """The model on a batch; when the batch raises, frame by frame, so one odd frame
+    costs only itself: its entry is then the exception."""
+    try:
+        return model.detect(frames, scales)
+    except Exception:  # noqa: BLE001 - isolated below, frame by frame
+        out = []
+        for f, s in zip(frames, scales):
+            try:
+                out.append(model.detect([f], [s])[0])
+            except Exception as ex:  # noqa: BLE001 - reported with the sample, the process goes on
+                out.append(ex)
+        return out
 
 
 def write_thumbnail(path: Path, img: np.ndarray, side: int) -> None:
@@ -99,5 +126,9 @@ def write_thumbnail(path: Path, img: np.ndarray, side: int) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.tobytes())
+        replace_with_retry(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # never leave a half-written temp file behind
+        raise

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import sys
+import zlib
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -34,9 +35,32 @@ FREE, WRITING, READY, READING = 0, 1, 2, 3
 _HDR = np.dtype([("state", "<i4"), ("pad", "<i4"), ("seq", "<i8"), ("h", "<i4"), ("w", "<i4")])
 
 
+def _scope() -> str:
+    """Six hex digits naming this PID namespace: containers that share /dev/shm
+    but not their PIDs never judge (or unlink) each other's rings by pid."""
+    try:
+        ident = f"ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (macOS, Windows): one namespace per host
+        import socket
+
+        ident = socket.gethostname()
+    return f"{zlib.crc32(ident.encode()):08x}"[:6]
+
+
 def _segment_name(pid: int) -> str:
     # POSIX shm names are short on macOS (31 chars); keep it compact.
-    return f"{PREFIX}_{pid}_{secrets.token_hex(3)}"
+    return f"{PREFIX}_{_scope()}_{pid}_{secrets.token_hex(3)}"
+
+
+def segment_pid(name: str) -> int | None:
+    """The creator's pid of a ring segment made in *this* PID namespace, else None."""
+    parts = name.split("_")
+    if len(parts) != 4 or parts[0] != PREFIX or parts[1] != _scope():
+        return None
+    try:
+        return int(parts[2])
+    except ValueError:
+        return None
 
 
 def shm_free_bytes() -> int | None:
@@ -56,11 +80,8 @@ def remove_stale_segments() -> list[str]:
     if not (sys.platform.startswith("linux") and shm.is_dir()):
         return removed
     for p in shm.glob(f"{PREFIX}_*_*"):
-        try:
-            pid = int(p.name.split("_")[1])
-        except (IndexError, ValueError):
-            continue
-        if not pid_alive(pid):
+        pid = segment_pid(p.name)
+        if pid is not None and not pid_alive(pid):
             try:
                 p.unlink()
                 removed.append(p.name)
@@ -115,10 +136,19 @@ class FrameRing:
             shm = shared_memory.SharedMemory(name=_segment_name(os.getpid()), create=True, size=size)
         except OSError as ex:
             raise EnvironmentProblem(f"cannot create {size / 2**20:.0f} MiB of shared memory: {ex}") from ex
+        # /dev/shm is sparse: reserve every page now, so a full tmpfs fails here with
+        # a clear error instead of a SIGBUS in a decoder mid-run (or here, when
+        # touching the pages is the only way).
+        try:
+            _reserve(shm, size)
+        except OSError as ex:
+            shm.close()
+            shm.unlink()
+            raise EnvironmentProblem(
+                f"cannot reserve {size / 2**20:.0f} MiB of shared memory ({ex.strerror or ex}): use fewer "
+                "--ring-slots or a smaller --max-side, or enlarge /dev/shm (Docker: --shm-size)"
+            ) from ex
         ring = cls(shm, slots, slot_bytes, owner=True)
-        # /dev/shm is sparse: touch every page now so a full tmpfs fails here with
-        # SIGBUS-free clarity instead of crashing a decoder mid-run.
-        np.ndarray((size,), np.uint8, buffer=shm.buf)[::4096] = 0
         for h in ring._headers:
             h["state"] = FREE
         return ring
@@ -185,6 +215,20 @@ class FrameRing:
             self._shm.unlink()
         except FileNotFoundError:
             pass
+
+
+def _reserve(shm: shared_memory.SharedMemory, size: int) -> None:
+    """Allocate the block's pages up front: posix_fallocate on its /dev/shm file
+    where there is one (an error, never a SIGBUS), else touch one byte per page."""
+    path = Path("/dev/shm") / shm.name.lstrip("/")
+    if hasattr(os, "posix_fallocate") and path.exists():
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+        return
+    np.ndarray((size,), np.uint8, buffer=shm.buf)[::4096] = 0
 
 
 def _attach_untracked(name: str) -> shared_memory.SharedMemory:

@@ -16,10 +16,10 @@ import pytest
 
 from engine.config import AnalyzeConfig
 from engine.coordinator import analyze, read_log_state
-from engine.fsio import WorkDir, video_key
+from engine.fsio import WorkDir, fingerprint, video_key
 from engine.logio import iter_frames, read_records
 from engine.records import Cut, Done, LogHeader, LogRecord, Sample
-from engine.scan import save_scan, scan
+from engine.scan import load_scan, save_scan, scan
 from tools.make_media import Shot, load_truth, make_video
 
 CFG = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
@@ -45,10 +45,12 @@ def shm_segments() -> list[str]:
     """facecut ring segments whose creating process is gone (left over). Segments
     of live processes belong to runs going on right now and do not count."""
     from engine.procs import pid_alive
+    from engine.ring import segment_pid
 
     if not LINUX:
         return []
-    return sorted(p.name for p in Path("/dev/shm").glob("facecut_*") if not pid_alive(int(p.name.split("_")[1])))
+    return sorted(p.name for p in Path("/dev/shm").glob("facecut_*")
+                  if (pid := segment_pid(p.name)) is not None and not pid_alive(pid))
 
 
 @pytest.fixture(scope="session")
@@ -315,6 +317,63 @@ def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tm
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("moment", [5, 40])
+def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_reference, tmp_path, moment):
+    """The dead process's batch is re-analysed from the last committed sample:
+    nothing written twice, nothing lost (was: samples logged twice)."""
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    wait_for_samples(log, moment, proc)
+    hb = json.loads(WorkDir(work).heartbeat.read_text())
+    os.kill(hb["workers"]["infer-0"], signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, err
+    assert b"infer-0 died" in err
+    assert log_bytes(work) == log_bytes(long_reference)
+    assert shm_segments() == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_video_in_hand_at_two_inference_deaths_fails_and_the_batch_goes_on(long_media, tmp_path):
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    killed = []
+    for n in (5, 15):
+        wait_for_samples(log, n, proc)
+        deadline = time.time() + 30
+        while True:  # the restarted process's pid, once the heartbeat shows it
+            pid = json.loads(WorkDir(work).heartbeat.read_text())["workers"]["infer-0"]
+            if pid not in killed:
+                break
+            if time.time() > deadline:
+                pytest.fail("hang guard: no new inference process in the heartbeat")
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 3, err
+    state = read_log_state(log)
+    assert state.done.status == "failed" and "inference process died twice" in state.done.reason
+    assert state.samples >= 5  # the committed prefix is kept
+    assert read_log_state(WorkDir(work).log_path(video_key("b_short.mp4"))).done.status == "ok"
+    assert shm_segments() == []
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="SIGINT to a process group")
 def test_ctrl_c_stops_cleanly_and_resumes(long_media, long_reference, tmp_path):
     work = tmp_path / "w"
@@ -335,14 +394,25 @@ def test_ctrl_c_stops_cleanly_and_resumes(long_media, long_reference, tmp_path):
 def test_stale_segments_of_dead_runs_are_removed(media_dir, tmp_path):
     from multiprocessing import shared_memory
 
-    # A segment named like a ring of a process that no longer exists.
-    shm = shared_memory.SharedMemory(name="facecut_999999_dead00", create=True, size=4096)
+    from engine.ring import _scope
+
+    # A segment named like a ring of a process of this PID namespace that no longer
+    # exists, and one of another namespace (a container sharing /dev/shm) whose pid
+    # means nothing here: only the first is removed.
+    shm = shared_memory.SharedMemory(name=f"facecut_{_scope()}_999999_dead00", create=True, size=4096)
     shm.close()
-    work = tmp_path / "w"
-    wd = WorkDir(work)
-    save_scan(wd, scan(media_dir, skip_pattern="^(?!basic)"))
-    assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
-    assert shm_segments() == []
+    other = shared_memory.SharedMemory(name="facecut_0other_999999_dead01", create=True, size=4096)
+    try:
+        work = tmp_path / "w"
+        wd = WorkDir(work)
+        save_scan(wd, scan(media_dir, skip_pattern="^(?!basic)"))
+        assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
+        assert shm_segments() == []
+        assert not Path(f"/dev/shm/{shm.name}").exists()
+        assert Path("/dev/shm/facecut_0other_999999_dead01").exists()
+    finally:
+        other.close()
+        other.unlink()
 
 
 def test_corrupt_packets_make_a_partial_video_not_a_lost_one(long_media, tmp_path):
@@ -360,3 +430,22 @@ def test_corrupt_packets_make_a_partial_video_not_a_lost_one(long_media, tmp_pat
     recs = records(tmp_path / "w", "broken.mp4")
     samples = [r for r in recs if isinstance(r, Sample)]
     assert samples and samples[-1].time > 3.0  # went on past the damage
+
+
+def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tmp_path, caplog):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(media_dir / "basic.mp4", src / "a.mp4")
+    wd = WorkDir(tmp_path / "w")
+    save_scan(wd, scan(src))
+    old = load_scan(wd).videos[0]
+    shutil.copy(media_dir / "vfr.mp4", src / "a.mp4")  # another video under the same name
+    os.utime(src / "a.mp4", ns=(old.mtime_ns + 10**9, old.mtime_ns + 10**9))
+    with caplog.at_level("WARNING"):
+        result = analyze(wd, AnalyzeConfig(**CFG))
+    assert result.exit_code == 0
+    assert "a.mp4: the file changed since the scan: probed again" in caplog.text
+    recs = records(tmp_path / "w", "a.mp4")
+    new = fingerprint(src / "a.mp4")
+    assert recs[0].fingerprint == new != old.fingerprint
+    assert recs[-1].duration == pytest.approx(load_truth(media_dir / "vfr.mp4").duration, abs=0.05)

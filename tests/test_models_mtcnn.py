@@ -161,6 +161,17 @@ def test_bad_frames_are_refused(model):
     assert model.detect([np.zeros((8, 8, 3), np.uint8)], [1.0]) == [[]]  # below 12 px
 
 
+def test_one_bad_frame_costs_only_itself(model, photos):
+    """The inference process isolates a frame the model raises on (engine.infer.detect_each)."""
+    from engine.infer import detect_each
+
+    good = photos["astronaut"]
+    out = detect_each(model, [good, np.zeros((10, 10), np.uint8), good], [1.0, 1.0, 1.0])
+    assert isinstance(out[1], ValueError)
+    assert len(out[0]) == len(out[2]) == 1
+    assert out[0] == model.detect([good], [1.0])[0]
+
+
 def test_directml_pads_second_stage_batches(photos):
     """DirectML prefers few shapes: R-Net/O-Net rows padded to a power of two, same result."""
     m = load_model("mtcnn", provider="cpu", min_face=MIN_FACE)
