@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,27 @@ def _default_exts():
     return DEFAULT_EXTENSIONS
 
 
+class OneLineNames(logging.Filter):
+    """Names stay on their log line: the text of a record whose message is one
+    line, and every string, path or exception argument, goes through
+    ``fsio.display_name`` (no newline, escape sequence or undecodable byte of a
+    file name reaches a log). A message written over several lines on purpose
+    (a worker's traceback) is left alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from engine.fsio import display_name
+
+        if isinstance(record.msg, str) and "\n" not in record.msg:
+            record.msg = display_name(record.msg)
+            if isinstance(record.args, tuple):
+                record.args = tuple(display_name(str(a)) if isinstance(a, str | os.PathLike | BaseException) else a
+                                    for a in record.args)
+        return True
+
+
+_ONE_LINE = OneLineNames()
+
+
 def handle_errors(fn):
     """Map facecut errors to exit codes; Ctrl-C to 130."""
 
@@ -77,6 +99,23 @@ def handle_errors(fn):
     return wrapper
 
 
+def writes_work(name: str):
+    """Hold WORK's lock (engine.worklock) while the command runs: one writer per
+    work folder; a second one exits 2 saying who holds it."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from engine.worklock import WorkLock
+
+            with WorkLock(Path(kwargs["work"]), f"facecut {name}"):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="facecut")
 @opt("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -90,6 +129,8 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for h in logging.getLogger().handlers:
+        h.addFilter(_ONE_LINE)
 
 
 # --------------------------------------------------------------------------- scan
@@ -98,10 +139,12 @@ def main(verbose: int) -> None:
 def _print_scan(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    from engine.dashboard import hms
+    from engine.dashboard import hms, shown
+    from engine.fsio import ignored_summary
 
-    table = Table(title=f"scan of {result.input_dir}", title_justify="left")
+    table = Table(title=shown(f"scan of {result.input_dir}"), title_justify="left")
     for col, kw in [
         ("file", {"no_wrap": True}),
         ("status", {}),
@@ -128,22 +171,24 @@ def _print_scan(result) -> None:
                 if n
             )
             table.add_row(
-                v.path, "[green]ok[/]", hms(v.duration), f"{w}x{h}", f"{v.fps:.3f}".rstrip("0").rstrip("."),
-                v.codec, notes,
+                shown(v.path), Text("ok", "green"), hms(v.duration), f"{w}x{h}",
+                f"{v.fps:.3f}".rstrip("0").rstrip("."), shown(v.codec), shown(notes),
             )
         elif v.status == "duplicate":
-            table.add_row(v.path, "[yellow]duplicate[/]", hms(v.duration), "", "", v.codec, v.reason)
+            table.add_row(shown(v.path), Text("duplicate", "yellow"), hms(v.duration), "", "", shown(v.codec),
+                          shown(v.reason))
         else:
-            table.add_row(v.path, "[red]failed[/]", "", "", "", "", v.reason)
+            table.add_row(shown(v.path), Text("failed", "red"), "", "", "", "", shown(v.reason))
     failed = sum(v.status == "failed" for v in result.videos)
     dups = sum(v.status == "duplicate" for v in result.videos)
     console = Console()
     console.print(table)
-    console.print(
+    ignored = ignored_summary(result.ignored)
+    console.print(shown(
         f"{len(result.videos)} files, {len(result.videos) - failed - dups} ok ({hours:.2f} h of video), "
         f"{failed} failed, " + (f"{dups} duplicate(s) not analysed again, " if dups else "")
-        + f"{len(result.skipped)} skipped by filter/pattern"
-    )
+        + f"{len(result.skipped)} skipped by filter/pattern" + (f", {ignored}" if ignored else "")
+    ))
 
 
 @main.command("scan")
@@ -152,6 +197,7 @@ def _print_scan(result) -> None:
 @scan_options
 @opt("--json", "as_json", is_flag=True, help="Print the scan as JSON instead of a table.")
 @handle_errors
+@writes_work("scan")
 def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pattern, as_json: bool) -> int:
     """Find and probe the videos in INPUT_DIR; write WORK/scan.json."""
     import msgspec
@@ -159,8 +205,10 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
     from engine.fsio import WorkDir
     from engine.scan import save_scan, scan
 
-    result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
-    save_scan(WorkDir(work), result)
+    wd = WorkDir(work)
+    result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
+                  exclude=[wd.root])
+    save_scan(wd, result)
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(result), indent=1).decode())
     else:
@@ -251,6 +299,7 @@ def _log_to_work(work: Path, command: str) -> None:
     logs = WorkDir(work).ensure().logs_dir
     handler = logging.FileHandler(logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log", encoding="utf-8")
     handler.setLevel(logging.INFO)
+    handler.addFilter(_ONE_LINE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
@@ -286,6 +335,7 @@ def _run_analysis(work, cfg, reporter) -> int:
 @analyze_options
 @progress_options
 @handle_errors
+@writes_work("analyze")
 def analyze(work: Path, no_dashboard: bool, json_progress: bool, **kw) -> int:
     """Decode each video once: shot cuts + batched face analysis into logs (resumable)."""
     cfg = _analyze_config(kw)
@@ -361,6 +411,7 @@ def track(work: Path, as_json: bool, **kw) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from engine.dashboard import shown
     from engine.fsio import WorkDir
     from engine.track import track_work
 
@@ -373,7 +424,7 @@ def track(work: Path, as_json: bool, **kw) -> int:
     for c in cols:
         t.add_column(c, no_wrap=c in ("video", "path"))
     for r in rows:
-        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
+        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else shown(str(v)) for v in r.values()])
     Console().print(t)
     return EXIT_OK
 
@@ -385,6 +436,7 @@ def track(work: Path, as_json: bool, **kw) -> int:
 @opt("--model-dir", type=_path(), default=None, help="Model folder, for --identity (buffalo_l).")
 @opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="Provider for --identity.")
 @handle_errors
+@writes_work("score")
 def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
     """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
     import time
@@ -412,14 +464,31 @@ def cut_options(f):
     return f
 
 
-def _print_cut(result) -> None:
+def _print_cut(result, streamed: dict[str, int] | None = None) -> None:
+    """One line per source saying what happened to its clips. ``streamed``: clips
+    `run` cut per source while the analysis was still running (the final pass
+    finds them there: not failures, not leftovers of an earlier run)."""
+    from engine.fsio import display_name
+
+    streamed = streamed or {}
     for sc in result.sources:
-        line = f"{sc.source}: {sc.status}, {sc.written} written, {sc.skipped} already there, {sc.failed} failed"
-        click.echo(line + (f" ({sc.reason})" if sc.reason else ""), err=True)
+        early = min(streamed.get(sc.source, 0), sc.skipped)
+        counts = [(sc.written, "written"), (early, "cut while analysing"),
+                  (sc.skipped - early, "already there"), (sc.failed, "failed")]
+        said = ", ".join(f"{n} {what}" for n, what in counts if n)
+        if sc.status == "skipped" and early in (0, sc.skipped):  # nothing to do: every clip is there
+            line = f"{_clips(sc.clips)}, " + ("cut while analysing" if early else "already there")
+        else:
+            line = ("" if sc.status == "skipped" else f"{sc.status}: ") + f"{_clips(sc.clips)}: {said or 'none'}"
+        click.echo(display_name(f"{sc.source}: {line}" + (f" ({sc.reason})" if sc.reason else "")), err=True)
         for note in sc.notes:
-            click.echo(f"  note: {note}", err=True)
+            click.echo(f"  note: {display_name(note)}", err=True)
         for cid, why in sc.failures.items():
-            click.echo(f"  clip {cid}: {why}", err=True)
+            click.echo(f"  clip {display_name(cid)}: {display_name(why)}", err=True)
+
+
+def _clips(n: int) -> str:
+    return f"{n} clip" + ("" if n == 1 else "s")
 
 
 @main.command()
@@ -427,8 +496,9 @@ def _print_cut(result) -> None:
 @opt("-o", "--out", type=_path(file_okay=False), default=None, help="Output folder [default: the one in plan.json].")
 @cut_options
 @handle_errors
+@writes_work("cut")
 def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_lead_in: float) -> int:
-    """Cut the planned clips by stream copy: OUT/<source stem>/<clip id>.mp4, one read per source."""
+    """Cut the planned clips by stream copy: OUT/<source folder>/<clip id>.mp4, one read per source."""
     from engine.cut import cut_plan
     from engine.errors import ConfigError
     from engine.fsio import WorkDir, read_json
@@ -450,6 +520,7 @@ def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_l
 @opt("-o", "--out", type=_path(file_okay=False), default=None,
      help="Folder the clips were cut to [default: the one recorded in plan.json].")
 @handle_errors
+@writes_work("report")
 def report(work: Path, out: Path | None) -> int:
     """Write the HTML report WORK/report/index.html (no second decode of the sources)."""
     from engine.fsio import WorkDir
@@ -523,38 +594,51 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
         accurate: bool, write_sidecar: bool, max_lead_in: float, no_dashboard: bool, json_progress: bool,
         dry_run: bool, cluster: str | None, **kw) -> int:
     """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
-    from rich.console import Console
-
-    from engine.dashboard import summary_table
     from engine.fsio import WorkDir
-    from engine.pipeline import run_batch
+    from engine.pipeline import scan_exclusions
+    from engine.worklock import WorkLock
 
     wd = WorkDir(work or Path(out) / "facecut-work")
     scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
     if dry_run:
-        return _dry_run(input_dir, wd, scan_opts)
+        return _dry_run(input_dir, wd, dict(scan_opts, exclude=scan_exclusions(input_dir, out, wd)))
     # Counts the user set (option or env); on a cluster the others come from each worker's own profile.
     pinned = [k for k in ("decoders", "infer_procs", "infer_threads", "batch", "ring_slots") if kw.get(k) is not None]
     acfg = _analyze_config(kw)
     scfg = _score_config(kw, min_face=acfg.min_face, model_dir=acfg.model_dir, provider=acfg.provider)
+    with WorkLock(wd.root, "facecut run"):
+        return _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_dashboard, json_progress,
+                           {"accurate": accurate, "sidecar": write_sidecar, "max_lead_in": max_lead_in})
+
+
+def _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_dashboard, json_progress,
+                cut_opts) -> int:
+    from rich.console import Console
+
+    from engine.dashboard import shown, summary_table
+    from engine.fsio import ignored_summary
+    from engine.pipeline import run_batch
+
     _log_to_work(wd.root, "run")
     reporter = _reporter(no_dashboard, json_progress)
     with reporter:
         result = run_batch(input_dir, out, wd, scan_opts=scan_opts, analyze_cfg=acfg, score_cfg=scfg,
-                           cut_opts={"accurate": accurate, "sidecar": write_sidecar, "max_lead_in": max_lead_in},
-                           on_stats=reporter,
+                           cut_opts=cut_opts, on_stats=reporter,
                            cluster=cluster, pinned=pinned)
     reporter.final(result.analysis.stats if result.analysis is not None else None)
-    _print_cut(result.cut)
+    _print_cut(result.cut, result.streamed)
     if reporter.mode != "json":
-        Console(stderr=True).print(summary_table(result.rows, title=f"facecut run: {result.elapsed:.1f}s"))
+        console = Console(stderr=True)
+        console.print(summary_table(result.rows, title=f"facecut run: {result.elapsed:.1f}s"))
+        if ignored_summary(result.scan.ignored):
+            console.print(shown(ignored_summary(result.scan.ignored)))
     click.echo(f"clips: {out}")
     click.echo(f"report: {result.report}")
     return result.exit_code
 
 
 def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
-    from engine.fsio import video_key
+    from engine.fsio import display_name, video_key
     from engine.scan import scan
 
     result = scan(input_dir, **scan_opts)
@@ -569,10 +653,12 @@ def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
         else:
             todo += 1
             hours += v.duration / 3600
-    click.echo(f"dry run: {todo} video(s) to analyse ({hours:.2f} h), {done} already done, "
-               f"{sum(v.status == 'failed' for v in result.videos)} unreadable, "
-               f"{len(result.skipped)} skipped by --filter-from/--skip-pattern"
-               + (f": {', '.join(result.skipped[:10])}{' ...' if len(result.skipped) > 10 else ''}" if result.skipped else ""))
+    click.echo(display_name(
+        f"dry run: {todo} video(s) to analyse ({hours:.2f} h), {done} already done, "
+        f"{sum(v.status == 'failed' for v in result.videos)} unreadable, "
+        f"{len(result.skipped)} skipped by --filter-from/--skip-pattern"
+        + (f": {', '.join(result.skipped[:10])}{' ...' if len(result.skipped) > 10 else ''}" if result.skipped else "")
+    ))
     return EXIT_OK
 
 

@@ -71,7 +71,7 @@ from engine.config import AnalyzeConfig, build
 from engine.coordinator import AnalyzeResult, Coordinator
 from engine.errors import ConfigError, EnvironmentProblem, FacecutError
 from engine.fsio import WorkDir, replace_with_retry, video_key, write_json
-from engine.records import VideoInfo
+from engine.records import VideoInfo, os_name
 from engine.stats import DecoderStats, RingStats, RunStats
 
 log = logging.getLogger(__name__)
@@ -199,15 +199,16 @@ def _see_work(work: str, token: str) -> tuple[Path, str | None]:
     return w, None
 
 
-def _see_inputs(input_dir: str, files: list[tuple[str, int]]) -> tuple[Path, str | None]:
+def _see_inputs(input_dir: str, files: list[tuple[str, int, str]]) -> tuple[Path, str | None]:
+    """``files``: (VideoInfo.path, size, VideoInfo.raw_path) of each input."""
     inp = local_path(input_dir)
     where = input_dir if str(inp) == input_dir else f"{input_dir} (here {inp})"
     if not inp.is_dir():
         return inp, f"cannot see the input folder {where}"
     bad = []
-    for rel, size in files:
+    for rel, size, raw in files:
         try:
-            got = (inp / rel).stat().st_size
+            got = (inp / os_name(rel, raw)).stat().st_size
         except OSError:
             got = None
         if got != size:
@@ -439,8 +440,9 @@ def _registered(holder: dict) -> bool:
 
 
 def analyze_video(work: str, input_dir: str, rel: str, size: int, cfg: AnalyzeConfig,
-                  pinned: list[str] | None, token: str, topic: str) -> dict:
-    """One Dask task: analyse ``rel`` with facecut's own engine on this worker.
+                  pinned: list[str] | None, token: str, topic: str, raw: str = "") -> dict:
+    """One Dask task: analyse ``rel`` with facecut's own engine on this worker
+    (``raw``: its ``VideoInfo.raw_path``, the real name when ``rel`` is not it).
 
     Paths are as the client sees them (mapped through ``FACECUT_PATH_MAP`` here).
     Returns a small summary; raises when the worker cannot do it (Dask retries).
@@ -456,7 +458,7 @@ def analyze_video(work: str, input_dir: str, rel: str, size: int, cfg: AnalyzeCo
     # of 11.5 s. Those children get glibc's defaults, as in a local run.
     os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
     wdir, why = _see_work(work, token)
-    inp, why_in = _see_inputs(input_dir, [(rel, size)])
+    inp, why_in = _see_inputs(input_dir, [(rel, size, raw)])
     if why or why_in:
         raise PathNotVisible(f"worker {worker.address} ({socket.gethostname()}) {why or why_in}")
     wd = _TaskWorkDir(wdir)
@@ -628,7 +630,7 @@ class _Batch:
 
     def preflight(self) -> None:
         write_json(self.probe, {"token": self.token, "host": socket.gethostname(), "time": time.time()})
-        files = [(v.info.path, v.info.size) for v in self.todo]
+        files = [(v.info.path, v.info.size, v.info.raw_path) for v in self.todo]
         try:
             got = self.client.run(check_worker, str(self.wd.root), self.input_dir, self.token, files, self.cfg,
                                   self.pinned, on_error="return")
@@ -661,7 +663,8 @@ class _Batch:
             for i, vr in enumerate(self.todo):
                 fut = self.client.submit(
                     analyze_video, str(self.wd.root), self.input_dir, vr.info.path, vr.info.size, self.cfg,
-                    self.pinned, self.token, self.topic, key=f"facecut-analyze-{vr.key}-{self.token[:8]}",
+                    self.pinned, self.token, self.topic, vr.info.raw_path,
+                    key=f"facecut-analyze-{vr.key}-{self.token[:8]}",
                     retries=1, pure=False, priority=len(self.todo) - i,
                 )
                 self.by_key[fut.key] = vr

@@ -1,7 +1,8 @@
 """Stage 7, cut: write every planned clip, reading each source once.
 
 ``cut_plan`` reads ``WORK/plan.json`` and writes each clip to
-``OUT/<source stem>/<clip id>.mp4``:
+``OUT/<source folder>/<clip id>.mp4`` (``fsio.output_folder``: the source's
+stem made safe plus a hash of its relative path; nothing is written outside OUT):
 
 * **Stream copy** (default): one demux pass per source; every packet goes to
   every clip whose span covers it (one output container per open clip, opened
@@ -48,12 +49,18 @@ import msgspec
 
 from engine.errors import ConfigError
 from engine.fsio import (
+    OUT_MARKER,
+    UnsafePath,
     WorkDir,
     atomic_write_bytes,
     fingerprint,
+    inside,
+    mark_folder,
+    output_folder,
     read_json,
     replace_with_retry,
     temp_name,
+    text_name,
     write_json,
 )
 from engine.media import open_input, refusal_reason
@@ -145,7 +152,7 @@ Progress = Callable[[CutProgress], None]
 
 def clip_relpath(clip: Clip, container: str = "mp4") -> str:
     """Path of a clip relative to the output folder (POSIX separators)."""
-    return f"{Path(clip.source).stem}/{clip.id}.{container}"
+    return f"{output_folder(clip.source)}/{clip.id}.{container}"
 
 
 def _tag(clip: Clip, mode: str, cut_start: float) -> str:
@@ -1215,7 +1222,7 @@ def _reason(ex: Exception) -> str:
 
 
 def _write_sidecar(out_dir: Path, clip: Clip) -> None:
-    path = (out_dir / clip.file).with_suffix(".json")
+    path = inside(out_dir, clip.file).with_suffix(".json")
     atomic_write_bytes(path, msgspec.json.format(msgspec.json.encode(clip), indent=1))
 
 
@@ -1272,6 +1279,7 @@ def cut_plan(
     out_dir = Path(out_dir).expanduser().resolve()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        mark_folder(out_dir, OUT_MARKER)
     except OSError as ex:
         raise ConfigError(f"cannot create the output folder {out_dir}: {ex.strerror or ex}") from ex
     input_dir = Path(plan.input_dir)
@@ -1315,7 +1323,14 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     t_begin = time.perf_counter()
     rel = plan.clips[idxs[0]].source
     sc = SourceCut(source=rel, clips=len(idxs))
-    folder = out_dir / Path(rel).stem
+    try:  # every file of this source goes into its folder, strictly inside OUT
+        folder = inside(out_dir, output_folder(rel))
+        for i in idxs:
+            inside(folder, f"{plan.clips[i].id}.mp4")
+    except UnsafePath as ex:
+        sc.status, sc.reason, sc.failed = "failed", str(ex), len(idxs)
+        sc.failures = {plan.clips[i].id: str(ex) for i in idxs}
+        return sc, False
     clean_temp_files(folder)
     touched = False
     todo: list[int] = []
@@ -1356,7 +1371,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     t0 = 0.0
     retry: list[_Span] = []
     try:
-        container = _check_and_open(input_dir / rel, sp)
+        container = _check_and_open(_source_path(input_dir, rel, sp), sp)
         sc.opens += 1
         try:
             video = _main_video(container)
@@ -1397,7 +1412,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
             whole = retry is spans
             spans = [s for s in spans if s not in retry] + again
             retry = spans if whole else retry
-            container = _check_and_open(input_dir / rel, sp)
+            container = _check_and_open(_source_path(input_dir, rel, sp), sp)
             sc.opens += 1
             try:
                 tick.done_base += len(spans) - len(again)
@@ -1453,9 +1468,14 @@ def _encode_reason(reason: str) -> str:
     return reason
 
 
+def _source_path(input_dir: Path, rel: str, sp: SourcePlan | None) -> Path:
+    """The source file: its real name (``SourcePlan.raw_path``) when the plan has it."""
+    return sp.fs_path(input_dir) if sp is not None else input_dir / rel
+
+
 def _check_and_open(path: Path, sp: SourcePlan | None):
     if not path.is_file():
-        raise _SourceFailed(f"source not found: {path}")
+        raise _SourceFailed(f"source not found: {text_name(str(path))}")
     if sp is not None and sp.fingerprint:
         try:
             if fingerprint(path) != sp.fingerprint:

@@ -4,6 +4,9 @@ elsewhere, JSON lines for scripts, and the summary table at the end.
 
 The dashboard only reads snapshots the coordinator publishes; it never drives
 the engine, and workers never render.
+
+Anything user-derived (file names, reasons that quote them) reaches rich only as
+``Text`` made by ``shown``: never parsed as markup or emoji codes, one line.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from engine.fsio import display_name
 from engine.stats import RunStats
 
 
@@ -33,6 +37,12 @@ def hms(seconds: float | None) -> str:
 
 def _short(path: str, width: int = 38) -> str:
     return path if len(path) <= width else "…" + path[-(width - 1):]
+
+
+def shown(text: str, style: str = "") -> Text:
+    """User-derived text for a rich table or panel: literal (no markup, no emoji
+    codes) and on one line (``fsio.display_name``)."""
+    return Text(display_name(text), style=style)
 
 
 def render(snap: RunStats) -> Group:
@@ -58,7 +68,7 @@ def render(snap: RunStats) -> Group:
         dec.add_column(col, justify=just, no_wrap=True)
     for d in snap.decoders:
         pos = f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle"
-        dec.add_row(d.name, _short(d.video) if d.video else "-", pos, f"{d.decode_fps:.0f}",
+        dec.add_row(d.name, shown(_short(d.video)) if d.video else "-", pos, f"{d.decode_fps:.0f}",
                     f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s")
 
     inf = Table(title="inference", title_justify="left", expand=True, box=None, padding=(0, 1))
@@ -88,11 +98,11 @@ def render(snap: RunStats) -> Group:
     if snap.clips_cut is not None:
         later.append(f"clips cut {snap.clips_cut}/{snap.clips_total or 0}")
     if snap.report:
-        later.append(f"report {snap.report}")
+        later.append(f"report {display_name(snap.report)}")
     if later:
         parts.append(Text("   ".join(later)))
     if snap.warnings:
-        w = Text("\n".join(_short(x, 110) for x in snap.warnings[-4:]), style="yellow")
+        w = Text("\n".join(_short(display_name(x), 110) for x in snap.warnings[-4:]), style="yellow")
         parts.append(Panel(w, title="warnings", title_align="left", border_style="yellow"))
     return Group(*parts)
 
@@ -181,9 +191,9 @@ def summary_table(rows: list[dict], title: str = "summary") -> Table:
     tot_d = tot_c = tot_s = 0.0
     for r in rows:
         st = r.get("status", "")
-        t.add_row(r["source"], f"[{colour.get(st, '')}]{st}[/]" if colour.get(st) else st,
+        t.add_row(shown(r["source"]), Text(st, colour.get(st, "")),
                   hms(r.get("duration", 0.0)), str(r.get("clips", 0)), hms(r.get("clip_seconds", 0.0)),
-                  r.get("reason", ""))
+                  shown(r.get("reason", "")))
         tot_d += r.get("duration", 0.0)
         tot_c += r.get("clips", 0)
         tot_s += r.get("clip_seconds", 0.0)

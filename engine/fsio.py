@@ -13,10 +13,12 @@ import re
 import time
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import msgspec
+
+from engine.errors import ConfigError
 
 MIB = 1 << 20
 _CLIP_NS = uuid.UUID("6f1c1a52-9a49-4b0e-9c31-5f0e7c1d2b8a")  # facecut clip-id namespace
@@ -95,20 +97,122 @@ def fingerprint(path: Path, size: int | None = None) -> str:
     return f"{size:x}-{h.hexdigest()}"
 
 
+# --------------------------------------------------------------------------- names
+#
+# Input file names are user data. They become folder names (clips, work files)
+# only through ``safe_name``, and reach a terminal or a log only through
+# ``display_name``.
+
+_SURROGATES = re.compile(r"[\ud800-\udfff]")  # undecodable bytes (surrogateescape), lone UTF-16 halves
+# Windows forbids these in names; control characters are refused or mangled by
+# filesystems and terminals alike (C0, DEL, C1).
+_NOT_IN_NAMES = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f-\x9f]')
+# What a terminal or log line must not receive from a name: control characters,
+# Unicode line separators and bidirectional overrides (text that reads backwards).
+_NOT_SHOWN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in [*"123456789", "\u00b9", "\u00b2", "\u00b3"]]
+)  # Windows device names: reserved with any extension, in any case
+_MAX_NAME_BYTES = 200  # UTF-8 bytes of one name (255 is the usual limit; room for temp-name affixes)
+
+
+def text_name(name: str) -> str:
+    """``name`` as valid Unicode text: undecodable parts become U+FFFD."""
+    return _SURROGATES.sub("\ufffd", name)
+
+
+def display_name(text: str) -> str:
+    """A name (or a line holding one) as it may be shown in a terminal or a log
+    line: valid text, one line, no control characters (each becomes U+FFFD).
+    Markup is not escaped here: hand the result to rich as ``Text``."""
+    return _NOT_SHOWN.sub("\ufffd", text_name(text))
+
+
+def safe_name(text: str, max_len: int = 80) -> str:
+    """The one rule for turning user-derived text into a single file or folder
+    name that is valid and harmless on Windows, macOS and Linux.
+
+    Characters Windows forbids (``<>:"/\\|?*``) and control characters become
+    ``_``; leading and trailing dots and spaces go (no ``.``/``..``, no hidden
+    name, nothing Windows would strip); a leading ``-`` becomes ``_`` (never read
+    as an option); a Windows device name (CON, PRN, AUX, NUL, COM1-9, LPT1-9,
+    also with an extension) gets a ``_`` in front; at most ``max_len``
+    characters and 200 UTF-8 bytes. Never empty: ``_`` is left when nothing is.
+    """
+    name = _NOT_IN_NAMES.sub("_", text_name(text))
+    name = name[:max_len]
+    while len(name.encode("utf-8")) > _MAX_NAME_BYTES:
+        name = name[:-1]
+    name = name.strip(". ")
+    if name.startswith("-"):
+        name = "_" + name[1:]
+    if name.split(".", 1)[0].rstrip(" ").upper() in _RESERVED:
+        name = "_" + name[: max_len - 1].rstrip(". ")
+    return name or "_"
+
+
+def _path_digest(rel_path: str) -> str:
+    return hashlib.blake2b(rel_path.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+
+
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def video_key(rel_path: str) -> str:
     """Stable, filesystem-safe key of an input (relative POSIX path): readable stem
     plus a short hash of the whole relative path, so ``a/x.mp4`` and ``b/x.mp4`` differ."""
-    stem = _SLUG.sub("_", Path(rel_path).stem).strip("._")[:40] or "video"
-    digest = hashlib.blake2b(rel_path.encode("utf-8"), digest_size=4).hexdigest()
-    return f"{stem}-{digest}"
+    stem = _SLUG.sub("_", PurePosixPath(rel_path).stem).strip("._")[:40] or "video"
+    return safe_name(f"{stem}-{_path_digest(rel_path)}")
+
+
+def output_folder(rel_path: str) -> str:
+    """Name of the folder (directly in OUT) that holds a source's clips: its
+    stem, made safe, plus a short hash of the whole relative path, so
+    ``a/x.mp4`` and ``b/x.mp4`` (or ``...mp4``) never share or escape a folder."""
+    return f"{safe_name(PurePosixPath(rel_path).stem, 70)}-{_path_digest(rel_path)}"
+
+
+class UnsafePath(ConfigError):
+    """A path facecut was about to write lies outside the folder it belongs in."""
+
+
+def inside(root: Path, rel: str | Path) -> Path:
+    """``root / rel``, refused (UnsafePath) unless it lies strictly inside
+    ``root`` once links and ``..`` are resolved. The path returned is not resolved."""
+    path = Path(root) / rel
+    base = Path(root).resolve()
+    real = path.resolve()
+    if real == base or not real.is_relative_to(base):
+        raise UnsafePath(f"refusing to write {display_name(str(real))}: not inside {display_name(str(base))}")
+    return path
+
+
+def ignored_summary(ignored: dict[str, int]) -> str:
+    """"3 other files ignored (.m4a ×1, .txt ×2)", or "" when none were."""
+    n = sum(ignored.values())
+    if not n:
+        return ""
+    parts = ", ".join(f"{display_name(ext) or '(no extension)'} \u00d7{k}" for ext, k in sorted(ignored.items()))
+    return f"{n} other file{'s' if n != 1 else ''} ignored ({parts})"
 
 
 def clip_id(fingerprint_: str, start: float, end: float) -> str:
     """Deterministic UUID of a clip: same source content and span -> same id."""
     return str(uuid.uuid5(_CLIP_NS, f"{fingerprint_}:{start:.3f}:{end:.3f}"))
+
+
+# Marker files of the folders facecut writes: a scan never walks into a folder
+# holding one (an output or work folder inside the input folder).
+WORK_MARKER = ".facecut-work"
+OUT_MARKER = ".facecut-output"
+MARKERS = (WORK_MARKER, OUT_MARKER)
+
+
+def mark_folder(folder: Path, marker: str) -> None:
+    path = Path(folder) / marker
+    if not path.exists():
+        atomic_write_text(path, "written by facecut: scans of an input folder skip this folder\n")
 
 
 class WorkDir:
@@ -122,6 +226,7 @@ class WorkDir:
         WORK/report/index.html     HTML report
         WORK/logs/                 text logs of runs
         WORK/heartbeat.json        pid + time of a live run
+        WORK/.facecut-work         marker: a scan never walks into this folder
     """
 
     def __init__(self, root: Path) -> None:
@@ -130,6 +235,7 @@ class WorkDir:
     def ensure(self) -> "WorkDir":
         for d in (self.root, self.analysis_dir, self.logs_dir):
             d.mkdir(parents=True, exist_ok=True)
+        mark_folder(self.root, WORK_MARKER)
         return self
 
     @property

@@ -20,7 +20,7 @@ from typing import Callable
 import msgspec
 
 from engine.config import AnalyzeConfig, ScoreConfig
-from engine.errors import EXIT_OK, EXIT_SOME_FAILED
+from engine.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
 from engine.fsio import WorkDir, video_key
 from engine.records import Plan, ScanResult
 from engine.stats import RunStats
@@ -37,6 +37,7 @@ class RunResult:
     report: Path | None = None
     elapsed: float = 0.0
     rows: list[dict] = field(default_factory=list)  # per-source summary
+    streamed: dict[str, int] = field(default_factory=dict)  # source -> clips cut while the analysis ran
 
     @property
     def exit_code(self) -> int:
@@ -55,6 +56,7 @@ class _Streamer:
         self.input_dir = input_dir
         self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
         self.counters = counters
+        self.written: dict[str, int] = {}  # source -> clips this thread cut
         self.q: queue.Queue = queue.Queue()
         self.errors: list[str] = []
         self.scored: dict[str, tuple] = {}
@@ -96,8 +98,22 @@ class _Streamer:
         plan = Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips)
         write_plan(self.work, plan)
         result = cut_plan(self.work, self.out, **self.cut_opts)
+        for sc in result.sources:
+            if sc.written:
+                self.written[sc.source] = self.written.get(sc.source, 0) + sc.written
         self.counters["clips_cut"] = result.written + result.skipped
         self.counters["clips_total"] = len(clips)
+
+
+def scan_exclusions(input_dir: Path, out_dir: Path, work: WorkDir) -> tuple[Path, Path]:
+    """The folders a scan of ``input_dir`` must not walk into (OUT and WORK may lie
+    inside it: their files are never inputs). OUT cannot be the input folder itself."""
+    out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir == Path(input_dir).expanduser().resolve():
+        raise ConfigError(f"the output folder is the input folder ({out_dir}): clips would be written among "
+                          "the videos and taken as inputs by the next run; give -o another folder "
+                          "(a sub-folder is fine)")
+    return out_dir, work.root
 
 
 def run_batch(
@@ -122,11 +138,12 @@ def run_batch(
 
     t0 = time.perf_counter()
     stage = on_stage or (lambda s: None)
+    exclude = scan_exclusions(input_dir, out_dir, work)
     work.ensure()
     out_dir = Path(out_dir).expanduser().resolve()
 
     stage("scan")
-    result = RunResult(scan=scan(input_dir, **scan_opts))
+    result = RunResult(scan=scan(input_dir, **scan_opts, exclude=exclude))
     save_scan(work, result.scan)
 
     identity = None
@@ -157,6 +174,7 @@ def run_batch(
             result.analysis = analyze(work, analyze_cfg, on_stats=stats, on_video_done=streamer.video_done)
     finally:
         streamer.close()
+        result.streamed = streamer.written
 
     stage("score")
     plan = plan_from_work(work, score_cfg, identity=identity)
@@ -175,16 +193,25 @@ def run_batch(
     # A video whose cluster task failed twice stays pending on disk (the next run retries it):
     # report it failed with its reason for this run.
     lost = {v.info.path: v.reason for v in result.analysis.videos if v.status == "failed"}
+    # One row per scanned file, in scan order: a file that failed the scan is also
+    # a (failed) source of the plan; its plan row says it once.
+    planned = {sp.path: sp for sp in result.plan.sources}
     for v in result.scan.videos:
-        if v.status in ("failed", "duplicate"):
+        if v.path in planned:
+            result.rows.append(_plan_row(planned.pop(v.path), clips_by_source, lost, cut_failures))
+        elif v.status in ("failed", "duplicate"):
             result.rows.append({"source": v.path, "status": v.status, "duration": 0.0, "reason": v.reason})
-    for sp in result.plan.sources:
-        clips = clips_by_source.get(sp.path, [])
-        row = {"source": sp.path, "status": sp.status, "duration": sp.duration, "clips": len(clips),
-               "clip_seconds": sum(c.end - c.start for c in clips), "reason": sp.reason}
-        if sp.status == "pending" and sp.path in lost:
-            row["status"], row["reason"] = "failed", lost[sp.path]
-        if sp.path in cut_failures:
-            row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"cut: {cut_failures[sp.path].reason}"
-        result.rows.append(row)
+    result.rows += [_plan_row(sp, clips_by_source, lost, cut_failures) for sp in planned.values()]
     return result
+
+
+def _plan_row(sp, clips_by_source: dict, lost: dict, cut_failures: dict) -> dict:
+    """The summary row of one planned source."""
+    clips = clips_by_source.get(sp.path, [])
+    row = {"source": sp.path, "status": sp.status, "duration": sp.duration, "clips": len(clips),
+           "clip_seconds": sum(c.end - c.start for c in clips), "reason": sp.reason}
+    if sp.status == "pending" and sp.path in lost:
+        row["status"], row["reason"] = "failed", lost[sp.path]
+    if sp.path in cut_failures:
+        row["reason"] = (row["reason"] + "; " if row["reason"] else "") + f"cut: {cut_failures[sp.path].reason}"
+    return row

@@ -14,6 +14,8 @@ Bump ``SCHEMA`` only for a change old readers must refuse.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from msgspec import Struct
@@ -21,6 +23,26 @@ from msgspec import Struct
 SCHEMA = 1
 
 # --------------------------------------------------------------------------- scan
+#
+# File names are bytes on Linux and may not be valid UTF-8 (Python hands them
+# over with surrogate escapes, which JSON cannot hold). A record's ``path`` is
+# always valid text (undecodable parts shown as U+FFFD, made unique by the scan);
+# ``raw_path`` keeps the real name for opening the file, only when it differs.
+
+
+def raw_name(rel: str) -> str:
+    """``raw_path`` of a relative path as the OS gave it: "" when it is valid
+    text, else its bytes (``os.fsencode``) in hex."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(rel).hex()
+    return ""
+
+
+def os_name(path: str, raw: str) -> str:
+    """The name to open: ``raw`` decoded back (``os.fsdecode``), else ``path``."""
+    return os.fsdecode(bytes.fromhex(raw)) if raw else path
 
 
 class AudioInfo(Struct, frozen=True, kw_only=True):
@@ -58,6 +80,11 @@ class VideoInfo(Struct, frozen=True, kw_only=True):
     vfr: bool = False  # variable frame rate (irregular timestamps)
     audio: tuple[AudioInfo, ...] = ()
     duplicate_of: str = ""  # path of the first file with the same content
+    raw_path: str = ""  # the real name when ``path`` is not it (see raw_name); "" otherwise
+
+    def fs_path(self, input_dir: str | Path) -> Path:
+        """The file itself: ``input_dir`` joined with the real relative name."""
+        return Path(input_dir) / os_name(self.path, self.raw_path)
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -76,6 +103,7 @@ class ScanResult(Struct, kw_only=True):
     skip_pattern: str | None = None
     videos: list[VideoInfo] = []
     skipped: list[str] = []  # relative paths left out by filter/pattern
+    ignored: dict[str, int] = {}  # files the walk left out by extension: extension ("" none) -> count
 
 
 # --------------------------------------------------------------------------- analysis
@@ -281,6 +309,11 @@ class SourcePlan(Struct, kw_only=True):
     t0: float = 0.0  # stream time of the first frame, seconds
     shots: list[Shot] = []
     tracks: list[TrackSummary] = []
+    raw_path: str = ""  # the real name when ``path`` is not it (VideoInfo.raw_path)
+
+    def fs_path(self, input_dir: str | Path) -> Path:
+        """The source file itself (see VideoInfo.fs_path)."""
+        return Path(input_dir) / os_name(self.path, self.raw_path)
 
 
 class Plan(Struct, kw_only=True):

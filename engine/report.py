@@ -31,7 +31,7 @@ from urllib.parse import quote
 import msgspec
 
 from engine.errors import ConfigError
-from engine.fsio import WorkDir, atomic_write_text, read_json, replace_with_retry, temp_name
+from engine.fsio import WorkDir, atomic_write_text, ignored_summary, read_json, replace_with_retry, temp_name
 from engine.records import Clip, Plan, ScanResult, SourcePlan
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,9 @@ def render(
         + "".join(f'<div class="kpi">{e(k)}<b>{e(v)}</b></div>' for k, v in kpis)
         + "</div>",
     ]
+    ignored = ignored_summary(scan.ignored) if scan else ""
+    if ignored:  # files in the input folder that are not videos by their extension
+        out.append(f'<div class="meta" id="ignored">{e(ignored)}</div>')
     if rejected:
         out.append(
             "<table><tr><th>rejected because</th><th>tracks</th></tr>"

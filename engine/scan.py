@@ -7,19 +7,20 @@ A broken input never stops the scan: it becomes a ``VideoInfo`` with
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from fractions import Fraction
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import av
 import av.logging
 import msgspec
 
 from engine.errors import ConfigError
-from engine.fsio import WorkDir, fingerprint, read_json, write_json
+from engine.fsio import MARKERS, WorkDir, fingerprint, read_json, text_name, write_json
 from engine.media import open_input, refusal_reason
-from engine.records import AudioInfo, ScanResult, VideoInfo
+from engine.records import AudioInfo, ScanResult, VideoInfo, raw_name
 from engine.timeline import frame_rate, start_seconds, time_base
 
 log = logging.getLogger(__name__)
@@ -51,27 +52,53 @@ def walk(
     extensions=DEFAULT_EXTENSIONS,
     filter_from: str | None = None,
     skip_pattern: str | None = None,
+    exclude=(),
 ) -> tuple[list[str], list[str]]:
-    """Video files under ``input_dir`` (recursive), as sorted relative POSIX paths.
+    """Video files under ``input_dir`` (recursive), as sorted relative POSIX paths
+    (names as the OS gives them: possibly with surrogate escapes).
 
     ``filter_from``: start at this file in sorted order (matched against the
     relative path or the bare file name), like resuming a hand-made batch.
     ``skip_pattern``: a regular expression searched in the relative path.
+    ``exclude``: folders not to walk into (the output and work folders); folders
+    holding a facecut marker (``fsio.MARKERS``) are never walked into either.
     Returns ``(selected, skipped)``.
     """
+    found, _ = _find(input_dir, extensions, exclude)
+    return _select(input_dir, found, filter_from, skip_pattern)
+
+
+def _find(input_dir: Path, extensions, exclude) -> tuple[list[str], dict[str, int]]:
+    """(sorted relative paths of the files with a video extension, count of the
+    other files by extension: "" for none)."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise ConfigError(f"input folder not found or not a folder: {input_dir}")
     exts = set(normalise_extensions(extensions))
+    skip = {Path(p).expanduser().resolve() for p in exclude}
+    found: list[str] = []
+    ignored: dict[str, int] = {}
+    for top, dirs, files in os.walk(input_dir):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if (here / d).resolve() not in skip
+                   and not any((here / d / m).exists() for m in MARKERS)]
+        rel = here.relative_to(input_dir).parts
+        for name in files:
+            ext = PurePosixPath(name).suffix.lower()
+            if ext in exts:
+                found.append("/".join((*rel, name)))
+            else:
+                ext = text_name(ext)
+                ignored[ext] = ignored.get(ext, 0) + 1
+    return sorted(found), ignored
+
+
+def _select(input_dir: Path, found: list[str], filter_from: str | None,
+            skip_pattern: str | None) -> tuple[list[str], list[str]]:
     try:
         pattern = re.compile(skip_pattern) if skip_pattern else None
     except re.error as ex:
         raise ConfigError(f"--skip-pattern is not a valid regular expression: {ex}") from ex
-    found = sorted(
-        p.relative_to(input_dir).as_posix()
-        for p in input_dir.rglob("*")
-        if p.suffix.lower() in exts and (p.is_file() or p.is_symlink())
-    )
     selected, skipped = [], []
     started = filter_from is None
     for rel in found:
@@ -84,6 +111,29 @@ def walk(
     if filter_from is not None and not started:
         raise ConfigError(f"--filter-from {filter_from!r} matches no video under {input_dir}")
     return selected, skipped
+
+
+def _identities(rels: list[str]) -> dict[str, tuple[str, str]]:
+    """Relative path as the OS gave it -> (``VideoInfo.path``, ``raw_path``).
+
+    A name that is not valid text is shown with U+FFFD; two such names that
+    read the same (or one that reads like a real name) get " (2)", " (3)"...
+    before the extension, so paths and video keys stay unique."""
+    out = {rel: (rel, "") for rel in rels if not raw_name(rel)}
+    taken = set(out)
+    for rel in rels:
+        raw = raw_name(rel)
+        if not raw:
+            continue
+        text = candidate = text_name(rel)
+        n = 1
+        while candidate in taken:
+            n += 1
+            p = PurePosixPath(text)
+            candidate = str(p.with_name(f"{p.stem} ({n}){p.suffix}"))
+        taken.add(candidate)
+        out[rel] = (candidate, raw)
+    return out
 
 
 def _ffmpeg_line(ex: Exception) -> str:
@@ -257,18 +307,26 @@ def scan(
     extensions=DEFAULT_EXTENSIONS,
     filter_from: str | None = None,
     skip_pattern: str | None = None,
+    exclude=(),
     progress=None,
 ) -> ScanResult:
-    """Walk and probe. ``progress(rel, info)`` is called after each file."""
+    """Walk and probe. ``progress(path, info)`` is called after each file.
+    ``exclude``: folders not to walk into (see ``walk``)."""
     input_dir = Path(input_dir).expanduser().resolve()
+    if raw_name(str(input_dir)):
+        raise ConfigError(f"the input folder's path is not valid text ({text_name(str(input_dir))}): "
+                          "rename that folder (the files in it may have any name)")
     exts = normalise_extensions(extensions)
-    selected, skipped = walk(
-        input_dir, extensions=exts, filter_from=filter_from, skip_pattern=skip_pattern
-    )
+    found, ignored = _find(input_dir, exts, exclude)
+    selected, skipped = _select(input_dir, found, filter_from, skip_pattern)
+    names = _identities(selected)
     videos = []
     first: dict[tuple[int, str], str] = {}  # (size, fingerprint) -> first path with that content
-    for rel in selected:
-        info = probe(input_dir / rel, rel)
+    for real in selected:
+        rel, raw = names[real]
+        info = probe(input_dir / real, rel)
+        if raw:
+            info = msgspec.structs.replace(info, raw_path=raw)
         if info.status == "failed":
             log.warning("%s: %s", rel, info.reason)
         elif info.fingerprint:
@@ -287,7 +345,8 @@ def scan(
         filter_from=filter_from,
         skip_pattern=skip_pattern,
         videos=videos,
-        skipped=skipped,
+        skipped=[text_name(rel) for rel in skipped],
+        ignored=ignored,
     )
 
 

@@ -141,7 +141,7 @@ def render_status(st: BatchStatus):
     from rich.table import Table
     from rich.text import Text
 
-    from engine.dashboard import hms
+    from engine.dashboard import hms, shown
 
     if st.alive:
         head = Text.assemble(("running", "bold green"), f" (pid {st.pid} on {st.host}, {st.stage},"
@@ -149,7 +149,7 @@ def render_status(st: BatchStatus):
     else:
         head = Text.assemble(("not running", "bold"),
                              f" ({'finished' if st.pending == 0 else f'{st.pending} video(s) left'})")
-    t = Table(title=f"facecut status: {st.work}", title_justify="left")
+    t = Table(title=shown(f"facecut status: {st.work}"), title_justify="left")
     for col, just in [("video", "left"), ("status", "left"), ("analysed", "right"), ("samples", "right"),
                       ("reason", "left")]:
         t.add_column(col, justify=just, no_wrap=col != "reason", overflow="fold")
@@ -157,8 +157,8 @@ def render_status(st: BatchStatus):
               "interrupted": "magenta"}
     for v in st.videos:
         c = colour.get(v.status)
-        t.add_row(v.path, f"[{c}]{v.status}[/]" if c else v.status,
-                  f"{hms(v.analysed)}/{hms(v.duration)}", str(v.samples), v.reason)
+        t.add_row(shown(v.path), Text(v.status, c or ""),
+                  f"{hms(v.analysed)}/{hms(v.duration)}", str(v.samples), shown(v.reason))
     lines = [
         f"videos: {st.done} ok, {st.partial} partial, {st.failed} failed, {st.pending} left of {st.total}"
         f"   video analysed {st.video_seconds_done / 3600:.2f}/{st.video_seconds_total / 3600:.2f} h",

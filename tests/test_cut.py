@@ -20,7 +20,7 @@ import pytest
 from engine import cut as cutmod
 from engine.cut import cut_plan, read_clip_tag
 from engine.errors import ConfigError
-from engine.fsio import WorkDir, clip_id, fingerprint, read_json, video_key, write_json
+from engine.fsio import WorkDir, clip_id, fingerprint, output_folder, read_json, video_key, write_json
 from engine.records import Clip, ClipStats, Plan, SourcePlan
 from tools.make_media import Shot, load_truth, make_video
 
@@ -30,6 +30,8 @@ FRAME = 1 / FPS
 
 # basic.mp4: shots of 3, 2, 3, 2, 3 s -> hard cuts at 3, 5, 8, 10 s; keyframes every 2 s and on cuts.
 BASIC_SPANS = [(0.0, 2.5), (0.52, 1.2), (3.0, 4.9), (3.4, 4.0), (5.0, 7.96), (6.3, 7.1), (8.2, 9.0), (10.5, 12.96)]
+
+BASIC = output_folder("basic.mp4")  # the folder of basic.mp4's clips in OUT
 
 
 # --------------------------------------------------------------------------- helpers
@@ -186,7 +188,7 @@ def test_many_clips_from_one_source_open_it_once(basic_cut):
     assert result.ok and result.written == len(BASIC_SPANS) and result.failed == 0
     assert result.opens == 1 and result.sources[0].opens == 1
     assert len(opened) == 1  # counted independently of the result
-    assert result.bytes == sum(p.stat().st_size for p in (out / "basic").glob("*.mp4"))
+    assert result.bytes == sum(p.stat().st_size for p in (out / BASIC).glob("*.mp4"))
 
 
 def test_copied_clips_decode_last_their_cut_and_keep_audio(basic_cut, media_dir):
@@ -195,7 +197,7 @@ def test_copied_clips_decode_last_their_cut_and_keep_audio(basic_cut, media_dir)
     truth = load_truth(media_dir / "basic.mp4")
     assert plan.params["cut"] == {"out_dir": str(out), "accurate": False, "max_lead_in": 2.0}
     for clip in plan.clips:
-        assert clip.file == f"basic/{clip.id}.mp4"
+        assert clip.file == f"{BASIC}/{clip.id}.mp4"
         info = check_clip(out, clip, FRAME, audio=True, src_end=truth.duration)
         assert len(info["times"]) == pytest.approx((clip.cut_end - clip.cut_start) * FPS, abs=1)
         with open(out / clip.file, "rb") as f:
@@ -304,7 +306,7 @@ def test_mkv_and_vfr_sources(media_dir, tmp_path):
     vfr_frame = 2 * FRAME  # make_media's VFR runs go down to half rate
     for clip in load_plan(wd).clips:
         truth = load_truth(media_dir / clip.source)
-        assert clip.file.startswith(Path(clip.source).stem + "/")
+        assert clip.file.startswith(output_folder(clip.source) + "/")
         check_clip(out, clip, vfr_frame if truth.vfr else FRAME, audio=True, src_end=truth.duration)
 
 
@@ -411,7 +413,7 @@ def test_switching_mode_recuts_and_replaces(media_dir, tmp_path):
     assert acc.written == 1 and acc.skipped == 0
     assert load_plan(wd).clips[0].lead_in == pytest.approx(0.0, abs=1e-3)
     assert cut_plan(wd, out, accurate=True).skipped == 1
-    assert len(list((out / "basic").glob("*.mp4"))) == 1
+    assert len(list((out / BASIC).glob("*.mp4"))) == 1
 
 
 # --------------------------------------------------------------------------- failures
@@ -486,10 +488,10 @@ def test_temp_leftovers_of_dead_runs_are_removed(media_dir, tmp_path):
     plan = make_plan(media_dir, {"basic.mp4": [(3.0, 4.0)]})
     wd = new_work(tmp_path / "w", plan)
     out = tmp_path / "out"
-    (out / "basic").mkdir(parents=True)
-    dead = out / "basic" / f".{plan.clips[0].id}.mp4.999999999.tmp"
+    (out / BASIC).mkdir(parents=True)
+    dead = out / BASIC / f".{plan.clips[0].id}.mp4.999999999.tmp"
     dead.write_bytes(b"half a clip")
-    foreign = out / "basic" / "notes.txt"
+    foreign = out / BASIC / "notes.txt"
     foreign.write_text("mine")
     cut_plan(wd, out)
     assert not dead.exists() and foreign.exists()
@@ -515,24 +517,24 @@ def test_killed_cut_resumes_to_complete_clips(media_dir, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(wd.root), str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60
-    while len(list((out / "basic").glob("*.mp4"))) < 4:
+    while len(list((out / BASIC).glob("*.mp4"))) < 4:
         assert proc.poll() is None, proc.communicate()
         if time.time() > deadline:  # a hang guard, not a speed check
             pytest.fail("the cut never wrote a clip")
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    finished = sorted(p.name for p in (out / "basic").glob("*.mp4"))
+    finished = sorted(p.name for p in (out / BASIC).glob("*.mp4"))
     assert 4 <= len(finished) < len(KILL_SPANS)
     for p in finished:  # whatever has a final name is complete
-        assert read_clip_tag(out / "basic" / p)[0] is not None
+        assert read_clip_tag(out / BASIC / p)[0] is not None
 
     result = cut_plan(wd, out)
     assert result.ok and result.opens == 1
     assert result.skipped == len(finished)  # adopted, not cut again
     assert result.written == len(KILL_SPANS) - len(finished)
     plan = load_plan(wd)
-    names = sorted(p.name for p in (out / "basic").iterdir())
+    names = sorted(p.name for p in (out / BASIC).iterdir())
     assert names == sorted(f"{c.id}.mp4" for c in plan.clips)  # every clip once, no temp files
     truth = load_truth(media_dir / "basic.mp4")
     for clip in plan.clips:
@@ -580,7 +582,7 @@ def test_the_same_span_twice_makes_one_file(media_dir, tmp_path):
     assert result.ok and result.written == 1 and result.skipped == 1
     a, b = load_plan(wd).clips
     assert a.file == b.file and a.cut_end == b.cut_end
-    assert len(list((out / "basic").iterdir())) == 1
+    assert len(list((out / BASIC).iterdir())) == 1
 
 
 @pytest.mark.parametrize("accurate", [False, True])

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.coordinator import read_log_state
-from engine.fsio import WorkDir, read_json, video_key
+from engine.fsio import WorkDir, output_folder, read_json, video_key
 from engine.records import Plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def test_run_writes_clips_plan_and_report(finished):
         clip = root / "out" / c.file
         with av.open(str(clip)) as f:
             assert f.streams.video and f.streams.audio
-        assert clip.parent.name == Path(c.source).stem
+        assert clip.parent.name == output_folder(c.source)
     report = root / "work" / "report" / "index.html"
     assert report.exists() and f"report: {report}" in res.output
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,34 @@ def test_release_and_reacquire_in_one_process(tmp_path):
                         str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode != 0 and "is in use by" in p.stderr
     b.release()
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_work_folder_stops_at_once_and_status_still_reads(media_dir, tmp_path):
+    work = tmp_path / "w"
+    args = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
+    first = subprocess.Popen([sys.executable, "-m", "engine", "run", str(media_dir), "-o", str(tmp_path / "o"),
+                              "-w", str(work), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    try:
+        deadline = time.time() + 60
+        while not (work / "heartbeat.json").exists():  # the first run is analysing
+            if first.poll() is not None or time.time() > deadline:
+                pytest.fail(f"hang guard: the first run never started analysing ({first.poll()})")
+            time.sleep(0.05)
+        second = subprocess.run([sys.executable, "-m", "engine", "run", str(media_dir), "-o", str(tmp_path / "o2"),
+                                 "-w", str(work), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert second.returncode == EXIT_USAGE, second.stderr
+        assert f"is in use by pid {first.pid} on host" in second.stderr and "(facecut run)" in second.stderr
+        assert not (tmp_path / "o2").exists()
+        status = subprocess.run([sys.executable, "-m", "engine", "status", "-w", str(work)], capture_output=True,
+                                text=True, cwd=REPO, timeout=60)
+        assert status.returncode == 0, status.stderr
+        cut = subprocess.run([sys.executable, "-m", "engine", "cut", "-w", str(work), "-o", str(tmp_path / "o3")],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        assert cut.returncode == EXIT_USAGE and "is in use by" in cut.stderr
+        out, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
