@@ -21,7 +21,8 @@ from bench.common import SCHEMA, default_cache, figure, format_corpus, generated
 from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
-STAGES = ("decode", "formats", "inference", "ring", "log", "analyze", "chain")
+STAGES = ("decode", "formats", "inference", "ring", "log", "analyze", "chain", "scale")
+DEFAULT_STAGES = tuple(s for s in STAGES if s != "scale")  # scale renders and runs 150 files: asked for only
 DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "formats")  # printed when measured
 
 
@@ -222,6 +223,21 @@ def _print_figures(res: dict) -> None:
         if "model_fed" in a:
             console.print(f"inference processes fed (not waiting for frames): {100 * _med(a['model_fed']):.1f}% "
                           "of analyze's wall time")
+    if "scale" in f:
+        sc = f["scale"]
+        t = Table(title=f"scale: {sc['pieces']} files of {sc['seconds_each']:g} s against the same content as one file",
+                  title_justify="left")
+        for col in ("input", "wall s", "realtime x", "peak RSS MiB", "clips"):
+            t.add_column(col, justify="right")
+        for k, v in sc["files"].items():
+            t.add_row(k, f"{_med(v['wall_s']):.1f}", f"{v['realtime_x']:.1f}", f"{_med(v['peak_rss_mb']):.0f}",
+                      str(sc["clips"].get(k, "")))
+        console.print(t)
+        line = f"[bold]many files / one file: {sc['ratio']:.2f}x the wall time[/]"
+        if sc.get("batch_rates"):
+            r = sc["batch_rates"]
+            line += f"; realtime first third {r['first_third_x']:.1f}x, last third {r['last_third_x']:.1f}x"
+        console.print(line)
     if "chain" in f:
         c = f["chain"]
         t = Table(title="facecut vs the old chain (same files, model, provider)", title_justify="left")
@@ -284,7 +300,11 @@ def compare(a_path: Path, b_path: Path) -> None:
               help="Use a generated, deterministic corpus (made once, cached).")
 @click.option("--minutes", type=float, default=1.0, show_default=True, help="Length of each generated video.")
 @click.option("--videos", type=int, default=3, show_default=True, help="Number of generated videos.")
-@click.option("--stages", default=",".join(STAGES), show_default=True, help="Which figures to measure.")
+@click.option("--stages", default=",".join(DEFAULT_STAGES), show_default=True,
+              help=f"Which figures to measure, of {', '.join(STAGES)}.")
+@click.option("--scale-pieces", type=int, default=150, show_default=True,
+              help="scale: this many short files against the same content joined into one.")
+@click.option("--scale-seconds", type=float, default=10.0, show_default=True, help="scale: length of each short file.")
 @click.option("--model", default="mtcnn", show_default=True)
 @click.option("--model-dir", type=click.Path(path_type=Path), default=None)
 @click.option("--provider", default="auto", show_default=True)
@@ -308,7 +328,7 @@ def compare(a_path: Path, b_path: Path) -> None:
 @click.option("--compare", "compare_files", nargs=2, type=click.Path(exists=True, path_type=Path), default=None,
               help="Print the ratios between two result files and exit.")
 @click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
-def main(input_dir, generate, minutes, videos, stages, model, model_dir, provider, min_face, fps, max_side,
+def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_seconds, model, model_dir, provider, min_face, fps, max_side,
          decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
          sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep) -> None:
     """Benchmark facecut on INPUT_DIR or a generated corpus, against the old chain."""
@@ -470,6 +490,15 @@ def main(input_dir, generate, minutes, videos, stages, model, model_dir, provide
                 "stages": stages, "baseline_total_s": b_total, "facecut_total_s": f_total,
                 "ratio": b_total / f_total, "ratio_pairs": pair_ratios, "clips": len(clips),
             }
+        if "scale" in wanted:
+            from bench.scale import bench_scale
+
+            args = ["--provider", prov, "--model", model, "--min-face", str(min_face)]
+            for flag, value in (("--decoders", decoders), ("--infer-procs", infer_procs), ("--batch", batch)):
+                if value is not None:
+                    args += [flag, str(value)]
+            F["scale"] = bench_scale(default_cache(), pieces=scale_pieces, seconds=scale_seconds, run_args=args,
+                                     repeats=repeats)
         if sweep:
             sweep_corpus = corpus
             if sweep_videos < len(videos_info):

@@ -208,16 +208,54 @@ def _complete(c, path: Path, dur: float) -> bool:
             last = max(last, float((p.pts + (p.duration or 0)) * p.time_base))
     return last >= dur - 0.1
 
-def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
+class CutCache:
+    """The clips this process wrote or checked, so none is opened again to be
+    checked (a batch's cut bookkeeping stays O(clips): streaming cuts each video's
+    clips once, the final pass finds them here). Keyed by the file's path in OUT;
+    an entry holds only while the file keeps its size and modification time."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[int, int, str, float, float, dict]] = {}
+
+    def put(self, path: Path, rel: str, mode: str, clip: Clip, fields: dict) -> None:
+        try:
+            st = path.stat()
+        except OSError:
+            return
+        self.files[rel] = (st.st_size, st.st_mtime_ns, mode, clip.start, clip.end, dict(fields))
+
+    def get(self, path: Path, rel: str, mode: str, clip: Clip) -> dict | None:
+        hit = self.files.get(rel)
+        if hit is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        size, mtime, got_mode, start, end, fields = hit
+        if (size, mtime) != (st.st_size, st.st_mtime_ns) or abs(start - clip.start) > EPS \
+                or abs(end - clip.end) > EPS:
+            return None
+        if got_mode != mode and not (mode == "copy" and got_mode == "reencode"):
+            return None
+        return dict(fields)
+
+
+def _existing(out_dir: Path, clip: Clip, mode: str, cache: CutCache | None = None) -> dict | None:
     """The finished file of ``clip`` if one exists and matches, as plan fields.
 
     Matches: the tag names this clip, span and mode; when plan.json already has
     the cut, the file starts there and lasts ``cut_end - cut_start`` (a file with
-    another length is someone else's or damaged)."""
+    another length is someone else's or damaged). A file in ``cache`` (written or
+    checked by this process, unchanged since) is not opened again."""
     exts = [clip.container] if clip.container in ("mp4", "mkv") else []
     for ext in dict.fromkeys(exts + ["mp4", "mkv"]):
         rel = clip_relpath(clip, ext)
         path = out_dir / rel
+        if cache is not None:
+            fields = cache.get(path, rel, mode, clip)
+            if fields is not None:
+                return fields
         if not path.is_file():
             continue
         tag, dur = read_clip_tag(path)
@@ -237,8 +275,11 @@ def _existing(out_dir: Path, clip: Clip, mode: str) -> dict | None:
             ce = clip.cut_end
         else:
             ce = cs + dur
-        return {"file": rel, "cut_start": cs, "cut_end": round(ce, 6), "lead_in": round(clip.start - cs, 6),
-                "container": ext, "encoded": tag.get("encoded", "")}
+        fields = {"file": rel, "cut_start": cs, "cut_end": round(ce, 6), "lead_in": round(clip.start - cs, 6),
+                  "container": ext, "encoded": tag.get("encoded", "")}
+        if cache is not None:
+            cache.put(path, rel, tag["mode"], clip, fields)
+        return fields
     return None
 
 
@@ -1226,6 +1267,9 @@ def _write_sidecar(out_dir: Path, clip: Clip) -> None:
     atomic_write_bytes(path, msgspec.json.format(msgspec.json.encode(clip), indent=1))
 
 
+_CUT_FIELDS = ("file", "cut_start", "cut_end", "lead_in", "container", "encoded")  # what cut fills in
+
+
 def _clear_cut(clip: Clip) -> None:
     clip.file = clip.cut_start = clip.cut_end = clip.lead_in = clip.container = None
     clip.encoded = ""
@@ -1254,6 +1298,9 @@ class _Ticker:
         self.progress(self.snap)
 
 
+_PLAN_WRITE_EVERY = 5.0  # seconds: plan.json is rewritten at most this often while cutting (and at the end)
+
+
 def cut_plan(
     work: WorkDir,
     out_dir: Path,
@@ -1262,12 +1309,15 @@ def cut_plan(
     sidecar: bool = False,
     progress: Progress | None = None,
     max_lead_in: float = 2.0,
+    cache: CutCache | None = None,
 ) -> CutResult:
     """Cut every clip of ``WORK/plan.json`` into ``out_dir`` (see the module doc).
 
     Opens each source at most once (not at all when all its clips are already
     there). A source that cannot be read is reported in the result and the others
     go on; only an unusable plan or output folder raises (``ConfigError``).
+    plan.json is rewritten every few seconds while cutting and at the end (or on
+    an interruption); a clip finished in between is adopted by the next run.
     """
     work = work if isinstance(work, WorkDir) else WorkDir(Path(work))
     if not work.plan_json.exists():
@@ -1276,6 +1326,41 @@ def cut_plan(
         plan = read_json(work.plan_json, Plan)
     except (msgspec.DecodeError, msgspec.ValidationError) as ex:
         raise ConfigError(f"{work.plan_json} is not a valid plan: {ex}") from ex
+    last = time.perf_counter()
+    dirty = False
+
+    def source_done(touched: bool) -> None:
+        nonlocal last, dirty
+        dirty |= touched
+        if dirty and time.perf_counter() - last >= _PLAN_WRITE_EVERY:
+            write_json(work.plan_json, plan)
+            last, dirty = time.perf_counter(), False
+
+    try:
+        result, changed = cut_clips(plan, out_dir, accurate=accurate, sidecar=sidecar, progress=progress,
+                                    max_lead_in=max_lead_in, cache=cache, on_source=source_done)
+    except BaseException:
+        write_json(work.plan_json, plan)  # what was finished before the interruption
+        raise
+    if dirty or changed:
+        write_json(work.plan_json, plan)
+    return result
+
+
+def cut_clips(
+    plan: Plan,
+    out_dir: Path,
+    *,
+    accurate: bool = False,
+    sidecar: bool = False,
+    progress: Progress | None = None,
+    max_lead_in: float = 2.0,
+    cache: CutCache | None = None,
+    on_source: Callable[[bool], None] | None = None,
+) -> tuple[CutResult, bool]:
+    """Cut the clips of ``plan`` (in memory: its clip entries get the cut fields)
+    into ``out_dir``. Returns the result and whether the cut parameters in
+    ``plan.params`` changed. ``on_source(touched)`` after each source."""
     out_dir = Path(out_dir).expanduser().resolve()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -1295,30 +1380,24 @@ def cut_plan(
     order = [p for p in planned if p in groups] + [p for p in groups if p not in planned]
 
     result = CutResult(out_dir=str(out_dir), accurate=accurate)
-    try:
-        for n, rel in enumerate(order):
-            duration = planned[rel].duration if rel in planned else 0.0
-            tick = _Ticker(progress, rel, n, len(order), len(groups[rel]), duration)
-            sc, touched = _cut_source(plan, groups[rel], planned.get(rel), input_dir, out_dir, mode,
-                                      sidecar, tick, max_lead_in)
-            tick.pass_, tick.done_base = None, sc.written + sc.skipped + sc.failed
-            tick(duration, force=True)  # every source ends with a snapshot
-            result.sources.append(sc)
-            if touched or changed:
-                write_json(work.plan_json, plan)
-                changed = False
-            log.info("%s: %s, %d written, %d skipped, %d failed%s", rel, sc.status, sc.written,
-                     sc.skipped, sc.failed, f" ({sc.reason})" if sc.reason else "")
-    except BaseException:
-        write_json(work.plan_json, plan)  # what was finished before the interruption
-        raise
-    if changed:
-        write_json(work.plan_json, plan)
-    return result
+    for n, rel in enumerate(order):
+        duration = planned[rel].duration if rel in planned else 0.0
+        tick = _Ticker(progress, rel, n, len(order), len(groups[rel]), duration)
+        sc, touched = _cut_source(plan, groups[rel], planned.get(rel), input_dir, out_dir, mode,
+                                  sidecar, tick, max_lead_in, cache)
+        tick.pass_, tick.done_base = None, sc.written + sc.skipped + sc.failed
+        tick(duration, force=True)  # every source ends with a snapshot
+        result.sources.append(sc)
+        if on_source is not None:
+            on_source(touched)
+        log.info("%s: %s, %d written, %d skipped, %d failed%s", rel, sc.status, sc.written,
+                 sc.skipped, sc.failed, f" ({sc.reason})" if sc.reason else "")
+    return result, changed
 
 
 def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: Path, out_dir: Path,
-                mode: str, sidecar: bool, tick: _Ticker, max_lead_in: float = 2.0) -> tuple[SourceCut, bool]:
+                mode: str, sidecar: bool, tick: _Ticker, max_lead_in: float = 2.0,
+                cache: CutCache | None = None) -> tuple[SourceCut, bool]:
     """Cut one source's clips. Returns (its report, whether plan entries changed)."""
     t_begin = time.perf_counter()
     rel = plan.clips[idxs[0]].source
@@ -1338,7 +1417,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     dups: list[tuple[int, int]] = []
     for i in idxs:
         clip = plan.clips[i]
-        hit = _existing(out_dir, clip, mode)
+        hit = _existing(out_dir, clip, mode, cache)
         if hit is not None:
             if any(getattr(clip, k) != v for k, v in hit.items()):
                 for k, v in hit.items():
@@ -1429,9 +1508,9 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
             if s.state != "closed":
                 s.state, s.reason = "failed", str(ex)
     finally:
-        touched |= _record(plan, spans, out_dir, sc, sidecar, t0)
+        touched |= _record(plan, spans, out_dir, sc, sidecar, t0, mode, cache)
         for i, j in dups:
-            for k in ("file", "cut_start", "cut_end", "lead_in", "container", "encoded"):
+            for k in _CUT_FIELDS:
                 setattr(plan.clips[i], k, getattr(plan.clips[j], k))
             if plan.clips[j].file:
                 sc.skipped += 1
@@ -1488,7 +1567,8 @@ def _check_and_open(path: Path, sp: SourcePlan | None):
         raise _SourceFailed(f"cannot open: {refusal_reason(path) or _reason(ex)}") from ex
 
 
-def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar: bool, t0: float) -> bool:
+def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar: bool, t0: float,
+            mode: str, cache: CutCache | None) -> bool:
     """Put what the pass did into plan.json entries and the source report."""
     for s in done:
         clip = plan.clips[s.i]
@@ -1498,6 +1578,9 @@ def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar
             clip.cut_start = round(s.cut_start - t0, 6)
             clip.cut_end = round(s.cut_end - t0, 6)
             clip.lead_in = round(clip.start - clip.cut_start, 6)
+            if cache is not None:
+                tag_mode = "reencode" if mode == "copy" and clip.encoded else mode
+                cache.put(s.final, clip.file, tag_mode, clip, {k: getattr(clip, k) for k in _CUT_FIELDS})
             sc.written += 1
             sc.bytes += s.final.stat().st_size
             if sidecar:

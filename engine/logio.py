@@ -145,6 +145,29 @@ class LogView:
         self.end = pos
 
 
+def read_first(path: str | os.PathLike[str], type_: Any) -> Any | None:
+    """The first record of the log at ``path`` (its header), reading only that
+    frame; None when there is none yet or it does not validate (the full readers
+    say why)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(MAGIC) + _HDR)
+            if len(head) < len(MAGIC) + _HDR or head[: len(MAGIC)] != MAGIC:
+                return None
+            n, crc = _HEADER.unpack_from(head, len(MAGIC))
+            if n == 0 or n > MAX_PAYLOAD:
+                return None
+            payload = f.read(n)
+    except FileNotFoundError:
+        return None
+    if len(payload) != n or zlib.crc32(payload) != crc:
+        return None
+    try:
+        return msgspec.msgpack.decode(payload, type=type_)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def iter_frames(path: str | os.PathLike[str]) -> Iterator[bytes]:
     """Validated payloads of the log at ``path``, in order.
 

@@ -49,17 +49,26 @@ class RunResult:
 
 class _Streamer:
     """Scores and cuts each video as soon as its analysis is finished, in one
-    background thread (the cut is mostly I/O; scoring a video takes milliseconds)."""
+    background thread (the cut is mostly I/O; scoring a video takes milliseconds).
+
+    Each finished video costs only its own clips: it is scored alone and its
+    clips are cut alone (``cut_clips`` on a one-source plan); the clips written
+    go into ``cache``, so the final pass over the whole plan opens none of them
+    again. plan.json is written by the final pass, or from the fragments
+    scored so far when the run is interrupted."""
 
     def __init__(self, work: WorkDir, input_dir: str, out: Path, score_cfg: ScoreConfig, identity,
                  cut_opts: dict, counters: dict) -> None:
+        from engine.cut import CutCache
+
         self.input_dir = input_dir
         self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
         self.counters = counters
+        self.cache = CutCache()
         self.written: dict[str, int] = {}  # source -> clips this thread cut
         self.q: queue.Queue = queue.Queue()
         self.errors: list[str] = []
-        self.scored: dict[str, tuple] = {}
+        self.scored: dict[str, tuple] = {}  # source -> (SourcePlan, clips)
         self.thread = threading.Thread(target=self._run, name="facecut-stream", daemon=True)
         self.thread.start()
 
@@ -67,8 +76,18 @@ class _Streamer:
         self.q.put(info)
 
     def close(self) -> None:
-        self.q.put(None)
-        self.thread.join()
+        if self.thread.is_alive():
+            self.q.put(None)
+            self.thread.join()
+
+    def write_plan_so_far(self) -> None:
+        """plan.json from the videos scored so far (an interrupted run)."""
+        from engine.score import write_plan
+
+        if self.scored:
+            sources = [s for s, _ in self.scored.values()]
+            clips = [c for _, cl in self.scored.values() for c in cl]
+            write_plan(self.work, Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips))
 
     def _run(self) -> None:
         while True:
@@ -82,27 +101,26 @@ class _Streamer:
                 self.errors.append(f"{info.path}: {ex}")
 
     def _one(self, info) -> None:
-        from engine.cut import cut_plan
+        from engine.cut import cut_clips
         from engine.logio import read_records
         from engine.records import LogRecord
-        from engine.score import score_video, write_plan
+        from engine.score import score_video
 
         records = read_records(self.work.log_path(video_key(info.path)), LogRecord)
-        self.scored[info.path] = score_video(info, records, self.cfg, work=self.work, identity=self.identity)
-        sources = [s for s, _ in self.scored.values()]
-        clips = [c for _, cl in self.scored.values() for c in cl]
-        self.counters["tracks"] = sum(len(s.tracks) for s in sources)
-        self.counters["segments"] = len(clips)
+        source, clips = score_video(info, records, self.cfg, work=self.work, identity=self.identity)
+        del records
+        self.scored[info.path] = (source, clips)
+        c = self.counters
+        c["tracks"] = c.get("tracks", 0) + len(source.tracks)
+        c["segments"] = c["clips_total"] = c.get("segments", 0) + len(clips)
         if not clips:
             return
-        plan = Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips)
-        write_plan(self.work, plan)
-        result = cut_plan(self.work, self.out, **self.cut_opts)
+        fragment = Plan(created=time.time(), input_dir=self.input_dir, sources=[source], clips=clips)
+        result, _ = cut_clips(fragment, self.out, cache=self.cache, **self.cut_opts)
         for sc in result.sources:
             if sc.written:
                 self.written[sc.source] = self.written.get(sc.source, 0) + sc.written
-        self.counters["clips_cut"] = result.written + result.skipped
-        self.counters["clips_total"] = len(clips)
+        c["clips_cut"] = c.get("clips_cut", 0) + result.written + result.skipped
 
 
 def scan_exclusions(input_dir: Path, out_dir: Path, work: WorkDir) -> tuple[Path, Path]:
@@ -172,6 +190,10 @@ def run_batch(
                                                  on_video_done=streamer.video_done)
         else:
             result.analysis = analyze(work, analyze_cfg, on_stats=stats, on_video_done=streamer.video_done)
+    except BaseException:
+        streamer.close()
+        streamer.write_plan_so_far()
+        raise
     finally:
         streamer.close()
         result.streamed = streamer.written
@@ -180,7 +202,7 @@ def run_batch(
     plan = plan_from_work(work, score_cfg, identity=identity)
     write_plan(work, plan)
     stage("cut")
-    result.cut = cut_plan(work, out_dir, **cut_opts)
+    result.cut = cut_plan(work, out_dir, **cut_opts, cache=streamer.cache)
     result.plan = msgspec.json.decode(work.plan_json.read_bytes(), type=Plan)
     stage("report")
     result.report = write_report(work, out_dir)

@@ -43,7 +43,8 @@ import numpy as np
 
 from engine.config import ScoreConfig
 from engine.fsio import WorkDir, clip_id, video_key, write_json
-from engine.records import Clip, ClipStats, Plan, SourcePlan, TrackSummary, VideoInfo
+from engine.logio import read_first
+from engine.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
 from engine.track import Track, VideoLog, link, log_status
 
 log = logging.getLogger(__name__)
@@ -328,25 +329,24 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
 
     cfg = cfg or ScoreConfig()
     scan = load_scan(work)
-    loaded = []
-    for info in scan.videos:
-        if info.status == "duplicate":  # its twin is planned; the scan lists this one
-            continue
-        status, reason, records = log_status(work, info)
-        loaded.append((info, status, reason, records))
-    headers = [r[0] for _, _, _, r in loaded if r is not None]
+    videos = [v for v in scan.videos if v.status != "duplicate"]  # a duplicate's twin is planned
+    # Pass 1, headers only (the first frame of each log): the model and settings
+    # the plan records, and what --identity needs. Pass 2 holds one video's
+    # records at a time: memory stays bounded however many hours were analysed.
+    headers = [h for h in (_header(work, v) for v in videos) if h is not None]
     ident = _identity(identity if identity is not None else cfg.identity, headers, cfg)
     _warn_min_face(headers, cfg)
     sources, clips = [], []
-    for info, status, reason, records in loaded:
+    for info in videos:
+        status, reason, records = log_status(work, info)
         if records is None:
             sources.append(
                 SourcePlan(path=info.path, key=video_key(info.path), status=status, reason=reason,
-                           duration=_r(info.duration), fingerprint=info.fingerprint,
-                           raw_path=info.raw_path)
+                           duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path)
             )
             continue
         src, cl = score_video(info, records, cfg, work=work, identity=ident)
+        del records
         sources.append(src)
         clips += cl
     return Plan(
@@ -358,6 +358,14 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
         clips=clips,
         rejected=rejected_counts(sources),
     )
+
+
+def _header(work: WorkDir, info: VideoInfo) -> LogHeader | None:
+    """The log header of a scanned video analysed from this very file (None: none)."""
+    if info.status != "ok":
+        return None
+    h = read_first(work.log_path(video_key(info.path)), LogRecord)
+    return h if isinstance(h, LogHeader) and h.fingerprint == info.fingerprint else None
 
 
 def rejected_counts(sources: list[SourcePlan]) -> dict[str, int]:

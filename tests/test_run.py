@@ -64,6 +64,43 @@ def test_finished_batch_rerun_analyses_and_cuts_nothing(finished, media_dir):
     assert spans(plan_of(root / "work")) == before
 
 
+def _plan_without_times(work: Path) -> dict:
+    plan = json.loads(WorkDir(work).plan_json.read_bytes())
+    plan.pop("created")
+    plan["params"]["cut"].pop("out_dir")
+    return plan
+
+
+def test_streamed_run_gives_the_plan_of_the_stage_by_stage_path(finished, media_dir, tmp_path):
+    """`run` cuts each video while the others are analysed; the plan is the one
+    scan + analyze + score + cut give, clip for clip, cut field for cut field."""
+    root, _ = finished
+    work, out = tmp_path / "w", tmp_path / "o"
+    runner = CliRunner()
+    for cmd in (["scan", str(media_dir), "-w", str(work)],
+                ["analyze", "-w", str(work), *ARGS],
+                ["score", "-w", str(work), "--provider", "cpu"],
+                ["cut", "-w", str(work), "-o", str(out)]):
+        res = runner.invoke(main, cmd)
+        assert res.exit_code == 0, (cmd, res.output)
+    assert _plan_without_times(work) == _plan_without_times(root / "work")
+
+
+def test_a_streamed_run_opens_no_clip_again_to_check_it(media_dir, tmp_path, monkeypatch):
+    """Cut bookkeeping is O(clips): the final pass finds every clip streaming wrote
+    in the run's cache instead of opening it (it used to re-open every earlier
+    clip after every video: quadratic)."""
+    import engine.cut as cut
+
+    opened = []
+    real = cut.read_clip_tag
+    monkeypatch.setattr(cut, "read_clip_tag", lambda path: opened.append(path) or real(path))
+    res = CliRunner().invoke(main, ["run", str(media_dir), "-o", str(tmp_path / "o"), "-w", str(tmp_path / "w"),
+                                    *ARGS])
+    assert res.exit_code == 0, res.output
+    assert plan_of(tmp_path / "w").clips and opened == []
+
+
 def test_rescore_with_other_gates_only_changes_the_plan(finished, media_dir):
     root, _ = finished
     work = root / "work"

@@ -293,12 +293,15 @@ def make_video(
     vfr: bool = False,
     rotation: int = 0,
     seed: int = 0,
+    shot_seeds: list[int] | None = None,
 ) -> Truth:
     """Render and encode ``shots`` to ``path``; write ``<path>.truth.json``.
 
     ``width``/``height`` are the *displayed* size. With ``rotation`` (degrees
     counter-clockwise, as PyAV's ``frame.rotation`` reports) the coded picture is
     rotated the other way and the display matrix says how to turn it back.
+    ``shot_seeds``: the render seed of each shot (default ``seed * 1000 + index``),
+    so the same shot can be rendered identically in different files.
     ``gop`` is the maximum keyframe interval in frames; x264's scene-cut
     detection still puts keyframes on most hard cuts (like camera files).
     """
@@ -371,7 +374,7 @@ def make_video(
             start_frame = frame_i
             for k in range(count):
                 t = k / max(1, count - 1)
-                img = render_frame(shot, t, width, height, seed * 1000 + si)
+                img = render_frame(shot, t, width, height, shot_seeds[si] if shot_seeds else seed * 1000 + si)
                 if rotation:
                     # Coded = displayed turned clockwise; the player turns it back CCW.
                     img = np.ascontiguousarray(np.rot90(img, k=-(rotation // 90)))
@@ -1181,12 +1184,30 @@ def formats_batch(out_dir: Path, names: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def scale_batch(out_dir: Path, *, pieces: int = 150, seconds: float = 10.0) -> tuple[Path, Path]:
+    """Same content two ways, for the scale figure: ``pieces/`` holds ``pieces``
+    short files of one face shot each, ``joined/joined.mp4`` the same shots, in
+    the same order, as one file. Small frames (384x216) so the comparison is
+    about per-file costs, not pixels. Returns (pieces folder, joined folder)."""
+    out_dir = Path(out_dir)
+    cycle = [("astronaut", "coffee"), ("hanks", "rocket"), ("t1_mid", "chelsea"), ("camera", "coffee")]
+    shots = [Shot("face", seconds, photo, face_px=120, background=bg)
+             for photo, bg in (cycle[i % len(cycle)] for i in range(pieces))]
+    seeds = [700_000 + i for i in range(pieces)]  # each shot rendered the same in both
+    for i, shot in enumerate(shots):
+        make_video(out_dir / "pieces" / f"piece_{i:04d}.mp4", [shot], width=384, height=216, shot_seeds=[seeds[i]])
+    make_video(out_dir / "joined" / "joined.mp4", shots, width=384, height=216, shot_seeds=seeds)
+    return out_dir / "pieces", out_dir / "joined"
+
+
 PROFILES = {
     "tests": tests_batch,
     "demo": demo_batch,
     "bench720": lambda d: bench_batch(d, height=720),
     "bench1080": lambda d: bench_batch(d, height=1080),
     "formats": formats_batch,
+    "scale": lambda d: sorted((d / "pieces").glob("*.mp4")) + [d / "joined" / "joined.mp4"]
+    if scale_batch(d) else [],
 }
 
 
