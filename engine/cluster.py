@@ -510,8 +510,10 @@ def local_cluster(n: int, **kw) -> Iterator:
     from distributed import LocalCluster
 
     with dask.config.set(LOCAL_CONFIG):
+        # Scheduler, workers and dashboard listen on this machine only: a local
+        # cluster is nobody else's business (the dashboard shows paths and logs).
         opts = {"n_workers": n, "threads_per_worker": 1, "processes": True, "memory_limit": 0,
-                "dashboard_address": ":0"}
+                "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
         with LocalCluster(**{**opts, **kw}) as cluster:
             yield cluster
 

@@ -79,7 +79,35 @@ def _numeric_key(name: str):
     return (0, int(stem), name) if stem.isdigit() else (1, 0, name)
 
 
+# A face set is untrusted input (downloaded from anywhere): bounded before anything
+# is inflated or decoded (zip bombs, decompression-bomb images).
+MAX_MEMBERS = 2000
+MAX_MEMBER_BYTES = 16 << 20  # one face crop, uncompressed
+MAX_TOTAL_BYTES = 256 << 20  # the whole set, uncompressed
+MAX_PIXELS = 40_000_000  # one picture, decoded
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker = data[i + 1]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 def _decode(data: bytes, name: str) -> np.ndarray | None:
+    size = _image_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        log.warning("identity: %s is %dx%d pixels, larger than any face crop; skipped", name, *size)
+        return None
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         log.warning("identity: cannot decode %s; skipped", name)
@@ -106,9 +134,19 @@ def load_reference_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
         try:
             with zipfile.ZipFile(p) as z:
                 names = [n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+                if len(names) > MAX_MEMBERS:
+                    raise ConfigError(f"--identity: {p} holds {len(names)} pictures (at most {MAX_MEMBERS})")
                 names.sort(key=lambda n: _numeric_key(Path(n).name))
+                total = 0
                 for n in names:
-                    img = _decode(z.read(n), f"{p}:{n}")
+                    with z.open(n) as member:  # read with a limit: the sizes in a zip can lie
+                        data = member.read(MAX_MEMBER_BYTES + 1)
+                    total += len(data)
+                    if len(data) > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                        raise ConfigError(
+                            f"--identity: {p} inflates past {MAX_MEMBER_BYTES >> 20} MiB per picture or "
+                            f"{MAX_TOTAL_BYTES >> 20} MiB in all (at {n}): not a face set (zip bomb?)")
+                    img = _decode(data, f"{p}:{n}")
                     if img is not None:
                         out.append((n, img))
         except (zipfile.BadZipFile, OSError) as ex:

@@ -78,10 +78,19 @@ def _find(input_dir: Path, extensions, exclude) -> tuple[list[str], dict[str, in
     skip = {Path(p).expanduser().resolve() for p in exclude}
     found: list[str] = []
     ignored: dict[str, int] = {}
-    for top, dirs, files in os.walk(input_dir):
+    # Linked folders are followed; each real folder is walked once (a link loop,
+    # or two links to one folder, cannot repeat or hang the walk).
+    seen = {input_dir.resolve()}
+    for top, dirs, files in os.walk(input_dir, followlinks=True):
         here = Path(top)
-        dirs[:] = [d for d in dirs if (here / d).resolve() not in skip
-                   and not any((here / d / m).exists() for m in MARKERS)]
+        keep = []
+        for d in sorted(dirs, key=lambda d: ((here / d).is_symlink(), d)):  # real folders before links to them
+            real = (here / d).resolve()
+            if real in skip or real in seen or any((here / d / m).exists() for m in MARKERS):
+                continue
+            seen.add(real)
+            keep.append(d)
+        dirs[:] = keep
         rel = here.relative_to(input_dir).parts
         for name in files:
             ext = PurePosixPath(name).suffix.lower()

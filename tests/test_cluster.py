@@ -132,6 +132,10 @@ def test_a_killed_worker_loses_only_its_video_which_is_retried(batch, reference,
             box["error"] = ex
 
     with local_cluster(2) as cluster, Client(cluster) as c:
+        # local:N listens on this machine only: scheduler, workers and dashboard
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert all(a.startswith("tcp://127.0.0.1:") for a in c.scheduler_info()["workers"])
+        assert "127.0.0.1" in cluster.dashboard_link
         th = threading.Thread(target=client_side, args=(cluster.scheduler_address,))
         th.start()
         deadline = time.time() + 60

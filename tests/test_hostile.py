@@ -36,3 +36,29 @@ def test_open_input_reads_only_container_demuxers(playlists, media_dir):
             open_input(playlists / name)
     with open_input(media_dir / "basic.mp4") as c:  # real files open as before
         assert c.streams.video
+
+
+def test_a_zip_bomb_face_set_is_refused_before_it_inflates(tmp_path):
+    import zipfile
+
+    import cv2
+    import numpy as np
+
+    from engine.errors import ConfigError
+    from engine.identity import MAX_MEMBER_BYTES, load_reference_images
+
+    bomb = tmp_path / "bomb.fsz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("0.png", b"\0" * (MAX_MEMBER_BYTES + 1))  # 16 MiB of zeros: ~16 KiB compressed
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ConfigError, match="zip bomb"):
+        load_reference_images(bomb)
+    # A picture that would decode to billions of pixels is skipped, never decoded.
+    huge = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    huge = huge[:16] + (60000).to_bytes(4, "big") + (60000).to_bytes(4, "big") + huge[24:]
+    ok = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+    mixed = tmp_path / "mixed.fsz"
+    with zipfile.ZipFile(mixed, "w") as z:
+        z.writestr("0.png", huge)
+        z.writestr("1.png", ok)
+    assert [n for n, _ in load_reference_images(mixed)] == ["1.png"]

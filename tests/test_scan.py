@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -127,3 +129,18 @@ def test_cli_scan_env_vars_and_json(scan_dir, tmp_path):
 def test_cli_all_good_is_exit_0(media_dir, tmp_path):
     res = CliRunner().invoke(main, ["scan", str(media_dir), "-w", str(tmp_path)])
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_linked_folders_are_followed_once_and_loops_do_not_hang(media_dir, tmp_path):
+    root = tmp_path / "in"
+    (root / "real").mkdir(parents=True)
+    shutil.copy(media_dir / "basic.mp4", root / "real" / "a.mp4")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(media_dir / "vfr.mp4", elsewhere / "b.mp4")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)  # a folder kept on another disk
+    (root / "real" / "loop").symlink_to(root, target_is_directory=True)  # a link back up
+    (root / "again").symlink_to(root / "real", target_is_directory=True)  # a second way to one folder
+    selected, _ = walk(root)
+    assert sorted(selected) == ["linked/b.mp4", "real/a.mp4"]  # the real folder, not the link to it
