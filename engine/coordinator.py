@@ -44,9 +44,9 @@ from engine.errors import (
     LogCorruption,
     ModelError,
 )
-from engine.fsio import WorkDir, replace_with_retry, video_key, write_json
+from engine.fsio import WorkDir, read_json, replace_with_retry, video_key, write_json
 from engine.infer import infer_main
-from engine.logio import LogWriter, read_records
+from engine.logio import LogWriter, read_first, read_records
 from engine.procs import Worker, cpu_count, start_worker, stop_workers
 from engine.records import (
     SCHEMA,
@@ -137,6 +137,24 @@ def read_log_state(path: Path) -> LogState:
         elif isinstance(rec, Done):
             st.done = rec
     return st
+
+
+def finished_state(work: WorkDir, key: str) -> LogState | None:
+    """A finished video's state from its completion marker and the log's first
+    frame, without reading its records (a batch of thousands of finished videos
+    resumes in moments); None when there is no marker (read the log)."""
+    done_path = work.done_path(key)
+    if not done_path.exists():
+        return None
+    try:
+        marker = read_json(done_path, VideoDone)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    header = read_first(work.log_path(key), LogRecord)
+    if not isinstance(header, LogHeader):
+        return None
+    done = Done(status=marker.status, reason=marker.reason, samples=marker.samples, duration=marker.duration)
+    return LogState(header=header, samples=marker.samples, done=done)
 
 
 # --------------------------------------------------------------------------- per-video run state
@@ -236,7 +254,7 @@ class Coordinator:
             key = video_key(info.path)
             path = self.work.log_path(key)
             try:
-                state = read_log_state(path)
+                state = finished_state(self.work, key) or read_log_state(path)
             except LogCorruption as ex:
                 raise LogCorruption(f"{ex} (move the file away to re-analyse {info.path})") from ex
             vr = VideoRun(info=info, key=key, log_path=path, state=state)

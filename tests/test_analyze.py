@@ -449,3 +449,19 @@ def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tm
     new = fingerprint(src / "a.mp4")
     assert recs[0].fingerprint == new != old.fingerprint
     assert recs[-1].duration == pytest.approx(load_truth(media_dir / "vfr.mp4").duration, abs=0.05)
+
+
+def test_finished_videos_are_recognised_from_their_markers_not_their_records(analyzed, monkeypatch):
+    """Resuming a batch of thousands of finished videos must not read every record
+    of every log: the completion marker and the log's first frame say enough."""
+    import engine.coordinator as coordinator
+
+    work, _ = analyzed
+    before = log_bytes(work)
+    read = []
+    real = coordinator.read_log_state
+    monkeypatch.setattr(coordinator, "read_log_state", lambda path: read.append(path) or real(path))
+    result = analyze(WorkDir(work), AnalyzeConfig(**CFG))
+    assert result.exit_code == 0 and read == []
+    assert [v.status for v in result.videos] and all(v.status == "ok" for v in result.videos)
+    assert log_bytes(work) == before
