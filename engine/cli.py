@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -136,6 +137,19 @@ def main(verbose: int) -> None:
 # --------------------------------------------------------------------------- scan
 
 
+def _scan_progress(every: float = 2.0):
+    """A scan progress callback printing 'scan: N/M files probed' at most every few seconds."""
+    last = [time.perf_counter()]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every or (done == total and total >= 200):
+            last[0] = now
+            click.echo(f"scan: {done}/{total} files probed", err=True)
+
+    return progress
+
+
 def _print_scan(result) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -207,7 +221,7 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 
     wd = WorkDir(work)
     result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
-                  exclude=[wd.root])
+                  exclude=[wd.root], progress=_scan_progress())
     save_scan(wd, result)
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(result), indent=1).decode())
@@ -599,7 +613,8 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
     from engine.worklock import WorkLock
 
     wd = WorkDir(work or Path(out) / "facecut-work")
-    scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern)
+    scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
+                     progress=_scan_progress())
     if dry_run:
         return _dry_run(input_dir, wd, dict(scan_opts, exclude=scan_exclusions(input_dir, out, wd)))
     # Counts the user set (option or env); on a cluster the others come from each worker's own profile.

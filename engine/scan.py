@@ -7,9 +7,12 @@ A broken input never stops the scan: it becomes a ``VideoInfo`` with
 from __future__ import annotations
 
 import logging
+import threading
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 
@@ -32,6 +35,8 @@ DEFAULT_EXTENSIONS = (
 
 # How many video packets the probe reads to judge the frame rate (cheap: demux only).
 _VFR_PACKETS = 120
+# Files probed at once (threads: probing waits on the disk as much as on the CPU).
+PROBE_THREADS = min(8, 2 * (os.cpu_count() or 1))
 # Give up finding a first decodable frame after this many packets.
 _FIRST_FRAME_PACKETS = 300
 
@@ -207,18 +212,39 @@ def probe(path: Path, rel: str) -> VideoInfo:
     except OSError as ex:
         return VideoInfo(**base, status="failed", reason=f"cannot read: {ex.strerror or ex}")
 
-    previous = av.logging.get_level()
-    av.logging.set_level(av.logging.ERROR)  # so errors carry FFmpeg's own reason...
-    try:
-        with av.logging.Capture():  # ...without FFmpeg printing it a second time
+    with _ffmpeg_errors_kept():
+        with av.logging.Capture():  # ...without FFmpeg printing it a second time (this thread's lines)
             try:
                 container = open_input(path)
             except (av.FFmpegError, OSError) as ex:
                 return VideoInfo(**base, status="failed", reason=_open_failure_reason(path, ex))
             with container:
                 return _probe_open(container, base)
+
+
+_level_lock = threading.Lock()
+_level_users = 0
+_level_before = None
+
+
+@contextmanager
+def _ffmpeg_errors_kept():
+    """FFmpeg's log level at ERROR while any probe runs (so errors carry FFmpeg's
+    own reason), the level before restored when the last one ends: probes run
+    in several threads and the level is process-wide."""
+    global _level_users, _level_before
+    with _level_lock:
+        if _level_users == 0:
+            _level_before = av.logging.get_level()
+            av.logging.set_level(av.logging.ERROR)
+        _level_users += 1
+    try:
+        yield
     finally:
-        av.logging.set_level(previous)
+        with _level_lock:
+            _level_users -= 1
+            if _level_users == 0:
+                av.logging.set_level(_level_before)
 
 
 def _probe_open(container, base: dict) -> VideoInfo:
@@ -319,7 +345,7 @@ def scan(
     exclude=(),
     progress=None,
 ) -> ScanResult:
-    """Walk and probe. ``progress(path, info)`` is called after each file.
+    """Walk and probe. ``progress(done, total)`` is called after each file.
     ``exclude``: folders not to walk into (see ``walk``)."""
     input_dir = Path(input_dir).expanduser().resolve()
     if raw_name(str(input_dir)):
@@ -331,22 +357,15 @@ def scan(
     names = _identities(selected)
     videos = []
     first: dict[tuple[int, str], str] = {}  # (size, fingerprint) -> first path with that content
-    for real in selected:
-        rel, raw = names[real]
-        info = probe(input_dir / real, rel)
-        if raw:
-            info = msgspec.structs.replace(info, raw_path=raw)
-        if info.status == "failed":
-            log.warning("%s: %s", rel, info.reason)
-        elif info.fingerprint:
-            same = first.setdefault((info.size, info.fingerprint), rel)
-            if same != rel:
-                info = msgspec.structs.replace(info, status="duplicate", duplicate_of=same,
-                                               reason=f"duplicate of {same} (same content): not analysed again")
-                log.warning("%s: %s", rel, info.reason)
-        videos.append(info)
-        if progress:
-            progress(rel, info)
+    # Probing waits on the disk (a share, a USB drive) as much as on the CPU:
+    # several at once, results taken in sorted order (duplicates: the first wins).
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        probed = pool.map(lambda real: probe(input_dir / real, names[real][0]), selected)
+        for real, info in zip(selected, probed):
+            rel, raw = names[real]
+            videos.append(_settle(info, rel, raw, first))
+            if progress:
+                progress(len(videos), len(selected))
     return ScanResult(
         input_dir=str(input_dir),
         created=time.time(),
@@ -357,6 +376,21 @@ def scan(
         skipped=[text_name(rel) for rel in skipped],
         ignored=ignored,
     )
+
+
+def _settle(info: VideoInfo, rel: str, raw: str, first: dict) -> VideoInfo:
+    """A probed file with its real name kept, failures logged, duplicates marked."""
+    if raw:
+        info = msgspec.structs.replace(info, raw_path=raw)
+    if info.status == "failed":
+        log.warning("%s: %s", rel, info.reason)
+    elif info.fingerprint:
+        same = first.setdefault((info.size, info.fingerprint), rel)
+        if same != rel:
+            info = msgspec.structs.replace(info, status="duplicate", duplicate_of=same,
+                                           reason=f"duplicate of {same} (same content): not analysed again")
+            log.warning("%s: %s", rel, info.reason)
+    return info
 
 
 def save_scan(work: WorkDir, result: ScanResult) -> Path:

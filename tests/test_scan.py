@@ -144,3 +144,21 @@ def test_linked_folders_are_followed_once_and_loops_do_not_hang(media_dir, tmp_p
     (root / "again").symlink_to(root / "real", target_is_directory=True)  # a second way to one folder
     selected, _ = walk(root)
     assert sorted(selected) == ["linked/b.mp4", "real/a.mp4"]  # the real folder, not the link to it
+
+
+def test_parallel_probing_keeps_sorted_order_and_reports_progress(media_dir, tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    names = [f"{i:03d}.mp4" for i in range(40)]
+    for i, n in enumerate(names):
+        shutil.copy(media_dir / ("basic.mp4" if i % 2 else "vfr.mp4"), root / n)
+    (root / "007.mp4").write_text("not a video")
+    seen = []
+    result = scan(root, progress=lambda done, total: seen.append((done, total)))
+    assert [v.path for v in result.videos] == names
+    assert seen == [(i, 40) for i in range(1, 41)]
+    assert result.videos[7].status == "failed"
+    # the first of each content in sorted order is the original, the rest duplicates of it
+    assert result.videos[0].status == result.videos[1].status == "ok"
+    assert all(v.status == "duplicate" and v.duplicate_of == names[i % 2] for i, v in enumerate(result.videos)
+               if i > 1 and i != 7)
