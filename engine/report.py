@@ -189,6 +189,40 @@ def _clip_link(clip: Clip, out_dir: Path | None, report_dir: Path) -> tuple[str,
 
 # --------------------------------------------------------------------------- page parts
 
+COLLAPSE_ABOVE = 300  # clips in the whole report: beyond this every source starts collapsed
+COLLAPSE_SOURCE = 60  # clips of one source: beyond this that source starts collapsed
+
+# The filter/sort bar. Its script reads only numbers (data-* attributes of the cards)
+# and the lower-cased source path through dataset (text, never markup).
+_BAR = """<div id="bar" class="meta">sort <select id="sort"><option value="time">source and time</option>
+<option value="dur">longest first</option><option value="face">largest face first</option>
+<option value="yaw">most frontal first</option></select>
+ · at least <input id="mindur" type="number" min="0" step="0.5" value="0"> s
+ · face at least <input id="minface" type="number" min="0" step="10" value="0"> px
+ · |yaw| at most <input id="maxyaw" type="number" min="0" max="180" step="5" value="180">°
+ · source <input id="srcq" type="search" placeholder="part of the file name">
+ · <button id="openall" type="button">open all</button> <span id="shown"></span></div>"""
+
+_JS = """(function(){
+const $=id=>document.getElementById(id);
+const key={dur:c=>-c.dataset.dur,face:c=>-c.dataset.face,yaw:c=>+c.dataset.yaw,time:c=>+c.dataset.start};
+function apply(){
+ const md=+$('mindur').value||0,mf=+$('minface').value||0,my=$('maxyaw').value===''?180:+$('maxyaw').value;
+ const q=$('srcq').value.trim().toLowerCase(),by=key[$('sort').value];let n=0;
+ for(const s of document.querySelectorAll('section.src')){
+  const hit=!q||s.dataset.name.includes(q);s.hidden=!hit;
+  for(const c of s.querySelectorAll('.card')){
+   const ok=hit&&+c.dataset.dur>=md&&+c.dataset.face>=mf&&+c.dataset.yaw<=my;c.hidden=!ok;if(ok)n++;}
+  const g=s.querySelector('.srcbody>.grid');if(!g)continue;
+  const items=[...g.children],first=el=>el.classList.contains('card')?el:el.querySelector('.card');
+  items.sort((a,b)=>by(first(a))-by(first(b))||first(a).dataset.start-first(b).dataset.start);
+  for(const el of items)g.appendChild(el);}
+ $('shown').textContent=n+' clips shown';}
+for(const id of ['sort','mindur','minface','maxyaw','srcq'])$(id).addEventListener('input',apply);
+$('openall').addEventListener('click',()=>{for(const d of document.querySelectorAll('details.srcbody'))d.open=true;});
+apply();
+addEventListener('load',()=>{document.documentElement.dataset.loadedMs=Math.round(performance.now());});})();"""
+
 _CSS = """
 :root{--fg:#1d2330;--mut:#687083;--bg:#f5f6f8;--card:#fff;--line:#dde1e7}
 *{box-sizing:border-box}
@@ -209,6 +243,9 @@ svg.tl{display:block;width:100%;background:#fafbfc;border:1px solid var(--line);
 .legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;color:var(--mut);margin:4px 0 8px}
 .legend i{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:-1px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
+#bar{margin-top:10px;position:sticky;top:0;background:var(--bg);padding:6px 0;z-index:1}
+#bar input[type=number]{width:5em}
+details.srcbody>summary{cursor:pointer;color:#2471a3;margin:4px 0}
 .group{grid-column:1/-1;border:1px dashed var(--line);border-radius:6px;padding:6px}
 .group>.meta{margin-bottom:6px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:6px;overflow:hidden;
@@ -372,15 +409,19 @@ def _card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> s
             )
         else:
             lines.append(f'<div class="reason">file missing: {e(link[1])}</div>')
+    # Numbers only (the filter/sort bar reads them; nothing user-written is in them).
+    yaw = max(abs(st.yaw_range[0]), abs(st.yaw_range[1]))
+    data = (f'data-start="{clip.start:.3f}" data-dur="{dur:.3f}" data-face="{st.face_short_median:.1f}" '
+            f'data-yaw="{yaw:.1f}"')
     return (
-        f'<div class="card" id="c-{e(clip.id)}">{pic}<div class="body">{"".join(lines)}</div></div>'
+        f'<div class="card" id="c-{e(clip.id)}" {data}>{pic}<div class="body">{"".join(lines)}</div></div>'
     )
 
 
-def _source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir) -> str:
+def _source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir, collapsed: bool = False) -> str:
     n_acc = sum(t.status == "accepted" for t in src.tracks)
     head = (
-        f'<section class="src" id="s-{e(src.key)}"><h2>{e(src.path)} '
+        f'<section class="src" id="s-{e(src.key)}" data-name="{e(src.path.lower())}"><h2>{e(src.path)} '
         f'<span class="st st-{e(src.status)}">{e(src.status)}</span></h2>'
         f'<div class="meta">{_fmt_duration(src.duration)} · {len(src.shots)} shots · '
         f"{len(src.tracks)} tracks ({n_acc} accepted) · {len(clips)} clips · "
@@ -408,7 +449,9 @@ def _source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir) -> str:
         body += '<div class="grid">' + "".join(cards) + "</div>"
     else:
         body += '<p class="none">no clips from this source</p>'
-    return head + body + "</section>"
+    # A closed <details> is not laid out: a large batch opens one source at a time.
+    return (head + f'<details class="srcbody"{"" if collapsed else " open"}><summary>timeline and '
+            f'{len(clips)} clip{"s" if len(clips) != 1 else ""}</summary>' + body + "</details></section>")
 
 
 def render(
@@ -496,15 +539,19 @@ def render(
             )
             + "</table>"
         )
+    if plan.clips:
+        out.append(_BAR)
     out.append("</header><main>")
+    big = len(plan.clips) > COLLAPSE_ABOVE
     for src in plan.sources:
-        out.append(_source_section(src, by_source.pop(src.path, []), thumbs, out_dir, report_dir))
+        clips = by_source.pop(src.path, [])
+        out.append(_source_section(src, clips, thumbs, out_dir, report_dir, big or len(clips) > COLLAPSE_SOURCE))
     for path, clips in by_source.items():  # clips whose source is missing from sources
         ghost = SourcePlan(
             path=path, key=clips[0].key, status="ok", reason="source not listed in the plan"
         )
-        out.append(_source_section(ghost, clips, thumbs, out_dir, report_dir))
-    out.append("</main></body></html>\n")
+        out.append(_source_section(ghost, clips, thumbs, out_dir, report_dir, big))
+    out.append(f"</main><script>{_JS}</script></body></html>\n")
     return "\n".join(out)
 
 
