@@ -6,6 +6,7 @@ needed): each source's ``t0`` is its first frame's time, as the analysis logs it
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +17,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from engine import cut as cutmod
+from engine.cli import main
 from engine.cut import cut_plan, read_clip_tag
 from engine.errors import ConfigError
 from engine.fsio import WorkDir, clip_id, fingerprint, output_folder, read_json, video_key, write_json
@@ -438,6 +441,30 @@ def test_changed_source_is_refused(media_dir, tmp_path):
     result = cut_plan(wd, tmp_path / "out")
     assert result.sources[0].status == "failed" and "changed" in result.sources[0].reason
     assert not list((tmp_path / "out").rglob("*.mp4"))
+
+
+def test_a_source_replaced_between_analysis_and_cut_is_refused(media_dir, tmp_path, caplog):
+    """A real file swapped for another video after `facecut run` analysed it: the
+    cut refuses it with the reason (clips of the old content would be wrong) and
+    the next run analyses the new content."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(media_dir / "basic.mp4", src / "a.mp4")
+    args = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
+    work, out = tmp_path / "w", tmp_path / "o"
+    res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), "-w", str(work), *args])
+    assert res.exit_code == 0, res.output
+    shutil.copy(media_dir / "vfr.mp4", src / "a.mp4")
+    for f in out.rglob("*.mp4"):
+        f.unlink()
+    result = cut_plan(WorkDir(work), out)
+    assert result.sources[0].status == "failed" and "changed" in result.sources[0].reason
+    assert not list(out.rglob("*.mp4"))
+    with caplog.at_level("WARNING"):
+        res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), "-w", str(work), *args])
+    assert res.exit_code == 0, res.output
+    assert "a.mp4: file changed since it was analysed" in caplog.text
+    assert read_json(WorkDir(work).plan_json, Plan).sources[0].fingerprint == fingerprint(src / "a.mp4")
 
 
 def test_source_failing_mid_read_keeps_finished_clips_only(media_dir, tmp_path, monkeypatch):
