@@ -41,6 +41,18 @@ def log_bytes(work: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(d.glob("*.fclog"))}
 
 
+def _frames_bytes(path: Path) -> list[bytes]:
+    """The log's magic and every intact frame, as bytes on disk (a torn tail left out)."""
+    from engine.logio import MAGIC, LogView
+
+    view = LogView.read(path)
+    data = view.data
+    out = [bytes(data[: len(MAGIC)])]
+    for pos, payload in view:
+        out.append(bytes(data[pos : pos + 8 + len(payload)]))
+    return out
+
+
 def shm_segments() -> list[str]:
     """facecut ring segments whose creating process is gone (left over). Segments
     of live processes belong to runs going on right now and do not count."""
@@ -286,10 +298,15 @@ def test_sigkill_and_resume_gives_identical_logs(long_media, long_reference, tmp
     time.sleep(0.5)  # let orphaned workers notice
     state = read_log_state(log)
     assert state.done is None and state.samples >= moment
+    committed = b"".join(_frames_bytes(log))  # every intact frame: what the resume must keep
+    inode = log.stat().st_ino
     out = subprocess.run(ANALYZE + ["-w", str(work)], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert log_bytes(work) == log_bytes(long_reference)
+    # Resumed, not redone: the same file, its committed prefix untouched, only the rest appended.
+    assert log.stat().st_ino == inode
+    assert log.read_bytes().startswith(committed)
     assert shm_segments() == []
 
 
@@ -416,20 +433,28 @@ def test_stale_segments_of_dead_runs_are_removed(media_dir, tmp_path):
 
 
 def test_corrupt_packets_make_a_partial_video_not_a_lost_one(long_media, tmp_path):
-    src = (long_media / "b_short.mp4").read_bytes()
+    import av
+
+    src = long_media / "b_short.mp4"
+    data = bytearray(src.read_bytes())
+    # Break three packets in the middle for real: their NAL length prefix now points
+    # far past the packet, which the H.264 decoder refuses (it cannot conceal it).
+    with av.open(str(src)) as c:
+        inter = [p for p in c.demux(c.streams.video[0]) if p.size and not p.is_keyframe]
+    damaged = inter[len(inter) // 2 : len(inter) // 2 + 3]
+    for p in damaged:
+        data[p.pos : p.pos + 4] = b"\xff\xff\xff\xf0"
     media = tmp_path / "m"
     media.mkdir()
-    data = bytearray(src)
-    # Overwrite a stretch in the middle of the media data with garbage.
-    mid = len(data) // 2
-    data[mid : mid + 3000] = bytes((i * 97) % 256 for i in range(3000))
     (media / "broken.mp4").write_bytes(bytes(data))
     result = run_analysis(media, tmp_path / "w")
     v = result.videos[0]
-    assert v.status in ("partial", "ok")
+    assert v.status == "partial", (v.status, v.reason)
+    assert "3 corrupt packet(s) skipped" in v.reason and "Invalid data" in v.reason
     recs = records(tmp_path / "w", "broken.mp4")
     samples = [r for r in recs if isinstance(r, Sample)]
     assert samples and samples[-1].time > 3.0  # went on past the damage
+    assert recs[-1].status == "partial" and recs[-1].errors == 3
 
 
 def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tmp_path, caplog):

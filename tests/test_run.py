@@ -148,8 +148,11 @@ def test_killed_run_resumes_to_the_same_plan(finished, media_dir, tmp_path):
                             cwd=REPO)
     log = WorkDir(work).log_path(video_key("rotated.mp4"))  # the second video in sorted order
     deadline = time.time() + 120
-    while time.time() < deadline and not (log.exists() and read_log_state(log).samples >= 2):
+    while not (log.exists() and read_log_state(log).samples >= 2):
         assert proc.poll() is None
+        if time.time() > deadline:  # a hang guard: never carry on as if the kill landed mid-video
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the run never reached the second video")
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
