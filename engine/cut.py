@@ -10,24 +10,32 @@ stem made safe plus a hash of its relative path; nothing is written outside OUT)
   keyframe at or before the planned start (found from packet flags while
   demuxing: the packets since the last keyframe are kept, so no seek) and ends
   before the first video packet at or after the planned end; with B-frames that
-  can lose the last few frames, which ``cut_end`` records. Audio streams are kept,
-  data/subtitle streams are not. MKV when a codec cannot go into MP4.
+  can lose the last few frames, which ``cut_end`` records. Audio streams are kept
+  (copied, or transcoded to AAC when MP4 cannot hold them: WMA, PCM, MP2...),
+  data/subtitle streams are not. MKV only for a video codec MP4 refuses.
+* **Re-encode fallback** (copy mode, per clip): a clip stream copy cannot make
+  well -- no container takes the video by copy (WMV2), the keyframe lies more
+  than ``max_lead_in`` before the start, or the muxer refused the packets -- is
+  re-encoded by the accurate pass in a second read of the source, its reason in
+  ``Clip.encoded``; nothing that decodes is left unwritten.
 * **Accurate** (``accurate=True``): decode once per source, re-encode (libx264,
   AAC) so clips start and end exactly on the planned frames. Only the GOPs that
   hold a clip are decoded.
 
 Times in plan.json are seconds relative to the source's first frame
 (``SourcePlan.t0`` seconds of stream time); a span is half-open, ``[start, end)``.
-Timestamps that jump backwards are unwrapped the way the analysis did (the
-timeline keeps going), and no clip is cut across such a jump.
+Both passes map timestamps through ``engine.timeline`` exactly as the analysis
+did (reordering, gaps, discontinuities), and no clip is cut across a backward jump.
 
 Every clip is written under a temporary name in its final folder and renamed
 when complete, and carries its own description in the container's ``comment``
 tag (id, mode, span, actual cut): a re-run skips a clip whose file exists and
 whose tag and duration match, and adopts a finished clip that plan.json does
 not know yet (a run killed between the rename and the plan write). Temporary
-files of dead runs are removed. plan.json is rewritten (atomically) after each
-source; ``plan.params["cut"]`` records the output folder and mode.
+files of dead runs are removed. plan.json is rewritten (atomically) every few
+seconds and at the end; ``plan.params["cut"]`` records the output folder and mode.
+A :class:`CutCache` remembers the clips written or checked in this process, so a
+streamed run's final pass opens none of them again.
 """
 
 from __future__ import annotations
