@@ -57,6 +57,24 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
     assert data["sweep"]["rows"] and "best" in data["sweep"]
     assert "end to end" in res.stderr and "x faster" in res.stderr
 
-    cmp = subprocess.run([sys.executable, "-m", "bench", "--compare", str(out), str(out)], capture_output=True,
-                         text=True, timeout=120, cwd=REPO)
-    assert cmp.returncode == 0 and "1.00" in cmp.stdout
+    # --compare on two different runs: a second, smaller one (ring and log figures only).
+    second = tmp_path / "second.json"
+    res2 = subprocess.run([sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1",
+                           "--stages", "ring,log", "--json", str(second)], capture_output=True, text=True,
+                          timeout=300, cwd=REPO, env=env)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    cmp = subprocess.run([sys.executable, "-m", "bench", "--compare", str(out), str(second)], capture_output=True,
+                         text=True, timeout=120, cwd=REPO, env={**env, "COLUMNS": "200"})
+    assert cmp.returncode == 0, cmp.stderr
+    b = json.loads(second.read_text())["figures"]
+    rows = {}
+    for line in cmp.stdout.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│") if c.strip()]
+        if cells and cells[0].startswith(("ring.", "log.")):
+            rows[cells[0]] = cells
+    assert rows, cmp.stdout
+    for name, cells in rows.items():  # B / A is the ratio of the two runs' medians
+        k, fig = name.split(".", 1)
+        want = b[k][fig]["median"] / f[k][fig]["median"]
+        assert float(cells[-1]) == pytest.approx(want, abs=0.006), (name, cells)
+    assert {n.split(".")[0] for n in rows} == {"ring", "log"}  # only what both runs measured
