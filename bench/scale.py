@@ -53,18 +53,21 @@ def run_measured(args: list[str], cwd: Path | None = None) -> dict:
     """Run ``python -m engine ARGS``; wall time and peak RSS of its process tree."""
     import psutil
 
-    t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, cwd=cwd)
-    ps = psutil.Process(p.pid)
-    peak = 0
-    while p.poll() is None:
-        peak = max(peak, _tree_rss(ps))
-        time.sleep(0.1)
-    wall = time.perf_counter() - t
-    err = p.stderr.read() if p.stderr else ""
-    if p.returncode not in (0, 3):
-        raise RuntimeError(f"facecut run failed ({p.returncode}): {err[-2000:]}")
+    # stderr into a file, not a pipe: a big batch prints more than a pipe holds, and
+    # a pipe read only at the end would block the run on its last lines.
+    with tempfile.TemporaryFile(mode="w+") as errf:
+        t = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.DEVNULL,
+                             stderr=errf, text=True, cwd=cwd)
+        ps = psutil.Process(p.pid)
+        peak = 0
+        while p.poll() is None:
+            peak = max(peak, _tree_rss(ps))
+            time.sleep(0.1)
+        wall = time.perf_counter() - t
+        if p.returncode not in (0, 3):
+            errf.seek(0)
+            raise RuntimeError(f"facecut run failed ({p.returncode}): {errf.read()[-2000:]}")
     return {"wall_s": wall, "peak_rss_mb": peak / 2**20}
 
 
