@@ -1321,8 +1321,8 @@ def cut_plan(
 ) -> CutResult:
     """Cut every clip of ``WORK/plan.json`` into ``out_dir`` (see the module doc).
 
-    Opens each source at most once (not at all when all its clips are already
-    there). A source that cannot be read is reported in the result and the others
+    Opens each source once (twice when some of its clips must be re-encoded; not
+    at all when all its clips are already there). A source that cannot be read is reported in the result and the others
     go on; only an unusable plan or output folder raises (``ConfigError``).
     plan.json is rewritten every few seconds while cutting and at the end (or on
     an interruption); a clip finished in between is adopted by the next run.

@@ -22,7 +22,6 @@ from tools.make_media import (
     FORMAT_MATRIX,
     Shot,
     format_spec,
-    formats_batch,
     load_truth,
     make_format_video,
     render_frame,
