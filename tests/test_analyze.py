@@ -490,3 +490,28 @@ def test_finished_videos_are_recognised_from_their_markers_not_their_records(ana
     assert result.exit_code == 0 and read == []
     assert [v.status for v in result.videos] and all(v.status == "ok" for v in result.videos)
     assert log_bytes(work) == before
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="SIGKILL of one process, /dev/shm")
+def test_a_coordinator_killed_alone_leaves_no_worker_and_no_shared_memory(long_media, tmp_path):
+    from engine.procs import pid_alive
+
+    work = tmp_path / "w"
+    save_scan(WorkDir(work), scan(long_media))
+    log = WorkDir(work).log_path(video_key("a_long.mp4"))
+    proc = start_analyze(work)
+    wait_for_samples(log, 5, proc)
+    workers = json.loads(WorkDir(work).heartbeat.read_text())["workers"]
+    assert workers and proc.pid not in workers.values()
+    os.kill(proc.pid, signal.SIGKILL)  # the coordinator only: its children see their parent die
+    proc.wait(10)
+    deadline = time.time() + 30
+    while any(pid_alive(pid) for pid in workers.values()):
+        if time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"workers outlived their coordinator: {workers}")
+        time.sleep(0.05)
+    assert shm_segments() == []  # the ring went with it (Python's resource tracker unlinks it)
+    state = read_log_state(log)
+    assert state.done is None and state.samples >= 5  # resumable as after any kill

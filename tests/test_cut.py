@@ -467,6 +467,28 @@ def test_a_source_replaced_between_analysis_and_cut_is_refused(media_dir, tmp_pa
     assert read_json(WorkDir(work).plan_json, Plan).sources[0].fingerprint == fingerprint(src / "a.mp4")
 
 
+def test_a_really_truncated_source_keeps_the_clips_before_the_damage(tmp_path):
+    """A capture cut short (a full disk, a copy aborted): a streamable file truncated
+    at 55 %. The clip before the end is written and plays; the one past it fails
+    with a reason; nothing half-written remains."""
+    src = tmp_path / "in"
+    make_video(src / "cap.mkv", [Shot("face", 3.0, "astronaut", face_px=120), Shot("noface", 3.0, "coffee")],
+               seed=11)
+    data = (src / "cap.mkv").read_bytes()
+    (src / "cap.mkv").write_bytes(data[: int(len(data) * 0.55)])
+    wd = new_work(tmp_path / "w", make_plan(src, {"cap.mkv": [(0.5, 1.5), (4.5, 5.5)]}))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out)
+    sc = result.sources[0]
+    assert sc.status == "partial" and sc.written == 1 and sc.failed == 1, sc
+    first, second = load_plan(wd).clips
+    assert first.file and second.file is None and sc.failures[second.id]
+    with av.open(str(out / first.file)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 24  # a second of 25 fps, decoded to its end
+    assert [p.name for p in out.rglob("*") if p.is_file() and p.suffix == ".mp4"] == [Path(first.file).name]
+    assert not [p for p in out.rglob("*.tmp")]
+
+
 def test_source_failing_mid_read_keeps_finished_clips_only(media_dir, tmp_path, monkeypatch):
     spans = {"basic.mp4": [(0.0, 1.0), (3.0, 4.0), (10.0, 12.0)], "vfr.mp4": [(1.0, 2.0)]}
     wd = new_work(tmp_path / "w", make_plan(media_dir, spans))
