@@ -62,3 +62,21 @@ def test_a_zip_bomb_face_set_is_refused_before_it_inflates(tmp_path):
         z.writestr("0.png", huge)
         z.writestr("1.png", ok)
     assert [n for n, _ in load_reference_images(mixed)] == ["1.png"]
+
+
+def test_a_corrupt_face_set_is_a_clear_error(tmp_path):
+    import zipfile
+
+    from engine.errors import ConfigError
+    from engine.identity import load_reference_images
+
+    bad = tmp_path / "bad.fsz"
+    bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a zip header, then garbage
+    with pytest.raises(ConfigError, match="not a readable face set"):
+        load_reference_images(bad)
+    cut_short = tmp_path / "short.fsz"
+    with zipfile.ZipFile(cut_short, "w") as z:
+        z.writestr("0.png", b"\x89PNG" + b"\0" * 5000)
+    cut_short.write_bytes(cut_short.read_bytes()[:-40])  # the central directory torn off
+    with pytest.raises(ConfigError, match="not a readable face set"):
+        load_reference_images(cut_short)
