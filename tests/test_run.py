@@ -101,6 +101,28 @@ def test_a_streamed_run_opens_no_clip_again_to_check_it(media_dir, tmp_path, mon
     assert plan_of(tmp_path / "w").clips and opened == []
 
 
+def test_track_report_and_status_watch_on_a_finished_batch(finished, tmp_path):
+    root, _ = finished
+    work = root / "work"
+    res = CliRunner().invoke(main, ["track", "-w", str(work), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert {r["path"] for r in rows} >= {"basic.mp4", "rotated.mp4"}
+    index = work / "report" / "index.html"
+    index.unlink()
+    res = CliRunner().invoke(main, ["report", "-w", str(work)])
+    assert res.exit_code == 0 and index.is_file(), res.output
+    # status --watch refreshes until interrupted (Ctrl-C: exit 130)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "status", "-w", str(work), "--json", "--watch",
+                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    lines = [proc.stdout.readline() for _ in range(3)]
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    snaps = [json.loads(x) for x in lines]
+    assert all(s["videos"] and not s["alive"] for s in snaps)
+
+
 def test_rescore_with_other_gates_only_changes_the_plan(finished, media_dir):
     root, _ = finished
     work = root / "work"
