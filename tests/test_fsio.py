@@ -1,0 +1,45 @@
+"""Work-folder file primitives: atomic writes and the content fingerprint."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.fsio import MIB, atomic_path, atomic_write_bytes, fingerprint
+
+
+def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temp(tmp_path):
+    target = tmp_path / "sub" / "plan.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed mid-write")
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    atomic_write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"new, half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_bytes() == b"old"  # the previous version stays whole
+    assert [p.name for p in target.parent.iterdir()] == ["plan.json"]
+
+
+def test_fingerprint_reads_size_head_and_tail(tmp_path):
+    size = 3 * MIB
+    base = bytearray(b"\0" * size)
+    a = tmp_path / "a.bin"
+    a.write_bytes(bytes(base))
+    tail = bytearray(base)
+    tail[-10] = 1  # the last MiB differs
+    (tmp_path / "tail.bin").write_bytes(bytes(tail))
+    head = bytearray(base)
+    head[10] = 1
+    (tmp_path / "head.bin").write_bytes(bytes(head))
+    middle = bytearray(base)
+    middle[size // 2] = 1  # only the middle: not read (a copy keeps its fingerprint cheaply)
+    (tmp_path / "middle.bin").write_bytes(bytes(middle))
+    (tmp_path / "longer.bin").write_bytes(bytes(base) + b"\0")
+    fp = fingerprint(a)
+    assert fingerprint(tmp_path / "tail.bin") != fp and fingerprint(tmp_path / "head.bin") != fp
+    assert fingerprint(tmp_path / "longer.bin") != fp
+    assert fingerprint(tmp_path / "middle.bin") == fp
+    assert fp.startswith(f"{size:x}-")
