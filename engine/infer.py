@@ -100,16 +100,20 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
 
 def detect_each(model, frames: list, scales: list) -> list:
     """The model on a batch; when the batch raises, frame by frame, so one odd frame
-    costs only itself: its entry is then the exception."""
+    costs only itself: its entry is then the exception. When every frame of a
+    batch of several fails, the model itself is broken (a lost device...): that
+    is raised, the process ends and the coordinator's restart rules apply."""
     try:
         return model.detect(frames, scales)
-    except Exception:  # noqa: BLE001 - isolated below, frame by frame
+    except Exception as batch_error:  # noqa: BLE001 - isolated below, frame by frame
         out = []
         for f, s in zip(frames, scales):
             try:
                 out.append(model.detect([f], [s])[0])
             except Exception as ex:  # noqa: BLE001 - reported with the sample, the process goes on
                 out.append(ex)
+        if len(out) > 1 and all(isinstance(x, Exception) for x in out):
+            raise batch_error
         return out
 
 

@@ -170,6 +170,8 @@ def test_one_bad_frame_costs_only_itself(model, photos):
     assert isinstance(out[1], ValueError)
     assert len(out[0]) == len(out[2]) == 1
     assert out[0] == model.detect([good], [1.0])[0]
+    with pytest.raises(ValueError):  # nothing passes: the model is broken, not a frame
+        detect_each(model, [np.zeros((10, 10), np.uint8)] * 2, [1.0, 1.0])
 
 
 def test_directml_pads_second_stage_batches(photos):
