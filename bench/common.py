@@ -97,18 +97,23 @@ def generated_corpus(root: Path, profile: str = "bench720", minutes: float = 1.0
     return folder
 
 
-def format_corpus(root: Path) -> Path:
-    """The format matrix (tools.make_media.formats_batch: one small file per file
-    class), made once; a marker file says it is complete."""
-    from tools.make_media import formats_batch
-
-    folder = Path(root) / "formats"
+def made_once(folder: Path, what: str, make) -> Path:
+    """``folder``, filled by ``make(folder)`` the first time (a marker file says it
+    is complete, so an interrupted generation starts again)."""
+    folder = Path(folder)
     marker = folder / ".complete"
     if not marker.exists():
-        print(f"generating the format matrix in {folder} (once) ...", file=sys.stderr)
-        formats_batch(folder)
+        print(f"generating {what} in {folder} (once) ...", file=sys.stderr)
+        make(folder)
         marker.write_text("ok\n")
     return folder
+
+
+def format_corpus(root: Path) -> Path:
+    """The format matrix (tools.make_media.formats_batch: one small file per file class)."""
+    from tools.make_media import formats_batch
+
+    return made_once(Path(root) / "formats", "the format matrix", formats_batch)
 
 
 def save_json(path: Path, data: dict) -> None:

@@ -17,19 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import figure
+from bench.common import figure, made_once
 
 
 def scale_corpus(root: Path, pieces: int, seconds: float) -> tuple[Path, Path]:
     """(pieces folder, joined folder), made once per (pieces, seconds)."""
     from tools.make_media import scale_batch
 
-    folder = Path(root) / f"scale-{pieces}x{seconds:g}s"
-    marker = folder / ".complete"
-    if not marker.exists():
-        print(f"generating the scale corpus in {folder} (once) ...", file=sys.stderr)
-        scale_batch(folder, pieces=pieces, seconds=seconds)
-        marker.write_text("ok\n")
+    folder = made_once(Path(root) / f"scale-{pieces}x{seconds:g}s", "the scale corpus",
+                       lambda d: scale_batch(d, pieces=pieces, seconds=seconds))
     return folder / "pieces", folder / "joined"
 
 

@@ -748,7 +748,14 @@ class _CopyPass(_AacAudio):
 
     def _audio(self, packet, sidx: int) -> None:
         if sidx in self.transcode:
-            self._audio_decode(packet.stream, packet)
+            # Decoded only near a clip: from as far before the next start as a clip's
+            # keyframe may lie (further back, the clip is re-encoded anyway).
+            raw = packet.pts if packet.pts is not None else packet.dts
+            uw = self.awrap.get(sidx)
+            t = float((raw + (uw.off if uw else 0)) * packet.time_base) if raw is not None else math.inf
+            horizon = min(self.max_lead_in, AUDIO_KEEP_S) + 1.0
+            if self.active or self.waiting or (self.pending and t >= self.pending[0].start - horizon):
+                self._audio_decode(packet.stream, packet)
             return
         tb = packet.stream.time_base or Fraction(1, 48000)
         e = self._stamp(packet, sidx, tb)
@@ -1457,6 +1464,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
         s.clip.encoded = ""
     t0 = 0.0
     retry: list[_Span] = []
+    whole = False
     try:
         container = _check_and_open(_source_path(input_dir, rel, sp), sp)
         sc.opens += 1
@@ -1479,7 +1487,8 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
                     sc.notes.append(why)
                     log.info("%s: %s", rel, why)
                 sc.container = fmt or "mp4"
-                if fmt is None:  # no container takes the video by copy: every clip re-encoded
+                whole = fmt is None
+                if whole:  # no container takes the video by copy: every clip re-encoded
                     retry = spans
                     for s in spans:
                         s.reencode, s.reason = True, why
@@ -1496,9 +1505,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
             for s in retry:
                 s.clip.encoded = _encode_reason(s.reason)
                 again.append(_Span(s.i, s.clip, s.start, s.end))
-            whole = retry is spans
             spans = [s for s in spans if s not in retry] + again
-            retry = spans if whole else retry
             container = _check_and_open(_source_path(input_dir, rel, sp), sp)
             sc.opens += 1
             try:
@@ -1506,7 +1513,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
                 _run_pass(_EncodePass(container, again, folder, t0, tick, mode="reencode"), sc, tick)
             finally:
                 container.close()
-            if retry is not spans:  # (the whole source: its note says so already)
+            if not whole:  # (the whole source: its note says so already)
                 for why in sorted({s.clip.encoded for s in again}):
                     n = sum(s.clip.encoded == why for s in again)
                     sc.notes.append(f"{n} clip(s) re-encoded: {why}")

@@ -141,7 +141,8 @@ def _split(video: VideoLog, tr: Track, ok_all: np.ndarray, seg: _Segment, cfg: S
     room = max(0.0, (cfg.max_dur - even) / 2 - video.dt)
     f = video.faces
     rows = tr.rows
-    g = video.k[f.sample[rows]] * video.dt
+    ks = video.k[f.sample[rows]]
+    g = ks * video.dt
     quality = np.where(ok_all[rows], f.score[rows], -1.0)
     bounds = [seg.start]
     for i in range(1, n):
@@ -158,7 +159,6 @@ def _split(video: VideoLog, tr: Track, ok_all: np.ndarray, seg: _Segment, cfg: S
         a, b = bounds[i], bounds[i + 1]
         if b - a <= _EPS:
             continue
-        ks = video.k[f.sample[rows]]
         inside = (g >= a - _EPS) & (g <= b + _EPS)
         k0 = int(ks[inside].min()) if inside.any() else seg.k0
         k1 = int(ks[inside].max()) if inside.any() else seg.k1

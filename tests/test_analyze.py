@@ -274,6 +274,15 @@ def start_analyze(work: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[bytes, bytes]:
+    """The run's output once it ends by itself (killed with its group on a hang)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
 def wait_for_samples(path: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -320,11 +329,7 @@ def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tm
     wait_for_samples(log, 5, proc)
     hb = json.loads(WorkDir(work).heartbeat.read_text())
     os.kill(hb["workers"]["decoder-0"], signal.SIGKILL)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    out, err = finish(proc)
     assert proc.returncode == 3, err
     assert b"a_long.mp4" in err and b"SIGKILL" in err
     state = read_log_state(log)
@@ -346,11 +351,7 @@ def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_re
     wait_for_samples(log, moment, proc)
     hb = json.loads(WorkDir(work).heartbeat.read_text())
     os.kill(hb["workers"]["infer-0"], signal.SIGKILL)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    out, err = finish(proc)
     assert proc.returncode == 0, err
     assert b"infer-0 died" in err
     assert log_bytes(work) == log_bytes(long_reference)
@@ -377,11 +378,7 @@ def test_a_video_in_hand_at_two_inference_deaths_fails_and_the_batch_goes_on(lon
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        raise
+    out, err = finish(proc)
     assert proc.returncode == 3, err
     state = read_log_state(log)
     assert state.done.status == "failed" and "inference process died twice" in state.done.reason
