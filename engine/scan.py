@@ -158,6 +158,34 @@ def _ffmpeg_line(ex: Exception) -> str:
     return getattr(ex, "strerror", None) or str(ex)
 
 
+_MP4_BOXES = (b"ftyp", b"mdat", b"moov", b"wide", b"free", b"skip")
+
+
+def _has_top_box(path: Path, kind: bytes, limit: int = 4096) -> bool:
+    """Whether the file's top-level ISO-BMFF boxes include `kind`. Read from the
+    boxes themselves, not from FFmpeg's log line: probes run in threads and the
+    log line an exception carries can belong to another thread's file."""
+    size = path.stat().st_size
+    pos = 0
+    with open(path, "rb") as f:
+        for _ in range(limit):
+            f.seek(pos)
+            hdr = f.read(16)
+            if len(hdr) < 8:
+                return False
+            n, box = int.from_bytes(hdr[:4], "big"), hdr[4:8]
+            if box == kind:
+                return True
+            if n == 1 and len(hdr) == 16:
+                n = int.from_bytes(hdr[8:16], "big")
+            elif n == 0:
+                return False  # the last box runs to the end of the file
+            if n < 8 or pos + n > size:
+                return False  # cut off inside this box
+            pos += n
+    return False
+
+
 def _open_failure_reason(path: Path, ex: Exception) -> str:
     detail = _ffmpeg_line(ex)
     script = refusal_reason(path)
@@ -165,7 +193,7 @@ def _open_failure_reason(path: Path, ex: Exception) -> str:
         return script
     with open(path, "rb") as f:
         head = f.read(4096)
-    if head[4:8] in (b"ftyp", b"mdat", b"moov", b"wide", b"free") and "moov" in detail:
+    if head[4:8] in _MP4_BOXES and not _has_top_box(path, b"moov"):
         return f"truncated or unfinished MP4/MOV: no index ({detail})"
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
     if head and printable > 0.95 * len(head):

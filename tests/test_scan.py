@@ -69,6 +69,17 @@ def test_broken_inputs_become_failed_records(result):
         assert "\n" not in videos[name].reason
 
 
+def test_truncated_mp4_is_told_from_its_boxes_not_ffmpegs_log(scan_dir):
+    """Probes run in threads: the log line an FFmpeg error carries may be
+    another file's, so the reason must not depend on it."""
+    from engine.scan import _open_failure_reason
+
+    bad = scan_dir / "bad" / "truncated.mp4"
+    assert "truncated" in _open_failure_reason(bad, Exception("Invalid data found"))
+    good = scan_dir / "basic.mp4"
+    assert "truncated" not in _open_failure_reason(good, Exception("Invalid data found"))
+
+
 def test_missing_and_dangling(tmp_path):
     v = probe(tmp_path / "gone.mp4", "gone.mp4")
     assert v.status == "failed" and v.reason == "file not found"
