@@ -590,6 +590,38 @@ def test_killed_cut_resumes_to_complete_clips(media_dir, tmp_path):
         check_clip(out, clip, FRAME, audio=True, src_end=truth.duration)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_cut_killed_inside_a_clip_write_ends_as_an_uninterrupted_cut(media_dir, tmp_path):
+    """SIGKILL while a clip is half-written under its temp name (no progress call
+    to wait in): the half clip never gets a final name, and the resumed cut
+    equals a cut that was never interrupted, clip for clip and byte for byte."""
+    spans = {"basic.mp4": KILL_SPANS}
+    ref_wd, ref_out = new_work(tmp_path / "rw", make_plan(media_dir, spans)), tmp_path / "ref"
+    assert cut_plan(ref_wd, ref_out).ok
+
+    wd, out = new_work(tmp_path / "w", make_plan(media_dir, spans)), tmp_path / "out"
+    script = KILL_SCRIPT.replace("progress=lambda p: time.sleep(0.1)", "")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(wd.root), str(out)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    half = []
+    while not half:
+        half = [p for p in out.rglob("*.tmp") if p.is_file() and p.stat().st_size > 0]
+        if proc.poll() is not None or time.time() > deadline:  # a hang guard, not a speed check
+            pytest.fail("no clip was caught half-written")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    caught = half[0].name.split(".")[1]  # .<clip id>.mp4.<pid>.tmp
+    assert not (out / BASIC / f"{caught}.mp4").exists()  # the half clip has no final name
+
+    assert cut_plan(wd, out).ok
+    ref, got = load_plan(ref_wd), load_plan(wd)
+    assert [c.file for c in got.clips] == [c.file for c in ref.clips]
+    assert sorted(p.name for p in (out / BASIC).iterdir()) == sorted(p.name for p in (ref_out / BASIC).iterdir())
+    for clip in ref.clips:
+        assert (out / clip.file).read_bytes() == (ref_out / clip.file).read_bytes(), clip.id
+
+
 def tone_hz(samples: np.ndarray, rate: int) -> float:
     spec = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spec))])
