@@ -61,6 +61,7 @@ from engine.fsio import (
     UnsafePath,
     WorkDir,
     atomic_write_bytes,
+    display_name,
     fingerprint,
     inside,
     mark_folder,
@@ -1506,7 +1507,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
                 s.clip.encoded = _encode_reason(s.reason)
                 again.append(_Span(s.i, s.clip, s.start, s.end))
             spans = [s for s in spans if s not in retry] + again
-            container = _check_and_open(_source_path(input_dir, rel, sp), sp)
+            container = _check_and_open(_source_path(input_dir, rel, sp), sp, again=True)
             sc.opens += 1
             try:
                 tick.done_base += len(spans) - len(again)
@@ -1567,15 +1568,26 @@ def _source_path(input_dir: Path, rel: str, sp: SourcePlan | None) -> Path:
     return sp.fs_path(input_dir) if sp is not None else input_dir / rel
 
 
-def _check_and_open(path: Path, sp: SourcePlan | None):
+def _check_and_open(path: Path, sp: SourcePlan | None, again: bool = False):
+    """Open the source after checking it is the file analysed: size, then the
+    fingerprint (size + first and last MiB). A modification time that differs
+    while both match (a copy, a touch) is said once (not on the second open,
+    ``again``) and the file is cut."""
     if not path.is_file():
         raise _SourceFailed(f"source not found: {text_name(str(path))}")
     if sp is not None and sp.fingerprint:
         try:
-            if fingerprint(path) != sp.fingerprint:
+            st = path.stat()
+            if sp.size and st.st_size != sp.size:
+                raise _SourceFailed(f"the file changed since it was analysed (size {st.st_size:,} bytes, "
+                                    f"was {sp.size:,})")
+            if fingerprint(path, st.st_size) != sp.fingerprint:
                 raise _SourceFailed("the file changed since it was analysed (fingerprint differs)")
         except OSError as ex:
             raise _SourceFailed(f"cannot read: {ex.strerror or ex}") from ex
+        if sp.mtime_ns and st.st_mtime_ns != sp.mtime_ns and not again:
+            log.warning("%s: modified since it was analysed, but its size, first and last MiB are the "
+                        "same: cut as analysed", display_name(sp.path))
     try:
         return open_input(path)
     except (av.FFmpegError, OSError) as ex:

@@ -62,7 +62,7 @@ class VideoInfo(Struct, frozen=True, kw_only=True):
     reason: str = ""  # one human line when failed (or duplicate)
     size: int = 0  # bytes
     mtime_ns: int = 0
-    fingerprint: str = ""  # size + mtime + hash of first/last MiB (fsio.fingerprint)
+    fingerprint: str = ""  # size + hash of first/last MiB (fsio.fingerprint)
     container: str = ""  # demuxer name(s), e.g. "mov,mp4,m4a,3gp,3g2,mj2"
     stream_index: int = -1  # the video stream analysed
     codec: str = ""
@@ -306,6 +306,8 @@ class SourcePlan(Struct, kw_only=True):
     reason: str = ""
     duration: float = 0.0
     fingerprint: str = ""
+    size: int = 0  # bytes, and modification time, of the file as analysed (0: unknown)
+    mtime_ns: int = 0
     t0: float = 0.0  # stream time of the first frame, seconds
     shots: list[Shot] = []
     tracks: list[TrackSummary] = []

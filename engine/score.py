@@ -262,6 +262,7 @@ def score_video(
             path=info.path, key=key, status="pending" if done is None else "failed",
             reason="analysis not finished" if done is None else done.reason,
             duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
+            size=info.size, mtime_ns=info.mtime_ns,
         ), []
     tracks = link(video, cfg.track)
     ok_all, fails = _passes(video, cfg)
@@ -308,6 +309,7 @@ def score_video(
         duration=_r(video.duration), fingerprint=fp, t0=h.t0 if h is not None else 0.0,
         shots=[msgspec.structs.replace(s, start=_r(s.start), end=_r(s.end)) for s in video.shots],
         tracks=summaries, raw_path=info.raw_path,
+        **({"size": info.size, "mtime_ns": info.mtime_ns} if fp == info.fingerprint else {}),
     )
     return source, clips
 
@@ -342,7 +344,8 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
         if records is None:
             sources.append(
                 SourcePlan(path=info.path, key=video_key(info.path), status=status, reason=reason,
-                           duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path)
+                           duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
+                           size=info.size, mtime_ns=info.mtime_ns)
             )
             continue
         src, cl = score_video(info, records, cfg, work=work, identity=ident)

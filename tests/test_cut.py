@@ -6,6 +6,7 @@ needed): each source's ``t0`` is its first frame's time, as the analysis logs it
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -454,6 +455,18 @@ def test_a_source_replaced_between_analysis_and_cut_is_refused(media_dir, tmp_pa
     work, out = tmp_path / "w", tmp_path / "o"
     res = CliRunner().invoke(main, ["run", str(src), "-o", str(out), "-w", str(work), *args])
     assert res.exit_code == 0, res.output
+    sp = read_json(WorkDir(work).plan_json, Plan).sources[0]
+    st = (src / "a.mp4").stat()
+    assert (sp.size, sp.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    for f in out.rglob("*.mp4"):
+        f.unlink()
+    os.utime(src / "a.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: the same bytes
+    with caplog.at_level("WARNING"):
+        result = cut_plan(WorkDir(work), out)
+    assert result.ok and result.written == len(list(out.rglob("*.mp4"))) > 0
+    assert "a.mp4: modified since it was analysed" in caplog.text
+    caplog.clear()
+
     shutil.copy(media_dir / "vfr.mp4", src / "a.mp4")
     for f in out.rglob("*.mp4"):
         f.unlink()
