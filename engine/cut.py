@@ -67,6 +67,7 @@ from engine.fsio import (
     mark_folder,
     output_folder,
     read_json,
+    remove_temp_files,
     replace_with_retry,
     temp_name,
     text_name,
@@ -293,19 +294,9 @@ def _existing(out_dir: Path, clip: Clip, mode: str, cache: CutCache | None = Non
 
 
 def clean_temp_files(folder: Path) -> list[Path]:
-    """Remove temporary clip files left by killed runs (dead pids) in ``folder``."""
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = _TMP.match(p.name)
-        if m and not pid_alive(int(m["pid"])):
-            try:
-                p.unlink()
-                removed.append(p)
-            except OSError:  # Windows: still open by a live writer
-                pass
-    return removed
+    """Remove temporary clip files left by killed runs (dead pids) in ``folder``:
+    OUT is not under WORK's lock, so a live cut's files stay."""
+    return remove_temp_files(folder, alive=pid_alive, pattern=_TMP)
 
 
 # --------------------------------------------------------------------------- one clip being written

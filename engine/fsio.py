@@ -41,6 +41,30 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")  # what temp_name makes
+
+
+def remove_temp_files(folder: Path, *, recursive: bool = False, alive=None, pattern=TEMP_NAME) -> list[Path]:
+    """Remove the temporary files (``temp_name``; ``pattern``, with a ``pid``
+    group, narrows them) that killed writers left in ``folder``: all of them, or
+    with ``alive(pid)``, those whose writer is gone. A file still open by a live
+    writer on Windows stays."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        m = pattern.match(p.name)
+        if m is None or not p.is_file() or (alive is not None and alive(int(m["pid"]))):
+            continue
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; rename it to ``path`` only if the block succeeds."""

@@ -23,7 +23,6 @@ Never imports av.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import msgspec
 import numpy as np
 
 from engine.errors import FacecutError
-from engine.fsio import replace_with_retry
+from engine.fsio import replace_with_retry, temp_name
 from engine.procs import recv_or_parent_death
 from engine.records import Sample
 from engine.ring import FrameRing
@@ -129,7 +128,7 @@ def write_thumbnail(path: Path, img: np.ndarray, side: int) -> None:
     if not ok:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         tmp.write_bytes(data.tobytes())
         replace_with_retry(tmp, path)

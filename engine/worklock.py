@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.fsio import remove_temp_files
 
 LOCK_NAME = ".facecut.lock"
 _WIN_OFFSET = 1 << 20  # the byte locked on Windows (beyond the text, which stays readable)
@@ -106,6 +107,9 @@ class WorkLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, data + b"\0" * max(0, 512 - len(data)))
         self.fd = fd
+        # One writer: every temporary file under WORK now belongs to a dead one
+        # (a marker, a thumbnail, a plan killed mid-write).
+        remove_temp_files(self.root, recursive=True)
         return self
 
     def release(self) -> None:

@@ -321,6 +321,73 @@ def test_sigkill_and_resume_gives_identical_logs(long_media, long_reference, tmp
 
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_between_videos_resumes_without_touching_the_finished_one(long_media, long_reference, tmp_path):
+    """Killed the moment the first video's completion marker appears: that video
+    is not analysed again (its log untouched, the same file) and the batch ends
+    with the uninterrupted run's logs."""
+    work = tmp_path / "w"
+    wd = WorkDir(work)
+    save_scan(wd, scan(long_media))
+    proc = start_analyze(work)
+    deadline = time.time() + 120
+    while not (done := list(wd.analysis_dir.glob("*.done"))):
+        if proc.poll() is not None or time.time() > deadline:  # a hang guard, not a speed check
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no video finished: {proc.communicate()}")
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    time.sleep(0.5)
+    finished = done[0].with_suffix(".fclog")
+    before, inode = finished.read_bytes(), finished.stat().st_ino
+    assert len(list(wd.analysis_dir.glob("*.done"))) < 2, "killed too late: both videos finished"
+    out = subprocess.run(ANALYZE + ["-w", str(work)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert finished.read_bytes() == before and finished.stat().st_ino == inode
+    assert log_bytes(work) == log_bytes(long_reference)
+    assert not list(work.rglob("*.tmp")) and shm_segments() == []
+
+
+def _markers(work: Path) -> dict[str, dict]:
+    out = {}
+    for p in sorted(WorkDir(work).analysis_dir.glob("*.done")) + sorted(WorkDir(work).analysis_dir.glob("*.shots.json")):
+        data = json.loads(p.read_text())
+        if isinstance(data, dict):
+            data.pop("finished", None)
+        out[p.name] = data
+    return out
+
+
+@pytest.mark.slow
+def test_killed_while_writing_the_markers_resumes_to_the_same_markers(long_reference, tmp_path):
+    """The states a kill leaves around a video's end: its Done record logged but
+    no marker yet (b_short), or the marker half-written under its temp name
+    (a_long; a thumbnail too). The next run writes the markers from the logs,
+    analyses nothing again and leaves no temp file."""
+    work = tmp_path / "w"
+    shutil.copytree(long_reference, work)
+    wd = WorkDir(work)
+    a, b = video_key("a_long.mp4"), video_key("b_short.mp4")
+    wd.done_path(b).unlink()
+    (wd.analysis_dir / f"{b}.shots.json").unlink()
+    marker = wd.done_path(a)
+    torn = marker.with_name(f".{marker.name}.999999999.tmp")
+    torn.write_bytes(marker.read_bytes()[:40])
+    marker.unlink()
+    thumb = next(work.rglob("*.jpg"))
+    (thumb.parent / f".{thumb.name}.999999998.tmp").write_bytes(b"\xff\xd8 half a JPEG")
+    logs = {p: (p.read_bytes(), p.stat().st_ino) for p in wd.analysis_dir.glob("*.fclog")}
+    out = subprocess.run(ANALYZE + ["-w", str(work)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert {p: (p.read_bytes(), p.stat().st_ino) for p in logs} == logs  # nothing analysed again
+    assert _markers(work) == _markers(long_reference)
+    assert not list(work.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tmp_path):
     work = tmp_path / "w"
     save_scan(WorkDir(work), scan(long_media))
