@@ -460,7 +460,8 @@ def analyze_video(work: str, input_dir: str, rel: str, size: int, cfg: AnalyzeCo
     wdir, why = _see_work(work, token)
     inp, why_in = _see_inputs(input_dir, [(rel, size, raw)])
     if why or why_in:
-        raise PathNotVisible(f"worker {worker.address} ({socket.gethostname()}) {why or why_in}")
+        raise PathNotVisible(f"worker {worker.address} ({socket.gethostname()}) "
+                             + "; ".join(w for w in (why, why_in) if w))
     wd = _TaskWorkDir(wdir)
     cfg_here = machine_config(cfg, pinned)
     key = video_key(rel)
@@ -592,7 +593,9 @@ def analyze_on_cluster(
     t0 = time.perf_counter()
     planner = Coordinator(wd, cfg, only=None, bookkeeping=False)
     planner.plan()  # exactly a local run's decisions (and its settings check)
-    todo = list(planner.queue)
+    # A file changed since the scan is probed again here, as a local run does just
+    # before its analysis, so the workers check the size the client now sees.
+    todo = [vr for vr in planner.queue if planner.unchanged_or_reprobed(vr)]
     if not todo:
         return ClusterResult(planner.videos, 0.0, None)
     with connect(address, timeout) as client:

@@ -496,7 +496,7 @@ class Coordinator:
         for w in self.decoders:
             while w.state["job"] is None and self.queue:
                 vr = self.queue.popleft()
-                if self._unchanged_or_reprobed(vr):
+                if self.unchanged_or_reprobed(vr):
                     self._start_job(vr, w)
         # free slots to decoders that are working and short of slots
         busy = [w for w in self.decoders if w.state["job"] is not None]
@@ -557,7 +557,7 @@ class Coordinator:
             return None
         return str(self.work.thumbs_dir / vr.key / f"{k:07d}.jpg")
 
-    def _unchanged_or_reprobed(self, vr: VideoRun) -> bool:
+    def unchanged_or_reprobed(self, vr: VideoRun) -> bool:
         """Is the file still the one scanned (size + mtime), or, when it changed
         (replaced, rewritten) since the scan, probed again? An analysis of its
         old content is set aside. False: it cannot be analysed now (reported)."""

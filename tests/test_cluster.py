@@ -205,6 +205,67 @@ def test_daemonic_workers_and_unreachable_schedulers_are_refused(batch, tmp_path
     assert not list(wd.analysis_dir.iterdir())
 
 
+def test_a_worker_seeing_another_size_is_refused_and_its_task_says_why(batch, tmp_path):
+    """A worker whose input share holds another version of a file (a stale copy,
+    a sync in progress): the check before any task names the file with both
+    sizes; a task given a size its worker does not see fails with
+    PathNotVisible, not with an analysis of the wrong bytes."""
+    from distributed import Client
+
+    from engine.cluster import PROBE, PathNotVisible, analyze_video
+
+    wd = fresh_work(batch, tmp_path / "w")
+    input_dir = load_scan(wd).input_dir
+    stale = tmp_path / "stale"
+    shutil.copytree(batch, stale)
+    data = (stale / "vfr.mp4").read_bytes()
+    (stale / "vfr.mp4").write_bytes(data[: len(data) // 2])
+    env = {"FACECUT_PATH_MAP": f"{input_dir}={stale}"}
+    with local_cluster(1, env=env) as cluster, Client(cluster) as c:
+        (addr,) = c.scheduler_info()["workers"]
+        with pytest.raises(ConfigError) as ei:
+            analyze_on_cluster(wd, CFG, cluster.scheduler_address)
+        msg = str(ei.value)
+        assert "nothing was submitted" in msg and f"worker {addr}" in msg
+        assert f"vfr.mp4 ({len(data) // 2} bytes, scanned {len(data)})" in msg
+        assert c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+        # The same check inside the task (the file changed after the check):
+        token = "t" * 32
+        (wd.logs_dir / PROBE.format(token[:12])).write_text(json.dumps({"token": token}))
+        fut = c.submit(analyze_video, str(wd.root), input_dir, "vfr.mp4", len(data), CFG, None, token, "topic",
+                       pure=False)
+        ex = fut.exception(timeout=60)
+    assert isinstance(ex, PathNotVisible), ex
+    assert f"vfr.mp4 ({len(data) // 2} bytes, scanned {len(data)})" in str(ex)
+    assert not list(wd.analysis_dir.glob("*.fclog"))
+
+
+def test_a_file_changed_since_the_scan_is_probed_again_before_the_workers_check(batch, tmp_path, caplog):
+    """As in a local run: a file replaced after the scan is probed again by the
+    client (and said), so the workers check and analyse the new content."""
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(batch / "basic.mp4", src / "a.mp4")
+    wd = fresh_work(src, tmp_path / "w")
+    shutil.copy(batch / "vfr.mp4", src / "a.mp4")
+    with caplog.at_level("WARNING"):
+        result = analyze_on_cluster(wd, CFG, "local:1")
+    assert result.exit_code == 0 and [v.status for v in result.videos] == ["ok"]
+    assert "a.mp4: the file changed since the scan" in caplog.text
+    header = read_log_state(wd.log_path(video_key("a.mp4"))).header
+    from engine.fsio import fingerprint
+
+    assert header.fingerprint == fingerprint(src / "a.mp4")
+
+
+def test_no_worker_within_the_timeout_is_a_clear_error(batch, tmp_path):
+    wd = fresh_work(batch, tmp_path / "w")
+    with (local_cluster(0) as cluster,
+          pytest.raises(ClusterError, match=r"no Dask workers connected to tcp://127\.0\.0\.1:\d+ within 2s")):
+        analyze_on_cluster(wd, CFG, cluster.scheduler_address, timeout=2)
+    assert not list(wd.analysis_dir.glob("*.fclog"))
+
+
 # --------------------------------------------------------------------------- pieces
 
 
