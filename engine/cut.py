@@ -340,6 +340,7 @@ class _Span:
     held: list = field(default_factory=list)  # audio waiting for the video to catch up
     aheld: list = field(default_factory=list)  # the same, decoded (audio transcoded to AAC)
     audio_open: set = field(default_factory=set)  # audio streams not yet past the end
+    audio_cap: float = math.inf  # re-encoded audio stops here: its stream jumped back (a discontinuity)
     frames: int = 0
     vhold: object | None = None  # the latest video packet (copy) / (frame, t) (accurate), not yet written
     vpkt: object | None = None  # accurate: the latest encoded video packet, not yet written
@@ -465,27 +466,44 @@ class _AacAudio:
         aus.codec_context.bit_rate = min(AAC_BITRATE, 64_000 * aus.codec_context.channels)
         s.enc[a.index] = [av.AudioFifo(), aus, None, 0]
 
+    def _audio_clock(self, packet, active: list[_Span]) -> float:
+        """Put a packet of a re-encoded audio stream on the stream's timeline
+        (engine.timeline) and return its time. Every packet comes here, decoded or
+        not, so a jump between two decoded stretches is still seen; at a jump back,
+        the ``active`` spans take no more of this stream's audio."""
+        stream = packet.stream
+        tb = Fraction(packet.time_base or stream.time_base or Fraction(1, 48000))
+        uw = self.awrap.get(stream.index)
+        if uw is None:
+            uw = self.awrap[stream.index] = Unwrapper(tb)
+        raw = packet.pts if packet.pts is not None else packet.dts
+        if raw is None:
+            return float(uw.end * tb) if uw.end is not None else math.inf
+        off, event = uw(raw, packet.duration or 0)
+        t = float((raw + off) * tb)
+        if event == "discontinuity":
+            for s in active:
+                s.audio_cap = min(s.audio_cap, t)
+        return t
+
     def _decode_audio(self, stream, packet) -> list[tuple[object, float]]:
         """Decode a packet (None: flush) of an audio stream that is re-encoded: fltp
-        frames with their times on the stream's timeline (engine.timeline)."""
+        frames with their times on the stream's timeline, with the offset of the
+        packet that made them (``_audio_clock`` saw it first)."""
         try:
             frames = stream.codec_context.decode(packet)
         except (av.FFmpegError, ValueError):
             self.errors += 1
             return []
+        uw = self.awrap.get(stream.index)
+        off = uw.off * uw.tb if uw is not None else 0
         out = []
         for f in frames:
             if f.time_base is None:
                 f.time_base = stream.time_base
             for rf in self.resamplers[stream.index].resample(f):
-                if rf.pts is None:
-                    continue
-                tb = Fraction(rf.time_base)
-                uw = self.awrap.get(stream.index)
-                if uw is None:
-                    uw = self.awrap[stream.index] = Unwrapper(tb)
-                off, _ = uw(rf.pts, round(Fraction(rf.samples, rf.sample_rate) / tb))
-                out.append((rf, float((rf.pts + off) * tb)))
+                if rf.pts is not None:
+                    out.append((rf, float(rf.pts * Fraction(rf.time_base) + off)))
         return out
 
     def _audio_end(self, s: _Span, aidx: int, t: float) -> float | None:
@@ -494,7 +512,7 @@ class _AacAudio:
         not wanted (reaching the end closes a span whose video is done)."""
         if s.state not in ("open", "tail") or aidx not in s.audio_open:
             return None
-        end = s.cut_end if s.state == "tail" else s.end
+        end = min(s.cut_end if s.state == "tail" else s.end, s.audio_cap)
         if t >= end - EPS:
             s.audio_open.discard(aidx)
             if s.state == "tail" and not s.audio_open:
@@ -742,9 +760,7 @@ class _CopyPass(_AacAudio):
         if sidx in self.transcode:
             # Decoded only near a clip: from as far before the next start as a clip's
             # keyframe may lie (further back, the clip is re-encoded anyway).
-            raw = packet.pts if packet.pts is not None else packet.dts
-            uw = self.awrap.get(sidx)
-            t = float((raw + (uw.off if uw else 0)) * packet.time_base) if raw is not None else math.inf
+            t = self._audio_clock(packet, self.active)
             horizon = min(self.max_lead_in, AUDIO_KEEP_S) + 1.0
             if self.active or self.waiting or (self.pending and t >= self.pending[0].start - horizon):
                 self._audio_decode(packet.stream, packet)
@@ -1179,10 +1195,9 @@ class _EncodePass(_AacAudio):
     # ---- audio
 
     def _apacket(self, packet) -> None:
-        raw = packet.pts if packet.pts is not None else packet.dts
-        t = float(raw * packet.time_base) if raw is not None else None
+        t = self._audio_clock(packet, self.active)
         # Decode a second ahead of the next clip (the decoder settles), not the whole file.
-        if self.active or (t is not None and self.pending and t + 1.0 >= self.pending[0].start):
+        if self.active or (self.pending and t + 1.0 >= self.pending[0].start):
             self._audio_frames(packet.stream, packet)
 
     def _audio_frames(self, stream, packet) -> None:

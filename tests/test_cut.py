@@ -393,6 +393,52 @@ def test_accurate_clips_start_and_end_on_the_planned_frames(media_dir, tmp_path)
         assert tag["mode"] == "accurate"
 
 
+def test_accurate_timestamp_jump_is_never_cut_across(extra_media, tmp_path):
+    """The accurate path on joined.ts (timestamps restart at 0 after 4 s): the same
+    timeline as the analysis and the copy path. A clip over the jump ends there;
+    a clip after it shows the second part's frames, every frame re-encoded."""
+    spans = {"joined.ts": [(1.0, 3.0), (3.0, 5.0), (6.0, 7.6)]}
+    wd = new_work(tmp_path / "w", make_plan(extra_media, spans))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out, accurate=True)
+    src = result.sources[0]
+    assert result.ok and src.written == 3, src
+    before, across, after = load_plan(wd).clips
+    assert across.cut_start == pytest.approx(3.0, abs=FRAME)
+    assert across.cut_end == pytest.approx(4.0, abs=FRAME)  # stops at the jump
+    assert any("discontinuity" in n and across.id in n for n in src.notes)
+    times, images = source_frames(extra_media / "part.mp4")
+    for clip, src_t in ((before, 1.0), (after, 6.0 - 4.0 + 2.0)):  # the second part starts at 2 s of part.mp4
+        info = check_clip(out, clip, FRAME, audio=True, bframes=0)
+        assert len(info["times"]) == round((clip.cut_end - clip.cut_start) * FPS)
+        s = int(np.argmin([abs(t - src_t) for t in times]))
+        assert closest(info["images"][0], images[s - 1 : s + 2]) == 1, clip
+    info = decode_clip(out / across.file)
+    assert len(info["times"]) == round((across.cut_end - across.cut_start) * FPS)  # nothing from after the jump
+
+
+@pytest.mark.parametrize("accurate", [False, True])
+def test_spans_past_the_end_of_the_source(media_dir, tmp_path, accurate):
+    """A plan made on a longer file than the one cut (or a rounding at the end): a
+    span running past the end ends with the source's last frame; one starting
+    after the end fails with its reason, and the others are written."""
+    truth = load_truth(media_dir / "basic.mp4")
+    end = truth.duration
+    spans = {"basic.mp4": [(end - 1.0, end + 2.0), (end + 1.0, end + 3.0), (1.0, 2.0)]}
+    wd = new_work(tmp_path / "w", make_plan(media_dir, spans))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out, accurate=accurate)
+    sc = result.sources[0]
+    assert sc.status == "partial" and sc.written == 2 and sc.failed == 1, sc
+    tail, beyond, inside_ = load_plan(wd).clips
+    assert beyond.file is None and "starts after the end of the source" in sc.failures[beyond.id]
+    assert tail.cut_end == pytest.approx(end, abs=FRAME + 1e-3)
+    info = check_clip(out, tail, FRAME, audio=True, bframes=0 if accurate else 2, src_end=end)
+    if accurate:
+        assert len(info["times"]) == round((tail.cut_end - tail.cut_start) * FPS)
+    check_clip(out, inside_, FRAME, audio=True, bframes=0 if accurate else 2)
+
+
 def test_accurate_vfr(media_dir, tmp_path):
     truth = load_truth(media_dir / "vfr.mp4")
     ft = truth.frame_times
