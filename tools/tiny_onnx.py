@@ -181,6 +181,35 @@ def build_w600k_r50(path: Path, seed: int = 3) -> Path:
     return path
 
 
+def build_template_arcface(path: Path, d: int = 512) -> Path:
+    """A small but real recognition model with ArcFace's interface ((N, 3, 112, 112)
+    aligned crop, ``(v - 127.5) / 127.5``, RGB -> (N, d)): grey 16 x 16 thumbnail of
+    the crop, mean removed, times a matrix with orthonormal columns. The cosine of
+    two embeddings is then the correlation of the two aligned faces: a template
+    matcher, the oldest face recogniser there is. Same-photo faces correlate
+    > 0.95, different people < 0.3 on the test media."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(d, 256)))
+    inits = [numpy_helper.from_array(np.full((1, 3, 1, 1), 1 / 3, np.float32), "grey"),
+             numpy_helper.from_array(q.astype(np.float32), "proj"),
+             numpy_helper.from_array(np.zeros(d, np.float32), "bias")]
+    nodes = [helper.make_node("Conv", ["input.1", "grey"], ["g"]),
+             helper.make_node("AveragePool", ["g"], ["thumb"], kernel_shape=[7, 7], strides=[7, 7]),
+             helper.make_node("Flatten", ["thumb"], ["flat"]),
+             helper.make_node("ReduceMean", ["flat"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Sub", ["flat", "mean"], ["centred"]),
+             helper.make_node("Gemm", ["centred", "proj", "bias"], ["683"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "template", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", d])], inits)
+    model = _model(graph, onnx)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def build_buffalo_l(folder: Path) -> Path:
     """Write tiny det_10g.onnx, 1k3d68.onnx and w600k_r50.onnx into ``folder``."""
     folder = Path(folder)

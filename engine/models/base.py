@@ -268,7 +268,8 @@ class FaceModel(ABC):
 
 
 _REGISTRY: dict[str, type[FaceModel]] = {}
-_BUILTIN = ("engine.models.mtcnn", "engine.models.buffalo")
+_BUILTIN = ("engine.models.mtcnn", "engine.models.scrfd", "engine.models.buffalo")
+_ORDER = ("mtcnn", "buffalo_l", "scrfd")  # the default, the production pack, any SCRFD folder
 
 
 def _load_builtin() -> None:
@@ -279,7 +280,8 @@ def _load_builtin() -> None:
 def backends() -> dict[str, type[FaceModel]]:
     """Registered backends by name (built-in ones first)."""
     _load_builtin()
-    return dict(_REGISTRY)
+    first = [n for n in _ORDER if n in _REGISTRY]
+    return {n: _REGISTRY[n] for n in [*first, *(n for n in _REGISTRY if n not in first)]}
 
 
 def check_frames(frames: Sequence[np.ndarray], scales: Sequence[float]) -> None:
