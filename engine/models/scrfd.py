@@ -25,6 +25,7 @@ Embeddings: ArcFace on the 112 x 112 crop aligned on the 5 keypoints,
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -160,8 +161,6 @@ class Scrfd(FaceModel):
 
     @staticmethod
     def _survey(model_dir: Path | None) -> Found:
-        import os
-
         if model_dir is None:
             env = os.environ.get(ENV_DIR)
             if not env:
@@ -183,7 +182,9 @@ class Scrfd(FaceModel):
         try:
             folder, files = cls.files_in(model_dir)
         except ModelError as ex:
-            return {"files": {}, "missing": ["an SCRFD detector"], "model_dir": str(model_dir or ""),
+            given = model_dir is not None or bool(os.environ.get(ENV_DIR))
+            return {"files": {}, "missing": ["an SCRFD detector"] if given else [],
+                    "model_dir": str(model_dir or os.environ.get(ENV_DIR, "")),
                     "provider": PROVIDERS[resolve_provider(provider)], "has_embeddings": False, "error": str(ex)}
         return {"files": {r: str(p) for r, p in files.items()}, "missing": [], "model_dir": str(folder),
                 "provider": PROVIDERS[resolve_provider(provider)], "has_embeddings": "recognition" in files,
