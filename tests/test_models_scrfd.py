@@ -137,6 +137,36 @@ def test_layout_comes_from_the_graph_not_the_name(model, weights, scrfd_sdist, t
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("batch", [2, 4])
+def test_a_batched_graph_gives_each_frame_its_own_detections(model, scrfd_only, scrfd_sdist, batch):
+    """The fixed-batch rewrite (the shape DirectML wants): 3 photos in runs of 2
+    (one full run, one padded) or of 4 (padded): the detections of one frame at
+    a time, to the bit."""
+    imgs = [photo(scrfd_sdist, n) for n in ("newton.png", "gauss.png", "solvay_conference_1927.jpg")]
+    with load_model("scrfd", model_dir=scrfd_only, provider="cpu", det_batch=batch) as batched:
+        assert batched.det.inputs[0].shape[0] == batch and f"{batch} frames a run" in batched.detector.layout
+        got = batched.detector.detect_many(imgs)
+    for (det, kps), img in zip(got, imgs):
+        want = model.detect_one(img)
+        np.testing.assert_array_equal(det, want[0])
+        np.testing.assert_array_equal(kps, want[1])
+
+
+def test_a_batched_pack_detector_without_batch_axis(tmp_path):
+    """insightface's layout (dynamic size, 2-d outputs): rows of a batch run frame
+    after frame and are split back per frame."""
+    from _models_fixtures import insightface_image, skimage_image
+
+    build_buffalo_l(tmp_path)
+    imgs = [insightface_image("t1.jpg"), skimage_image("astronaut"), skimage_image("coffee")]
+    with load_model("buffalo_l", model_dir=tmp_path, provider="cpu") as one, \
+            load_model("buffalo_l", model_dir=tmp_path, provider="cpu", det_batch=2) as two:
+        got, want = two.detect(imgs, [1.0] * 3), one.detect(imgs, [1.0] * 3)
+    assert [len(f) for f in want] == [len(f) for f in got] and sum(len(f) for f in want) > 1
+    for a, b in zip(got, want):
+        assert [f.box for f in a] == [f.box for f in b] and [f.emb for f in a] == [f.emb for f in b]
+
+
 # --------------------------------------------------------------------------- users' folders
 
 

@@ -173,7 +173,7 @@ class Session:
 
 
 def make_session(path: str | os.PathLike, provider: str = "auto", threads: int = 1, *,
-                 rewrite: bool | None = None) -> Session:
+                 rewrite: bool | None = None, model_bytes: bytes | None = None) -> Session:
     """Build an onnxruntime session for ``path`` on ``provider`` with ``threads`` CPU threads.
 
     ``auto`` tries DirectML, then CUDA, then CPU, keeping the first that really loads.
@@ -182,7 +182,9 @@ def make_session(path: str | os.PathLike, provider: str = "auto", threads: int =
     On the CPU provider the model is loaded with its PRelu rewritten into operations
     onnxruntime keeps in its blocked layout (bit-identical, see
     :mod:`engine.models.graph`); ``rewrite=False`` (or ``FACECUT_GRAPH_REWRITE=0``
-    when ``rewrite`` is None) loads the file as it is.
+    when ``rewrite`` is None) loads the file as it is. ``model_bytes``: the model to
+    load instead of the file's own graph (a rewrite of ``path``, e.g.
+    :func:`engine.models.graph.batched_scrfd`), loaded as it is.
     """
     import onnxruntime as ort
 
@@ -204,7 +206,7 @@ def make_session(path: str | os.PathLike, provider: str = "auto", threads: int =
         if cand != "cpu":
             providers.append(PROVIDERS["cpu"])  # for nodes the GPU provider does not cover
         try:
-            source = (cpu_graph(str(path)) if cand == "cpu" and rewrite else None) or str(path)
+            source = model_bytes or (cpu_graph(str(path)) if cand == "cpu" and rewrite else None) or str(path)
             sess = ort.InferenceSession(
                 source, sess_options=_session_options(cand, threads), providers=providers
             )

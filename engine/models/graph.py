@@ -88,3 +88,41 @@ def cpu_graph(path: str) -> bytes | None:
     g.node.extend(nodes)
     log.debug("%s: %d PRelu rewritten for the CPU provider", Path(path).name, rewritten)
     return model.SerializeToString()
+
+
+def batched_scrfd(path: str, batch: int) -> bytes:
+    """An SCRFD file exported for one frame, rewritten to take ``batch`` frames at
+    once, fixed (the fixed shapes DirectML wants; a short batch is padded by the
+    caller). The leading 1 of the input, of 3-d ``Reshape`` targets ([1, -1, k]),
+    of ``Resize`` sizes and of the outputs becomes ``batch``; 2-d targets
+    ([-1, k], insightface's packs) stay, their rows then run frame after frame.
+    Every frame's outputs are those of the batch-1 graph, to the bit
+    (``tests/test_models_scrfd.py``)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    g = model.graph
+    dim0 = g.input[0].type.tensor_type.shape.dim[0]
+    dim0.Clear()
+    dim0.dim_value = batch
+    inits = {i.name: i for i in g.initializer}
+    for node in g.node:
+        at = {"Reshape": 1, "Resize": 3}.get(node.op_type)
+        if at is None or len(node.input) <= at or node.input[at] not in inits:
+            continue
+        t = inits[node.input[at]]
+        a = numpy_helper.to_array(t).copy()
+        if a.ndim == 1 and a.size >= (3 if node.op_type == "Reshape" else 4) and a[0] == 1:
+            a[0] = batch
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+    del g.value_info[:]  # shapes inferred again by onnxruntime
+    for o in g.output:
+        d = o.type.tensor_type.shape.dim
+        if len(d) == 3:
+            d[0].Clear()
+            d[0].dim_value = batch
+        elif len(d):
+            d[0].Clear()
+            d[0].dim_param = "rows"
+    return model.SerializeToString()

@@ -55,12 +55,22 @@ _NAMED = re.compile(r"^(score|bbox|kps)_(8|16|32)$")
 
 class ScrfdDetector:
     """One SCRFD session and its layout (read from the graph): the output order
-    as scores, boxes, keypoints per stride, and the input size when it is fixed."""
+    as scores, boxes, keypoints per stride, and the input size when it is fixed.
+    ``batch`` > 1: the graph is rewritten to take that many frames at once
+    (:func:`engine.models.graph.batched_scrfd`, fixed shape; a short batch is
+    padded), with every frame's detections those of one frame at a time."""
 
     MEAN, STD = 127.5, 128.0
 
-    def __init__(self, sess: Session, det_size: int = 640, det_thresh: float = 0.5, nms_thresh: float = 0.4):
-        self.sess = sess
+    def __init__(self, path: Path, provider: str = "auto", threads: int = 1, det_size: int = 640,
+                 det_thresh: float = 0.5, nms_thresh: float = 0.4, batch: int = 1):
+        self.batch = max(1, int(batch))
+        graph = None
+        if self.batch > 1:
+            from .graph import batched_scrfd
+
+            graph = batched_scrfd(str(path), self.batch)
+        sess = self.sess = make_session(path, provider, threads, model_bytes=graph)
         outs = sess.outputs
         if len(outs) != 9:
             raise ModelError(f"{sess.path}: expected SCRFD with 9 outputs (scores, boxes, keypoints "
@@ -88,22 +98,37 @@ class ScrfdDetector:
         self.det_size = int(det_size)
         self.det_thresh, self.nms_thresh = float(det_thresh), float(nms_thresh)
         self.layout = ("fixed %dx%d" % self.fixed if self.fixed else "any size") + \
-            (", named outputs" if all(named) else "")
+            (", named outputs" if all(named) else "") + (f", {self.batch} frames a run" if self.batch > 1 else "")
 
     def detect_one(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One BGR frame: det (n, 5) float32 x1 y1 x2 y2 score, kps (n, 5, 2), in its pixels."""
+        return self.detect_many([frame])[0]
+
+    def detect_many(self, frames: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`detect_one` of each frame, ``batch`` frames a run."""
         size = (self.det_size, self.det_size)
-        canvas, det_scale = scrfd_letterbox(frame, size)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / self.STD, size, (self.MEAN,) * 3, swapRB=True)
-        outs = self.sess.run(blob)
-        return scrfd_decode([outs[i] for i in self.order], size, det_scale, self.det_thresh, self.nms_thresh)
+        out = []
+        for at in range(0, len(frames), self.batch):
+            boxed = [scrfd_letterbox(f, size) for f in frames[at : at + self.batch]]
+            blob = cv2.dnn.blobFromImages([c for c, _ in boxed], 1.0 / self.STD, size, (self.MEAN,) * 3,
+                                          swapRB=True)
+            if len(boxed) < self.batch:  # fixed shape: pad with blank frames
+                blob = np.concatenate([blob, np.zeros((self.batch - len(boxed), *blob.shape[1:]), blob.dtype)])
+            outs = self.sess.run(blob)
+            outs = [outs[i] for i in self.order]
+            for j, (_, det_scale) in enumerate(boxed):
+                mine = [o[j] if o.ndim == 3 else np.split(o, self.batch)[j] for o in outs]
+                out.append(scrfd_decode(mine, size, det_scale, self.det_thresh, self.nms_thresh))
+        return out
 
 
 class Scrfd(FaceModel):
     """SCRFD backend. Options (``load_model(..., **opts)``): ``det_thresh`` (0.5),
     ``nms_thresh`` (0.4), ``det_size`` (640; a fixed-size export sets its own),
-    ``embed`` (True: run the recogniser if there is one), ``max_rows`` (64: faces
-    per landmark/recognition run). ``min_face`` is not used for detection."""
+    ``det_batch`` (1: frames per detector run; more runs a rewritten fixed-batch
+    graph, see :class:`ScrfdDetector`), ``embed`` (True: run the recogniser if
+    there is one), ``max_rows`` (64: faces per landmark/recognition run).
+    ``min_face`` is not used for detection."""
 
     name = "scrfd"
     has_embeddings = True  # when the folder has a recogniser (the instance says)
@@ -123,6 +148,7 @@ class Scrfd(FaceModel):
         det_thresh: float = 0.5,
         nms_thresh: float = 0.4,
         det_size: int = 640,
+        det_batch: int = 1,
         embed: bool = True,
         max_rows: int = 64,
     ):
@@ -132,9 +158,9 @@ class Scrfd(FaceModel):
         self.max_rows = max(1, int(max_rows))
         self.batch = batch
         self.min_face = min_face
-        det = make_session(files["detector"], provider, threads)
-        self.detector = ScrfdDetector(det, det_size, det_thresh, nms_thresh)
-        self.det = det
+        self.detector = ScrfdDetector(files["detector"], provider, threads, det_size, det_thresh, nms_thresh,
+                                      det_batch)
+        det = self.det = self.detector.sess
         key = det.key
         self.lmk = make_session(files["landmark"], key, threads) if files.get("landmark") else None
         rec = files.get("recognition")
@@ -240,7 +266,7 @@ class Scrfd(FaceModel):
 
     def detect(self, frames: Sequence[np.ndarray], scales: Sequence[float]) -> list[list[Face]]:
         check_frames(frames, scales)
-        dets = [self.detect_one(f) for f in frames]
+        dets = self.detector.detect_many(frames)
         counts = [len(d) for d, _ in dets]
         if not sum(counts):
             return [[] for _ in frames]
