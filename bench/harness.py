@@ -21,9 +21,11 @@ from bench.common import SCHEMA, default_cache, figure, format_corpus, generated
 from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
-STAGES = ("decode", "formats", "inference", "ring", "log", "analyze", "chain", "scale")
-DEFAULT_STAGES = tuple(s for s in STAGES if s != "scale")  # scale renders and runs 150 files: asked for only
-DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "formats")  # printed when measured
+STAGES = ("decode", "decode-options", "formats", "inference", "ring", "log", "analyze", "chain", "scale")
+# Asked for only: scale renders and runs 150 files; decode-options analyses the corpus once per level.
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("scale", "decode-options"))
+DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "decode_options",
+                  "formats")  # printed when measured
 
 
 def _ints(text: str) -> list[int]:
@@ -184,6 +186,20 @@ def _print_figures(res: dict) -> None:
             if "shot_detection_cpu_cost" in f:
                 line += f", {100 * f['shot_detection_cpu_cost']:.0f}% to its CPU time"
             console.print(line)
+    if "decode_options" in f:
+        t = Table(title="--fast-decode levels (decode: 1 process, shot detection on; results against 'off')",
+                  title_justify="left")
+        for c in ("level", "frames decoded", "decode video s/s", "decode x", "analyze x", "cuts found/missed/extra", "faces",
+                  "box IoU mean", "IoU < 0.9", "clips (same as off)"):
+            t.add_column(c, justify="right")
+        for level, v in f["decode_options"].items():
+            iou = v["box_iou_mean"]
+            t.add_row(level, str(v["frames_decoded"]), f"{_med(v['decode_video_s_per_s']):.1f}",
+                      f"{v['decode_speedup']:.2f}",
+                      f"{v['analyze_speedup']:.2f}", f"{v['cuts_found']}/{v['cuts_missed']}/{v['cuts_extra']}",
+                      str(v["faces"]), "-" if iou is None else f"{iou:.4f}", str(v["box_iou_below_0_9"]),
+                      f"{v['clips']} ({v['clips_same_as_off']})")
+        console.print(t)
     if "formats" in f:
         t = Table(title="decode per file class (format matrix, 1 decoder, shot detection on)", title_justify="left")
         for c, j in (("file", "left"), ("codec", "left"), ("container", "left"), ("size", "right"),
@@ -398,6 +414,13 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                 F["shot_detection_cpu_cost"] = (_med(one_on["cpu_ms_per_frame"])
                                                 / _med(one_off["cpu_ms_per_frame"]) - 1.0)
             _print_figures({"figures": {k: F[k] for k in DECODE_FIGURES if k in F}, "config": base})
+        if "decode-options" in wanted:
+            from bench import decode_options
+
+            F["decode_options"] = decode_options.run(
+                corpus, videos_info, lambda level: _analyze_cfg(base, fast_decode=level), tmp,
+                fps=fps, max_side=max_side, repeats=max(repeats, 3))
+            _print_figures({"figures": {"decode_options": F["decode_options"]}, "config": base})
         if "formats" in wanted:
             # Decode speed per file class, so a slow class is visible (same decoder path).
             fdir = format_corpus(default_cache())

@@ -22,10 +22,10 @@ from engine.records import DecodeJob, VideoInfo
 
 
 def decode_jobs(videos: list[VideoInfo], root: Path, *, fps: float, max_side: int, detector: str,
-                threads: int = 1) -> list[DecodeJob]:
+                threads: int = 1, fast: str = "off") -> list[DecodeJob]:
     return [
         DecodeJob(job_id=i, path=str(root / v.path), rel=v.path, stream_index=v.stream_index, fps=fps,
-                  max_side=max_side, detector=detector, threads=threads)
+                  max_side=max_side, detector=detector, threads=threads, fast=fast)
         for i, v in enumerate(videos)
     ]
 
@@ -122,12 +122,13 @@ def run_parallel(target, per_worker_args: list[tuple]) -> tuple[float, list]:
 
 
 def bench_decode(videos: list[VideoInfo], root: Path, *, decoders: int, fps: float, max_side: int,
-                 detector: str) -> dict:
-    """Decode the corpus with ``decoders`` processes (whole videos each)."""
+                 detector: str, fast: str = "off") -> dict:
+    """Decode the corpus with ``decoders`` processes (whole videos each);
+    ``fast``: the ``--fast-decode`` level."""
     from engine.procs import cpu_count
 
     threads = max(1, cpu_count() // decoders)
-    jobs = decode_jobs(videos, root, fps=fps, max_side=max_side, detector=detector, threads=threads)
+    jobs = decode_jobs(videos, root, fps=fps, max_side=max_side, detector=detector, threads=threads, fast=fast)
     buckets = [b for b in split(jobs, [v.duration for v in videos], decoders) if b]
     wall, results = run_parallel(_decode_worker, [(b, max_side) for b in buckets])
     frames = sum(r[0] for r in results)

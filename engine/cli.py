@@ -235,6 +235,7 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 
 def analyze_options(f):
     """Options of the analysis stage (shared by `analyze` and `run`)."""
+    from engine.config import FAST_DECODE
     from engine.procs import cpu_count
 
     opts = [
@@ -257,6 +258,10 @@ def analyze_options(f):
         opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
         opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
         opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
+        opt("--fast-decode", type=click.Choice(list(FAST_DECODE)), default="off",
+            help="Let the decoder skip work: deblocking of non-reference frames (deblock-noref), all deblocking "
+                 "(deblock-all), or non-reference frames (ref-frames). Faster, results may differ slightly "
+                 "(README: Decode options)."),
         opt("--retry-failed", is_flag=True, help="Analyse videos that failed in an earlier run again."),
     ]
     for o in reversed(opts):
@@ -270,6 +275,7 @@ def _analyze_config(kw: dict):
     keys = [
         "fps", "max_side", "decoders", "infer_procs", "infer_threads", "batch", "batch_timeout", "ring_slots",
         "model", "model_dir", "provider", "min_face", "detector", "threshold", "min_scene_len", "retry_failed",
+        "fast_decode",
     ]
     vals = {k: kw.pop(k) for k in keys}
     if vals["model_dir"] is not None:

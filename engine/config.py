@@ -23,6 +23,16 @@ PosF = Annotated[float, Meta(gt=0)]
 # Part of ``detector_params``: logs made another way are not resumed with this one.
 SHOT_FILTER = "nearest"
 
+# What ``--fast-decode`` lets the decoder skip (bench/README: "Decode options" has
+# the measured speed and what each changes in the results):
+#   off            every frame decoded exactly (the default);
+#   deblock-noref  no deblocking on frames no other frame references (no drift);
+#   deblock-all    no deblocking at all (pictures drift within a GOP);
+#   ref-frames     non-reference frames not decoded: the shot detector and the
+#                  sampler see only reference frames (a sample lands on the
+#                  nearest one, within a frame or two of its time).
+FAST_DECODE = ("off", "deblock-noref", "deblock-all", "ref-frames")
+
 
 class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Options of ``facecut analyze`` (and the analysis part of ``run``)."""
@@ -33,6 +43,7 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     decoders: Pos = 1
     decoder_threads: NonNeg = 0  # 0: split the CPU count between decoders
     error_budget: NonNeg = 50
+    fast_decode: Literal[FAST_DECODE] = "off"
     # shot detection (PySceneDetect, fed by the decoder)
     detector: Literal["adaptive", "content", "none"] = "adaptive"
     threshold: float | None = None
@@ -56,16 +67,17 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     def model_params(self) -> str:
         """Canonical JSON of everything that changes what the model writes to a log."""
-        return json.dumps(
-            {"model": self.model, "min_face": self.min_face, "max_side": self.max_side}, sort_keys=True
-        )
+        p = {"model": self.model, "min_face": self.min_face, "max_side": self.max_side}
+        if self.fast_decode != "off":  # the model saw other pixels (absent when off: older logs match)
+            p["fast_decode"] = self.fast_decode
+        return json.dumps(p, sort_keys=True)
 
     def detector_params(self) -> str:
-        return json.dumps(
-            {"threshold": self.threshold, "min_scene_len": self.min_scene_len, "shot_width": self.shot_width,
-             "shot_filter": SHOT_FILTER},
-            sort_keys=True,
-        )
+        p = {"threshold": self.threshold, "min_scene_len": self.min_scene_len, "shot_width": self.shot_width,
+             "shot_filter": SHOT_FILTER}
+        if self.fast_decode != "off":
+            p["fast_decode"] = self.fast_decode
+        return json.dumps(p, sort_keys=True)
 
 
 def build(cls, **values):

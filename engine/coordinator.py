@@ -617,6 +617,7 @@ class Coordinator:
             shot_width=self.cfg.shot_width,
             error_budget=self.cfg.error_budget,
             threads=self.decoder_threads,
+            fast=self.cfg.fast_decode,
         )
         vr.job, vr.decoder, vr.next_n, vr.pending, vr.decoded = job, w, 0, {}, None
         vr.status = "running"

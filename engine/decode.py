@@ -370,6 +370,17 @@ def run_job(dec: _Decoder, job: DecodeJob) -> None:
     dec.send(("done", job.job_id, r.status, r.reason, r.samples, r.frames, r.errors, r.end_time, r.t0, r.cuts))
 
 
+def apply_fast_decode(cc, fast: str) -> None:
+    """Set what ``--fast-decode`` lets FFmpeg skip (engine.config.FAST_DECODE) on a
+    codec context not yet opened (PyAV opens it at the first decode)."""
+    if fast in ("deblock-noref", "deblock-all"):
+        cc.options = {**cc.options, "skip_loop_filter": fast.split("-")[1]}
+    elif fast == "ref-frames":
+        cc.skip_frame = "NONREF"
+    elif fast != "off":
+        raise ValueError(f"unknown fast-decode level {fast!r}")
+
+
 def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
@@ -384,6 +395,7 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
     stream.codec_context.thread_count = job.threads
+    apply_fast_decode(stream.codec_context, job.fast)
     tb = time_base(stream)
     rate = frame_rate(stream)
     frame_dur = float(1 / rate)

@@ -245,6 +245,7 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     shot_width: int = 256  # width of the frames fed to the shot detector
     error_budget: int = 50  # corrupt packets tolerated before the video is failed
     threads: int = 1  # decoder threads (FFmpeg frame threading)
+    fast: str = "off"  # engine.config.FAST_DECODE: what the decoder may skip
 
 
 # --------------------------------------------------------------------------- plan (track + score -> cut + report)

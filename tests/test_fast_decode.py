@@ -1,0 +1,87 @@
+"""--fast-decode: each level really changes what FFmpeg does, on a real H.264 file
+with B-frames, and a work folder never mixes levels. (Its speed is measured in
+bench: ``facecut bench --stages decode-options``.)"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from engine.config import FAST_DECODE, AnalyzeConfig
+from engine.coordinator import analyze
+from engine.decode import apply_fast_decode
+from engine.errors import ConfigError
+from engine.fsio import WorkDir
+
+
+PICT = {1: "I", 2: "P", 3: "B"}  # AVPictureType
+
+
+def decoded(path, level: str) -> list[tuple[int, str, np.ndarray]]:
+    """(pts, picture type, Y plane) of every frame decoded at ``level``."""
+    out = []
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        apply_fast_decode(s.codec_context, level)
+        for f in c.decode(s):
+            out.append((f.pts, PICT.get(int(f.pict_type), "?"), f.to_ndarray(format="gray").copy()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def frames(media_dir) -> dict[str, list]:
+    return {level: decoded(media_dir / "basic.mp4", level) for level in FAST_DECODE}
+
+
+def test_the_file_has_b_frames(frames):
+    types = {t for _, t, _ in frames["off"]}
+    assert {"I", "P", "B"} <= types
+
+
+def test_deblock_noref_changes_only_frames_nothing_references(frames):
+    off = {pts: (t, y) for pts, t, y in frames["off"]}
+    got = {pts: (t, y) for pts, t, y in frames["deblock-noref"]}
+    assert got.keys() == off.keys()
+    changed = {pts for pts in off if not np.array_equal(off[pts][1], got[pts][1])}
+    assert changed, "skipping deblocking changed no picture: the option did not reach the decoder"
+    assert all(off[pts][0] == "B" for pts in changed)  # I and P frames are references: untouched
+
+
+def test_deblock_all_changes_reference_frames_too(frames):
+    off = {pts: (t, y) for pts, t, y in frames["off"]}
+    got = {pts: y for pts, _, y in frames["deblock-all"]}
+    changed_types = {off[pts][0] for pts in off if not np.array_equal(off[pts][1], got[pts])}
+    assert "P" in changed_types
+
+
+def test_ref_frames_skips_pictures_and_keeps_the_others_exact(frames):
+    off = {pts: y for pts, _, y in frames["off"]}
+    got = frames["ref-frames"]
+    assert 0 < len(got) < len(off)
+    assert all(np.array_equal(y, off[pts]) for pts, _, y in got)  # the decoded ones are exact
+
+
+def test_unknown_level_is_refused():
+    cc = av.CodecContext.create("h264", "r")
+    with pytest.raises(ValueError, match="unknown fast-decode level"):
+        apply_fast_decode(cc, "turbo")
+
+
+def test_a_work_folder_never_mixes_levels(media_dir, tmp_path):
+    """Logs made with one level are not resumed or extended with another: the
+    analysis saw other pixels. ``off`` adds nothing to the logged parameters, so
+    work folders from before the option still match."""
+    from engine.scan import save_scan, scan
+
+    cfg = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
+    off = AnalyzeConfig(**cfg)
+    assert "fast_decode" not in off.model_params() and "fast_decode" not in off.detector_params()
+    wd = WorkDir(tmp_path / "w")
+    one = tmp_path / "in"
+    one.mkdir()
+    (one / "basic.mp4").write_bytes((media_dir / "basic.mp4").read_bytes())
+    save_scan(wd, scan(one))
+    assert analyze(wd, AnalyzeConfig(**cfg, fast_decode="deblock-noref")).exit_code == 0
+    with pytest.raises(ConfigError, match="fast_decode"):
+        analyze(wd, off)
