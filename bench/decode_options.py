@@ -8,7 +8,8 @@ For every level of :data:`engine.config.FAST_DECODE` on the same corpus:
   end (decoders and inference as configured);
 * results, against the ``off`` run: shot cuts against the corpus's truth (found
   within one frame, missed, extra), faces found, box IoU of each face of the
-  ``off`` run with the nearest face of the same sample, and the clips planned
+  ``off`` run with the nearest face of the same sample, how far samples moved
+  (in frames: a level that skips pictures samples the nearest decoded one), and the clips planned
   (the same spans, within 0.05 s, or not).
 
 ``facecut bench --stages decode-options`` runs it; bench/README has the table.
@@ -34,7 +35,7 @@ def _iou(a, b) -> float:
 
 
 def _logs(work: Path) -> dict[str, tuple[list, dict]]:
-    """video -> (cut times, {grid index k: faces})."""
+    """video -> (cut times, {grid index k: Sample})."""
     from engine.fsio import WorkDir, video_key
     from engine.logio import read_records
     from engine.records import Cut, LogRecord, Sample
@@ -48,7 +49,7 @@ def _logs(work: Path) -> dict[str, tuple[list, dict]]:
             continue
         recs = read_records(path, LogRecord)
         cuts = [r.time for r in recs if type(r) is Cut]
-        samples = {r.k: r.faces for r in recs if type(r) is Sample}
+        samples = {r.k: r for r in recs if type(r) is Sample}
         out[v.path] = (cuts, samples)
     return out
 
@@ -84,21 +85,28 @@ def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
     for level, got in logs.items():
         found = missed = extra = faces = 0
         ious: list[float] = []
+        shifts: list[float] = []
         for video, (cuts, samples) in got.items():
             if video in truth:
                 f, m, e = _cut_match(cuts, *truth[video])
                 found, missed, extra = found + f, missed + m, extra + e
-            faces += sum(len(fs) for fs in samples.values())
-            for k, ref_faces in ref_logs.get(video, ([], {}))[1].items():
-                mine = samples.get(k, ())
-                for rf in ref_faces:
-                    ious.append(max((_iou(rf.box, f.box) for f in mine), default=0.0))
+            frame = truth[video][1] if video in truth else 0.04
+            faces += sum(len(s.faces) for s in samples.values())
+            for k, ref in ref_logs.get(video, ([], {}))[1].items():
+                mine = samples.get(k)
+                if mine is not None:
+                    shifts.append(abs(mine.time - ref.time) / frame)
+                for rf in ref.faces:
+                    ious.append(max((_iou(rf.box, f.box) for f in (mine.faces if mine else ())), default=0.0))
         spans = sorted((c.source, c.start, c.end) for c in plans[level].clips)
         same = sum(1 for s in spans if any(s[0] == r[0] and abs(s[1] - r[1]) <= SPAN_EPS
                                            and abs(s[2] - r[2]) <= SPAN_EPS for r in ref_spans))
         out[level] = {
             "cuts_found": found, "cuts_missed": missed, "cuts_extra": extra,
             "faces": faces,
+            # how far each sample moved from the frame the off run analysed, in frames
+            "sample_shift_mean_frames": float(np.mean(shifts)) if shifts else None,
+            "sample_shift_max_frames": float(max(shifts)) if shifts else None,
             "box_iou_mean": float(np.mean(ious)) if ious else None,
             "box_iou_below_0_9": int(sum(1 for i in ious if i < 0.9)),
             "clips": len(spans), "clips_same_as_off": same,

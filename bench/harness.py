@@ -163,7 +163,48 @@ def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tu
             row = evaluate(cand)
             if row is not None and best_row is not None and row["samples_per_s"] > best_row["samples_per_s"]:
                 best, best_row = cand, row
+    best, best_row = _sweep_decode(corpus, base, best, best_row, rows, tmp,
+                                   rounds=2 if time.perf_counter() - t0 < budget else 1)
     return rows, {**best, **(best_row or {})}
+
+
+# The --fast-decode levels the sweep may choose: only where they leave the
+# corpus's cuts and clips as they are (deblock-all changes pictures throughout).
+SWEEP_DECODE = ("deblock-noref", "ref-frames")
+
+
+def _sweep_decode(corpus: Path, base: dict, best: dict, best_row: dict | None, rows: list, tmp: Path,
+                  rounds: int = 2):
+    """At the best counts: each of SWEEP_DECODE against off, back to back, on the
+    sweep corpus; a level is kept when it is faster in video seconds per second
+    and its cuts and clips equal off's (bench.decode_options.results)."""
+    from bench.decode_options import results
+    from bench.stages import bench_analyze
+
+    if best_row is None:
+        return best, best_row
+    works: dict[str, Path] = {}
+    runs: dict[str, list[float]] = {}
+    for _ in range(rounds):  # levels interleaved: single runs differ by several percent
+        for level in ("off", *SWEEP_DECODE):
+            r = bench_analyze(corpus, _analyze_cfg(base, **best, fast_decode=level), tmp)
+            if level in works:
+                shutil.rmtree(r["work"], ignore_errors=True)
+            works.setdefault(level, Path(r["work"]))
+            runs.setdefault(level, []).append(r["video_s_per_s"])
+            rows.append({**best, "fast_decode": level, "wall_s": r["wall_s"], "samples_per_s": r["samples_per_s"],
+                         "video_s_per_s": r["video_s_per_s"], "bottleneck": r.get("bottleneck", "")})
+            console.print(f"  sweep {best} fast_decode={level} -> {r['video_s_per_s']:.1f}x")
+    speed = {lv: sum(v) / len(v) for lv, v in runs.items()}
+    found = results(corpus, works)
+    for w in works.values():
+        shutil.rmtree(w, ignore_errors=True)
+    off = found["off"]
+    same = [lv for lv in SWEEP_DECODE if found[lv]["clips_unchanged"]
+            and (found[lv]["cuts_found"], found[lv]["cuts_extra"]) == (off["cuts_found"], off["cuts_extra"])]
+    fastest = max(same, key=lambda lv: speed[lv], default=None)
+    level = fastest if fastest is not None and speed[fastest] > speed["off"] else "off"
+    return {**best, "fast_decode": level}, best_row
 
 
 # --------------------------------------------------------------------------- output
@@ -190,7 +231,7 @@ def _print_figures(res: dict) -> None:
         t = Table(title="--fast-decode levels (decode: 1 process, shot detection on; results against 'off')",
                   title_justify="left")
         for c in ("level", "frames decoded", "decode video s/s", "decode x", "analyze x", "cuts found/missed/extra", "faces",
-                  "box IoU mean", "IoU < 0.9", "clips (same as off)"):
+                  "box IoU mean", "IoU < 0.9", "sample shift frames (mean/max)", "clips (same as off)"):
             t.add_column(c, justify="right")
         for level, v in f["decode_options"].items():
             iou = v["box_iou_mean"]
@@ -198,6 +239,8 @@ def _print_figures(res: dict) -> None:
                       f"{v['decode_speedup']:.2f}",
                       f"{v['analyze_speedup']:.2f}", f"{v['cuts_found']}/{v['cuts_missed']}/{v['cuts_extra']}",
                       str(v["faces"]), "-" if iou is None else f"{iou:.4f}", str(v["box_iou_below_0_9"]),
+                      "-" if v.get("sample_shift_mean_frames") is None
+                      else f"{v['sample_shift_mean_frames']:.2f}/{v['sample_shift_max_frames']:.0f}",
                       f"{v['clips']} ({v['clips_same_as_off']})")
         console.print(t)
     if "formats" in f:
@@ -419,7 +462,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
 
             F["decode_options"] = decode_options.run(
                 corpus, videos_info, lambda level: _analyze_cfg(base, fast_decode=level), tmp,
-                fps=fps, max_side=max_side, repeats=max(repeats, 3))
+                fps=fps, max_side=max_side, repeats=repeats)
             _print_figures({"figures": {"decode_options": F["decode_options"]}, "config": base})
         if "formats" in wanted:
             # Decode speed per file class, so a slow class is visible (same decoder path).

@@ -258,10 +258,10 @@ def analyze_options(f):
         opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
         opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
         opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
-        opt("--fast-decode", type=click.Choice(list(FAST_DECODE)), default="off",
+        opt("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
             help="Let the decoder skip work: deblocking of non-reference frames (deblock-noref), all deblocking "
                  "(deblock-all), or non-reference frames (ref-frames). Faster, results may differ slightly "
-                 "(README: Decode options)."),
+                 "(README: Decode options) [default: bench profile, else off]."),
         opt("--retry-failed", is_flag=True, help="Analyse videos that failed in an earlier run again."),
     ]
     for o in reversed(opts):
@@ -269,7 +269,10 @@ def analyze_options(f):
     return f
 
 
-def _analyze_config(kw: dict):
+def _analyze_config(kw: dict, work: Path | None = None):
+    """The analysis options: given ones, then this machine's bench profile, then
+    the defaults. A ``--fast-decode`` level not given yields to the one the work
+    folder's logs were made with (a profile saved later must not stop a resume)."""
     from engine.config import AnalyzeConfig, build
 
     keys = [
@@ -289,15 +292,39 @@ def _analyze_config(kw: dict):
         provider = resolve_provider(vals["provider"])
     except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
         provider = vals["provider"]
+    chosen = vals["fast_decode"] is not None
     for k, v in load_profile(provider).items():
         if vals.get(k) is None:
             vals[k] = v
             log.info("%s=%s from the bench profile", k, v)
+    if not chosen and work is not None:
+        logged = _logged_fast_decode(work)
+        if logged is not None and logged != (vals["fast_decode"] or "off"):
+            log.info("--fast-decode %s, as the logs in %s were made", logged, work)
+            vals["fast_decode"] = logged
     if vals["decoders"] is None:
         from engine.procs import cpu_count
 
         vals["decoders"] = max(1, cpu_count() // 2)
     return build(AnalyzeConfig, **vals)
+
+
+def _logged_fast_decode(work: Path) -> str | None:
+    """The ``--fast-decode`` level of the first log in ``work`` (None: no log)."""
+    import json
+
+    from engine.fsio import WorkDir
+    from engine.logio import read_first
+    from engine.records import LogHeader, LogRecord
+
+    for path in sorted(WorkDir(work).analysis_dir.glob("*.fclog")):
+        h = read_first(path, LogRecord)
+        if isinstance(h, LogHeader):
+            try:
+                return json.loads(h.model_params).get("fast_decode", "off")
+            except ValueError:
+                return None
+    return None
 
 
 def progress_options(f):
@@ -362,7 +389,7 @@ def _run_analysis(work, cfg, reporter) -> int:
 @writes_work("analyze")
 def analyze(work: Path, no_dashboard: bool, json_progress: bool, **kw) -> int:
     """Decode each video once: shot cuts + batched face analysis into logs (resumable)."""
-    cfg = _analyze_config(kw)
+    cfg = _analyze_config(kw, work)
     return _run_analysis(work, cfg, _reporter(no_dashboard, json_progress))
 
 
@@ -629,7 +656,7 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
         return _dry_run(input_dir, wd, dict(scan_opts, exclude=scan_exclusions(input_dir, out, wd)))
     # Counts the user set (option or env); on a cluster the others come from each worker's own profile.
     pinned = [k for k in ("decoders", "infer_procs", "infer_threads", "batch", "ring_slots") if kw.get(k) is not None]
-    acfg = _analyze_config(kw)
+    acfg = _analyze_config(kw, wd.root)
     scfg = _score_config(kw, min_face=acfg.min_face, model_dir=acfg.model_dir, provider=acfg.provider)
     with WorkLock(wd.root, "facecut run"):
         return _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_dashboard, json_progress,

@@ -1,7 +1,8 @@
 """Per-machine tuning profile written by ``facecut bench --sweep --save-profile``.
 
 ``facecut run`` / ``analyze`` take their decoder / inference-process / batch /
-thread counts from it when the options are not given. One profile per
+thread counts, and the ``--fast-decode`` level (only one the sweep found to
+leave cuts and clips unchanged), from it when the options are not given. One profile per
 execution provider, in the user's config folder (platformdirs).
 """
 
@@ -15,7 +16,7 @@ from platformdirs import user_config_dir
 
 log = logging.getLogger(__name__)
 
-KEYS = ("decoders", "infer_procs", "batch", "infer_threads", "ring_slots")
+KEYS = ("decoders", "infer_procs", "batch", "infer_threads", "ring_slots", "fast_decode")
 
 
 def profile_path(provider: str) -> Path:

@@ -55,6 +55,8 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
     assert {"scene_pass_s", "sample_detect_s", "cut_s", "thumbs_s", "total_s"} <= set(chain["baseline"])
     assert {"analyze_s", "score_s", "cut_s", "report_s", "total_s"} <= set(chain["facecut"])
     assert data["sweep"]["rows"] and "best" in data["sweep"]
+    assert data["sweep"]["best"]["fast_decode"] in ("off", "deblock-noref", "ref-frames")  # never deblock-all
+    assert {r.get("fast_decode") for r in data["sweep"]["rows"]} >= {"off", "deblock-noref", "ref-frames"}
     assert "end to end" in res.stderr and "x faster" in res.stderr
 
     # --compare on two different runs: a second, smaller one (ring and log figures only).
@@ -78,3 +80,31 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
         want = b[k][fig]["median"] / f[k][fig]["median"]
         assert float(cells[-1]) == pytest.approx(want, abs=0.006), (name, cells)
     assert {n.split(".")[0] for n in rows} == {"ring", "log"}  # only what both runs measured
+
+
+@pytest.mark.slow
+def test_decode_options_stage_compares_every_level_with_off(media_dir, tmp_path):
+    """Each --fast-decode level, decoded and analysed, its results against off's:
+    off against itself is exact, ref-frames decodes fewer frames of the same
+    video, deblock-all moves boxes, and every level says what it did to clips
+    and samples."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(media_dir / "basic.mp4", corpus / "basic.mp4")
+    shutil.copy(media_dir / "basic.mp4.truth.json", corpus / "basic.mp4.truth.json")
+    out = tmp_path / "decode.json"
+    res = subprocess.run([sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1",
+                          "--min-face", "60", "--stages", "decode-options", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    d = json.loads(out.read_text())["figures"]["decode_options"]
+    assert set(d) == {"off", "deblock-noref", "deblock-all", "ref-frames"}
+    off = d["off"]
+    assert off["box_iou_mean"] == 1.0 and off["sample_shift_max_frames"] == 0 and off["clips_unchanged"]
+    assert off["cuts_found"] > 0 and off["cuts_missed"] == 0 and off["decode_speedup"] == 1.0
+    assert d["ref-frames"]["frames_decoded"] < off["frames_decoded"]
+    assert d["deblock-all"]["box_iou_mean"] < 1.0
+    for v in d.values():
+        assert v["clips"] > 0 and v["clips_same_as_off"] <= v["clips"] and v["decode_speedup"] > 0
+        assert v["sample_shift_max_frames"] is not None
+    assert "--fast-decode levels" in res.stderr

@@ -85,3 +85,45 @@ def test_a_work_folder_never_mixes_levels(media_dir, tmp_path):
     assert analyze(wd, AnalyzeConfig(**cfg, fast_decode="deblock-noref")).exit_code == 0
     with pytest.raises(ConfigError, match="fast_decode"):
         analyze(wd, off)
+
+
+def test_a_profile_level_is_used_but_yields_to_the_work_folders_logs(media_dir, tmp_path, monkeypatch, caplog):
+    """`bench --sweep --save-profile` may keep a level: `analyze` then uses it for
+    a new work folder, while a work folder analysed before with another level is
+    resumed with its own (the profile must not stop a resume). Given on the
+    command line, the level is the user's: a mix is refused as before."""
+    import json
+
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.logio import read_first
+    from engine.profile import profile_path, save_profile
+    from engine.records import LogRecord
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert str(profile_path("cpu")).startswith(str(tmp_path / "config"))
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "basic.mp4").write_bytes((media_dir / "basic.mp4").read_bytes())
+    args = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--min-face", "60", "--no-dashboard"]
+
+    def level(work):
+        (log,) = WorkDir(work).analysis_dir.glob("*.fclog")
+        return json.loads(read_first(log, LogRecord).model_params).get("fast_decode", "off")
+
+    old = tmp_path / "old"
+    assert CliRunner().invoke(main, ["scan", str(src), "-w", str(old)]).exit_code == 0
+    assert CliRunner().invoke(main, ["analyze", "-w", str(old), *args]).exit_code == 0
+    save_profile("cpu", {"fast_decode": "ref-frames"}, {})
+    new = tmp_path / "new"
+    assert CliRunner().invoke(main, ["scan", str(src), "-w", str(new)]).exit_code == 0
+    res = CliRunner().invoke(main, ["analyze", "-w", str(new), *args])
+    assert res.exit_code == 0, res.output
+    assert level(new) == "ref-frames" and level(old) == "off"
+    with caplog.at_level("INFO"):
+        res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args])
+    assert res.exit_code == 0, res.output
+    assert "--fast-decode off, as the logs in" in caplog.text
+    res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args, "--fast-decode", "ref-frames"])
+    assert res.exit_code == 2 and "fast_decode" in res.output
