@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
+from engine.config import FAST_DECODE
 from engine.coordinator import infer_processes
 
 console = Console(stderr=True)
@@ -387,9 +388,11 @@ def compare(a_path: Path, b_path: Path) -> None:
 @click.option("--compare", "compare_files", nargs=2, type=click.Path(exists=True, path_type=Path), default=None,
               help="Print the ratios between two result files and exit.")
 @click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
+@click.option("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
+              help="facecut's --fast-decode level in the analyze and chain stages [default: the profile's, else off].")
 def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_seconds, model, model_dir, provider, min_face, fps, max_side,
          decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
-         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep) -> None:
+         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode) -> None:
     """Benchmark facecut on INPUT_DIR or a generated corpus, against the old chain."""
     if compare_files:
         compare(*compare_files)
@@ -416,6 +419,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "infer_procs": infer_procs if infer_procs is not None else prof.get("infer_procs", 0),
         "infer_threads": infer_threads or prof.get("infer_threads") or 1,
         "batch": batch or prof.get("batch") or 8,
+        "fast_decode": fast_decode or prof.get("fast_decode") or "off",
     }
     from engine.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
 
