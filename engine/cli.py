@@ -235,7 +235,7 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 
 def analyze_options(f):
     """Options of the analysis stage (shared by `analyze` and `run`)."""
-    from engine.config import FAST_DECODE
+    from engine.config import FAST_DECODE, HWACCELS
     from engine.procs import cpu_count
 
     opts = [
@@ -262,6 +262,9 @@ def analyze_options(f):
             help="Let the decoder skip work: deblocking of non-reference frames (deblock-noref), all deblocking "
                  "(deblock-all), or non-reference frames (ref-frames). Faster, results may differ slightly "
                  "(README: Decode options) [default: bench profile, else off]."),
+        opt("--hwaccel", type=click.Choice(list(HWACCELS)), default="none",
+            help="Hardware video decoder to try (software when it cannot open or decode a stream; "
+                 "`facecut doctor` lists the ones that work here)."),
         opt("--retry-failed", is_flag=True, help="Analyse videos that failed in an earlier run again."),
     ]
     for o in reversed(opts):
@@ -278,7 +281,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
     keys = [
         "fps", "max_side", "decoders", "infer_procs", "infer_threads", "batch", "batch_timeout", "ring_slots",
         "model", "model_dir", "provider", "min_face", "detector", "threshold", "min_scene_len", "retry_failed",
-        "fast_decode",
+        "fast_decode", "hwaccel",
     ]
     vals = {k: kw.pop(k) for k in keys}
     if vals["model_dir"] is not None:

@@ -22,6 +22,7 @@ PosF = Annotated[float, Meta(gt=0)]
 # (cv2.INTER_LINEAR in its SceneManager samples single pixels at integer factors).
 # Part of ``detector_params``: logs made another way are not resumed with this one.
 SHOT_FILTER = "nearest"
+HWACCELS = ("none", "auto", "cuda", "d3d11va", "dxva2", "vaapi", "videotoolbox", "qsv")  # --hwaccel
 
 # What ``--fast-decode`` lets the decoder skip (bench/README: "Decode options" has
 # the measured speed and what each changes in the results):
@@ -44,6 +45,7 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     decoder_threads: NonNeg = 0  # 0: split the CPU count between decoders
     error_budget: NonNeg = 50
     fast_decode: Literal[FAST_DECODE] = "off"
+    hwaccel: Literal[HWACCELS] = "none"  # hardware decoder (engine.media), software when it cannot
     # shot detection (PySceneDetect, fed by the decoder)
     detector: Literal["adaptive", "content", "none"] = "adaptive"
     threshold: float | None = None

@@ -618,6 +618,7 @@ class Coordinator:
             error_budget=self.cfg.error_budget,
             threads=self.decoder_threads,
             fast=self.cfg.fast_decode,
+            hwaccel=self.cfg.hwaccel,
         )
         vr.job, vr.decoder, vr.next_n, vr.pending, vr.decoded = job, w, 0, {}, None
         vr.status = "running"

@@ -36,7 +36,7 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-from engine.media import open_input
+from engine.media import open_decoding
 from engine.procs import CoordinatorGone, recv_or_parent_death
 from engine.records import DecodeJob
 from engine.ring import FrameRing
@@ -370,6 +370,9 @@ def run_job(dec: _Decoder, job: DecodeJob) -> None:
     dec.send(("done", job.job_id, r.status, r.reason, r.samples, r.frames, r.errors, r.end_time, r.t0, r.cuts))
 
 
+_SAID: set[str] = set()  # hardware-decode fallbacks already reported by this process
+
+
 def apply_fast_decode(cc, fast: str) -> None:
     """Set what ``--fast-decode`` lets FFmpeg skip (engine.config.FAST_DECODE) on a
     codec context not yet opened (PyAV opens it at the first decode)."""
@@ -384,11 +387,18 @@ def apply_fast_decode(cc, fast: str) -> None:
 def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
-        container = open_input(job.path)
+        container, how = open_decoding(job.path, job.hwaccel)
     except (av.FFmpegError, OSError) as ex:
         return Decoded("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
+    if how.startswith("software (") and how not in _SAID:
+        _SAID.add(how)
+        log.warning("%s: decoding in %s", job.rel, how)
     with container:
-        return _decode(job, container, sink)
+        r = _decode(job, container, sink)
+        if job.hwaccel != "none" and how != "software" and not how.startswith("software (") \
+                and not container.streams[job.stream_index].codec_context.is_hwaccel:
+            log.info("%s: %s cannot decode this stream: decoded in software", job.rel, how)
+        return r
 
 
 def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:

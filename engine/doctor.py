@@ -134,6 +134,21 @@ def diagnose(model_dir: Path | None = None) -> dict:
         detail = shm if status == "ok" else shm + " (small: use fewer --ring-slots or a smaller --max-side; Docker: --shm-size)"
         _check(checks, "shared memory", status, detail)
 
+    try:  # hardware video decoders (--hwaccel): which ones really decode here
+        from engine.media import hwaccel_check, hwaccel_devices
+
+        works, fails = [], []
+        for dev in hwaccel_devices():
+            why = hwaccel_check(dev)
+            (works if why is None else fails).append(dev if why is None else f"{dev} ({why})")
+        hw_decoders = {"works": works, "fails": fails}
+        _check(checks, "hardware decode", "ok",
+               (f"--hwaccel {' / '.join(works)} decodes here" if works else "no hardware decoder works here: "
+                "software decoding") + (f"; not usable: {'; '.join(fails)}" if fails else ""))
+    except Exception as ex:  # noqa: BLE001 - reported, never fatal
+        hw_decoders = {"works": [], "fails": [str(ex)]}
+        _check(checks, "hardware decode", "warn", f"could not check: {ex}")
+
     try:  # the model folders users already have (insightface, roop-unleashed, FaceFusion)
         from engine.models.folders import survey
 
@@ -148,6 +163,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
         "providers": providers,
         "backends": backends,
         "model_folders": folders,
+        "hardware_decoders": hw_decoders,
         "shared_memory_free": free,
         "checks": checks,
         "exit_code": EXIT_ENVIRONMENT if failed else EXIT_OK,

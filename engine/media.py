@@ -33,6 +33,86 @@ def open_input(path: Path | str, **kw):
     return av.open(str(path), options=dict(OPTIONS), metadata_errors="ignore", **kw)
 
 
+# --------------------------------------------------------------------------- hardware decode
+#
+# ``--hwaccel``: FFmpeg's hardware decoders through PyAV (``av.codec.hwaccel``).
+# Decoded frames come back to system memory (NV12 and the like); a stream the
+# device cannot decode falls back to FFmpeg's software decoder. ``auto`` takes the
+# first of AUTO_ORDER this FFmpeg build has.
+
+AUTO_ORDER = ("cuda", "d3d11va", "videotoolbox", "vaapi", "qsv", "dxva2")
+
+
+def hwaccel_devices() -> list[str]:
+    """The hardware device types this FFmpeg build knows (not all have a device here)."""
+    try:
+        from av.codec.hwaccel import hwdevices_available
+
+        return list(hwdevices_available())
+    except ImportError:  # a PyAV without hardware acceleration support
+        return []
+
+
+def hwaccel_for(name: str):
+    """(``av.codec.hwaccel.HWAccel`` settings, device type) for ``--hwaccel NAME``;
+    (None, "") for ``none``, or for ``auto`` when the build has no known device type."""
+    if name == "none":
+        return None, ""
+    devices = hwaccel_devices()
+    if name == "auto":
+        name = next((d for d in AUTO_ORDER if d in devices), "")
+        if not name:
+            return None, ""
+    elif name not in devices:
+        from engine.errors import ConfigError
+
+        raise ConfigError(f"--hwaccel {name}: this FFmpeg build has no {name} support "
+                          f"(it has: {', '.join(devices) or 'none'})")
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel(device_type=name, allow_software_fallback=True), name
+
+
+def open_decoding(path: Path | str, hwaccel: str = "none"):
+    """(container, how its video is decoded): ``open_input`` with the hardware
+    decoder asked for; when its device cannot be opened (no GPU, no driver, no
+    permission), the software decoder and the reason."""
+    hw, device = hwaccel_for(hwaccel)
+    if hw is None:
+        return open_input(path), "software"
+    try:
+        return open_input(path, hwaccel=hw), device
+    except (av.FFmpegError, OSError, RuntimeError) as ex:
+        return open_input(path), f"software ({device} unavailable: {ex})"
+
+
+def hwaccel_check(device: str) -> str | None:
+    """None when ``device`` decodes a small H.264 stream made here, else why not
+    (for ``facecut doctor``; strict: no software fallback)."""
+    import io
+
+    import numpy as np
+    from av.codec.hwaccel import HWAccel
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        st = out.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 256, 144, "yuv420p"
+        for i in range(4):
+            img = np.full((144, 256, 3), 40 * i, np.uint8)
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    buf.seek(0)
+    try:
+        with av.open(buf, hwaccel=HWAccel(device_type=device, allow_software_fallback=False)) as c:
+            n = sum(1 for _ in c.decode(video=0))
+        return None if n else "decoded no frame"
+    except Exception as ex:  # noqa: BLE001 - whatever the driver says is the answer
+        return f"{type(ex).__name__}: {ex}"
+
+
 def refusal_reason(path: Path) -> str | None:
     """Why a file that failed to open is a script rather than a video (None: it is not)."""
     try:

@@ -246,6 +246,7 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     error_budget: int = 50  # corrupt packets tolerated before the video is failed
     threads: int = 1  # decoder threads (FFmpeg frame threading)
     fast: str = "off"  # engine.config.FAST_DECODE: what the decoder may skip
+    hwaccel: str = "none"  # engine.media.HWACCELS: hardware decoder to try
 
 
 # --------------------------------------------------------------------------- plan (track + score -> cut + report)

@@ -127,3 +127,57 @@ def test_a_profile_level_is_used_but_yields_to_the_work_folders_logs(media_dir, 
     assert "--fast-decode off, as the logs in" in caplog.text
     res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args, "--fast-decode", "ref-frames"])
     assert res.exit_code == 2 and "fast_decode" in res.output
+
+
+# --------------------------------------------------------------------------- --hwaccel
+
+
+def _working_devices() -> list[str]:
+    from engine.media import hwaccel_check, hwaccel_devices
+
+    return [d for d in hwaccel_devices() if hwaccel_check(d) is None]
+
+
+def test_a_device_that_cannot_open_falls_back_to_software_with_the_same_logs(media_dir, tmp_path, caplog):
+    from engine.media import hwaccel_check, hwaccel_devices
+    from engine.scan import save_scan, scan
+
+    broken = [d for d in hwaccel_devices() if hwaccel_check(d) is not None]
+    if not broken:
+        pytest.skip("every hardware decoder of this FFmpeg build works here")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "basic.mp4").write_bytes((media_dir / "basic.mp4").read_bytes())
+    cfg = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
+    logs = {}
+    for hw in ("none", broken[0]):
+        wd = WorkDir(tmp_path / hw)
+        save_scan(wd, scan(src))
+        with caplog.at_level("WARNING"):
+            assert analyze(wd, AnalyzeConfig(**cfg, hwaccel=hw)).exit_code == 0
+        logs[hw] = [p.read_bytes() for p in sorted(wd.analysis_dir.glob("*.fclog"))]
+    assert logs["none"] == logs[broken[0]]
+
+
+def test_a_device_type_the_build_lacks_is_a_clear_error():
+    from engine.config import HWACCELS
+    from engine.media import hwaccel_devices, hwaccel_for
+
+    missing = [h for h in HWACCELS if h not in ("none", "auto") and h not in hwaccel_devices()]
+    if not missing:
+        pytest.skip("this FFmpeg build has every device type")
+    with pytest.raises(ConfigError, match=f"--hwaccel {missing[0]}: this FFmpeg build has no"):
+        hwaccel_for(missing[0])
+    assert hwaccel_for("none") == (None, "")
+
+
+@pytest.mark.skipif(not _working_devices(), reason="no hardware video decoder works on this machine")
+def test_hardware_decode_gives_every_frame(media_dir):
+    from engine.media import open_decoding
+
+    device = _working_devices()[0]
+    container, how = open_decoding(media_dir / "basic.mp4", device)
+    with container:
+        frames = sum(1 for _ in container.decode(video=0))
+        assert how == device and container.streams.video[0].codec_context.is_hwaccel
+    assert frames == len(decoded(media_dir / "basic.mp4", "off"))
