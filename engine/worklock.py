@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from engine.errors import ConfigError
-from engine.fsio import remove_temp_files
+from engine.fsio import WorkDir, remove_temp_files
 
 LOCK_NAME = ".facecut.lock"
 _WIN_OFFSET = 1 << 20  # the byte locked on Windows (beyond the text, which stays readable)
@@ -107,9 +107,13 @@ class WorkLock:
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, data + b"\0" * max(0, 512 - len(data)))
         self.fd = fd
-        # One writer: every temporary file under WORK now belongs to a dead one
-        # (a marker, a thumbnail, a plan killed mid-write).
-        remove_temp_files(self.root, recursive=True)
+        wd = WorkDir(self.root)
+        # One writer: every temporary file facecut makes in WORK now belongs to a
+        # dead one (a marker, a thumbnail, a plan killed mid-write). Only in
+        # facecut's own folders: WORK may hold other things of the user's.
+        remove_temp_files(self.root)
+        for sub in (wd.analysis_dir, wd.thumbs_dir, wd.logs_dir, wd.report_dir):
+            remove_temp_files(sub, recursive=True)
         return self
 
     def release(self) -> None:

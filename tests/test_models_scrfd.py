@@ -178,6 +178,18 @@ def test_files_are_classified_by_their_graphs(weights, tmp_path):
     (tmp_path / "notes.onnx").write_bytes(b"not a model")
     assert model_kind(tmp_path / "notes.onnx") is None
     assert model_kind(tmp_path / "missing.onnx") is None
+    data = (tmp_path / "det_10g.onnx").read_bytes()
+    (tmp_path / "torn.onnx").write_bytes(data[: len(data) // 2])  # a download cut short
+    assert model_kind(tmp_path / "torn.onnx") is None
+    # Older exports list the weights among the graph's inputs: they are not inputs.
+    import onnx
+
+    m = onnx.load(str(weights))
+    m.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                         for i in list(m.graph.initializer)[:5])
+    onnx.save(m, str(tmp_path / "old_export.onnx"))
+    assert len(onnx.load(str(tmp_path / "old_export.onnx")).graph.input) == 6
+    assert model_kind(tmp_path / "old_export.onnx").role == "detector"
 
 
 def _inswapper_like(path: Path) -> Path:
