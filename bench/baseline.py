@@ -33,8 +33,8 @@ def scene_pass(paths: list[Path]) -> tuple[float, dict[str, list[float]]]:
 
 def sample_and_detect(paths: list[Path], model_opts: dict, *, fps: float, max_side: int, out: Path) -> dict:
     """One process, one seek per video, sequential decode, detection at batch 1, a JSONL line per result."""
-    from engine.decode import frame_to_bgr
-    from engine.models import load_model
+    from facecut.decode import frame_to_bgr
+    from facecut.models import load_model
 
     model = load_model(**model_opts)
     out.parent.mkdir(parents=True, exist_ok=True)

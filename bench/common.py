@@ -52,8 +52,8 @@ def machine() -> dict:
     import av
     import numpy as np
 
-    from engine import __version__
-    from engine.procs import cpu_count
+    from facecut import __version__
+    from facecut.procs import cpu_count
 
     info = {
         "platform": platform.platform(),
@@ -67,7 +67,7 @@ def machine() -> dict:
     try:
         import onnxruntime as ort
 
-        from engine.models.base import ort_flavours
+        from facecut.models.base import ort_flavours
 
         info["onnxruntime"] = ort.__version__
         info["onnxruntime_flavours"] = ort_flavours()
@@ -84,9 +84,9 @@ def machine() -> dict:
 
 
 def generated_corpus(root: Path, profile: str = "bench720", minutes: float = 1.0, videos: int = 3) -> Path:
-    """Deterministic corpus from tools.make_media (made once, reused: the truth
+    """Deterministic corpus from facecut.tools.make_media (made once, reused: the truth
     file of the last video marks it complete)."""
-    from tools.make_media import bench_batch
+    from facecut.tools.make_media import bench_batch
 
     height = {"bench720": 720, "bench1080": 1080, "bench360": 360}[profile]
     folder = Path(root) / f"{profile}-{minutes:g}min-{videos}v"
@@ -110,14 +110,14 @@ def made_once(folder: Path, what: str, make) -> Path:
 
 
 def format_corpus(root: Path) -> Path:
-    """The format matrix (tools.make_media.formats_batch: one small file per file class)."""
-    from tools.make_media import formats_batch
+    """The format matrix (facecut.tools.make_media.formats_batch: one small file per file class)."""
+    from facecut.tools.make_media import formats_batch
 
     return made_once(Path(root) / "formats", "the format matrix", formats_batch)
 
 
 def save_json(path: Path, data: dict) -> None:
-    from engine.fsio import atomic_write_bytes
+    from facecut.fsio import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

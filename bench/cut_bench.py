@@ -1,9 +1,9 @@
 """Cut benchmark: facecut's one pass per source vs one open + seek + copy per clip.
 
-    python -m bench.cut_bench [--clips N] [--minutes M] [--input FILE] [--json OUT]
+    python -m facecut.bench.cut_bench [--clips N] [--minutes M] [--input FILE] [--json OUT]
 
 Both sides stream-copy the same N clips of the same source with PyAV in the same
-run (like with like: the baseline is ``bench.baseline.copy_clip``, what the old
+run (like with like: the baseline is ``facecut.bench.baseline.copy_clip``, what the old
 chain's one-ffmpeg-per-clip did, minus ffmpeg's process start). Each side runs
 ``--repeats`` times into a fresh folder; medians are quoted. Bytes read come from
 ``/proc/self/io`` (``rchar``: reads through the page cache count too), so they say
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import av
 
-from bench.common import default_cache, figure, generated_corpus, machine, save_json
-from engine.cut import cut_plan
-from engine.fsio import WorkDir, clip_id, fingerprint, video_key, write_json
-from engine.records import Clip, ClipStats, Plan, SourcePlan
+from facecut.bench.common import default_cache, figure, generated_corpus, machine, save_json
+from facecut.cut import cut_plan
+from facecut.fsio import WorkDir, clip_id, fingerprint, video_key, write_json
+from facecut.records import Clip, ClipStats, Plan, SourcePlan
 
 
 def read_bytes() -> int | None:
@@ -41,7 +41,7 @@ def read_bytes() -> int | None:
 def interleaved(src: Path) -> Path:
     """A copy of ``src`` with audio and video interleaved like a camera file.
 
-    tools.make_media encodes all the video, then all the audio, so its MP4s hold
+    facecut.tools.make_media encodes all the video, then all the audio, so its MP4s hold
     the audio after the video; a demuxer reading both then jumps back and forth
     and reads the file ~45 times over (measured), which would drown what this
     benchmark measures. Made once next to the source."""
@@ -111,7 +111,7 @@ def run_facecut(plan: Plan, tmp: Path, accurate: bool = False) -> dict:
 
 
 def run_baseline(path: Path, spans: list[tuple[float, float]], t0: float, tmp: Path) -> dict:
-    from bench.baseline import copy_clip
+    from facecut.bench.baseline import copy_clip
 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -125,7 +125,7 @@ def run_baseline(path: Path, spans: list[tuple[float, float]], t0: float, tmp: P
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m bench.cut_bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m facecut.bench.cut_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--clips", type=int, default=40)
     ap.add_argument("--minutes", type=float, default=2.0, help="length of the generated source")
     ap.add_argument("--height", type=int, default=720, choices=(360, 720, 1080))

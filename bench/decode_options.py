@@ -1,9 +1,9 @@
 """What each ``--fast-decode`` level buys and what it changes, side by side in one run.
 
-For every level of :data:`engine.config.FAST_DECODE` on the same corpus:
+For every level of :data:`facecut.config.FAST_DECODE` on the same corpus:
 
 * speed: the decoder alone (one process, the shot detector fused in, samples
-  converted as for the ring: ``bench.stages.bench_decode``), repeated, levels
+  converted as for the ring: ``facecut.bench.stages.bench_decode``), repeated, levels
   interleaved so drift in the host's speed hits them alike; and ``analyze`` end to
   end (decoders and inference as configured);
 * results, against the ``off`` run: shot cuts against the corpus's truth (found
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import figure
-from bench.stages import bench_analyze, bench_decode
+from facecut.bench.common import figure
+from facecut.bench.stages import bench_analyze, bench_decode
 
 SPAN_EPS = 0.05  # s: two clips are the same when both ends are this close
 
@@ -36,10 +36,10 @@ def _iou(a, b) -> float:
 
 def _logs(work: Path) -> dict[str, tuple[list, dict]]:
     """video -> (cut times, {grid index k: Sample})."""
-    from engine.fsio import WorkDir, video_key
-    from engine.logio import read_records
-    from engine.records import Cut, LogRecord, Sample
-    from engine.scan import load_scan
+    from facecut.fsio import WorkDir, video_key
+    from facecut.logio import read_records
+    from facecut.records import Cut, LogRecord, Sample
+    from facecut.scan import load_scan
 
     wd = WorkDir(work)
     out = {}
@@ -68,9 +68,9 @@ def _cut_match(cuts: list[float], truth: list[float], frame: float) -> tuple[int
 
 def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
     """Per level: what the analysis found, compared with the ``off`` level's."""
-    from engine.fsio import WorkDir
-    from engine.score import ScoreConfig, plan_from_work
-    from tools.make_media import load_truth
+    from facecut.fsio import WorkDir
+    from facecut.score import ScoreConfig, plan_from_work
+    from facecut.tools.make_media import load_truth
 
     truth = {}
     for p in sorted(corpus.rglob("*.truth.json")):
@@ -118,7 +118,7 @@ def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
 def run(corpus: Path, videos, cfg_for, tmp: Path, *, fps: float, max_side: int, repeats: int) -> dict:
     """The whole comparison. ``cfg_for(level)``: the AnalyzeConfig of a level.
     Each level is decoded and analysed ``repeats`` times, levels interleaved."""
-    from engine.config import FAST_DECODE
+    from facecut.config import FAST_DECODE
 
     decode: dict[str, list[dict]] = {level: [] for level in FAST_DECODE}
     for _ in range(repeats):  # interleaved: the host's drift hits every level alike

@@ -1,4 +1,4 @@
-"""``facecut bench`` / ``python -m bench``: measure, compare, tune.
+"""``facecut bench`` / ``python -m facecut.bench``: measure, compare, tune.
 
 Every figure is measured in this run, side by side with its baseline, and
 reported as min / median / max over ``--repeats`` (medians are quoted).
@@ -17,9 +17,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
-from engine.config import FAST_DECODE
-from engine.coordinator import infer_processes
+from facecut.bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
+from facecut.config import FAST_DECODE
+from facecut.coordinator import infer_processes
 
 console = Console(stderr=True)
 STAGES = ("decode", "decode-options", "formats", "inference", "ring", "log", "analyze", "chain", "scale")
@@ -38,13 +38,13 @@ def _med(f: dict) -> float:
 
 
 def _resolve_provider(provider: str) -> str:
-    from engine.models import resolve_provider
+    from facecut.models import resolve_provider
 
     return resolve_provider(provider)
 
 
 def _analyze_cfg(base: dict, **over):
-    from engine.config import AnalyzeConfig
+    from facecut.config import AnalyzeConfig
 
     return AnalyzeConfig(**{**base, **over})
 
@@ -54,9 +54,9 @@ def _analyze_cfg(base: dict, **over):
 
 def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     """scan + analyze + score + cut + report, timed per stage, on a fresh work folder."""
-    from engine.coordinator import analyze
-    from engine.fsio import WorkDir
-    from engine.scan import save_scan, scan
+    from facecut.coordinator import analyze
+    from facecut.fsio import WorkDir
+    from facecut.scan import save_scan, scan
 
     work = WorkDir(tempfile.mkdtemp(prefix="chain-", dir=tmp))
     out = Path(tempfile.mkdtemp(prefix="clips-", dir=tmp))
@@ -69,8 +69,8 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     t["analyze_s"] = time.perf_counter() - s
     plan = None
     try:
-        from engine.config import ScoreConfig
-        from engine.score import plan_from_work, write_plan
+        from facecut.config import ScoreConfig
+        from facecut.score import plan_from_work, write_plan
 
         s = time.perf_counter()
         plan = plan_from_work(work, ScoreConfig())
@@ -81,7 +81,7 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
         console.print(f"[yellow]score stage not available: {ex}[/]")
     if plan is not None:
         try:
-            from engine.cut import cut_plan
+            from facecut.cut import cut_plan
 
             s = time.perf_counter()
             cut_plan(work, out)
@@ -89,7 +89,7 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
         except ImportError:
             t["cut_s"] = None
         try:
-            from engine.report import write_report
+            from facecut.report import write_report
 
             s = time.perf_counter()
             write_report(work, out)
@@ -107,7 +107,7 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
 
 
 def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max_side: int, tmp: Path) -> dict:
-    from bench import baseline
+    from facecut.bench import baseline
 
     paths = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
     work = Path(tempfile.mkdtemp(prefix="baseline-", dir=tmp))
@@ -128,7 +128,7 @@ def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max
 def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tuple[list[dict], dict]:
     """Coordinate descent over (infer_procs, decoders, batch, infer_threads) within ``budget`` seconds:
     vary one knob at a time around the best point so far."""
-    from bench.stages import bench_analyze
+    from facecut.bench.stages import bench_analyze
 
     grid = {
         "infer_procs": [1, 2, 3, 4][: max(2, cores + 1)],
@@ -178,9 +178,9 @@ def _sweep_decode(corpus: Path, base: dict, best: dict, best_row: dict | None, r
                   rounds: int = 2):
     """At the best counts: each of SWEEP_DECODE against off, back to back, on the
     sweep corpus; a level is kept when it is faster in video seconds per second
-    and its cuts and clips equal off's (bench.decode_options.results)."""
-    from bench.decode_options import results
-    from bench.stages import bench_analyze
+    and its cuts and clips equal off's (facecut.bench.decode_options.results)."""
+    from facecut.bench.decode_options import results
+    from facecut.bench.stages import bench_analyze
 
     if best_row is None:
         return best, best_row
@@ -397,10 +397,10 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
     if compare_files:
         compare(*compare_files)
         return
-    from bench import stages as st
-    from engine.procs import cpu_count
-    from engine.profile import load_profile
-    from engine.scan import scan
+    from facecut.bench import stages as st
+    from facecut.procs import cpu_count
+    from facecut.profile import load_profile
+    from facecut.scan import scan
 
     if input_dir is None and generate is None:
         generate = "bench720"
@@ -421,7 +421,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "batch": batch or prof.get("batch") or 8,
         "fast_decode": fast_decode or prof.get("fast_decode") or "off",
     }
-    from engine.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
+    from facecut.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
 
     videos_info = [v for v in scan(corpus).videos if v.status == "ok"]
     if not videos_info:
@@ -462,7 +462,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                                                 / _med(one_off["cpu_ms_per_frame"]) - 1.0)
             _print_figures({"figures": {k: F[k] for k in DECODE_FIGURES if k in F}, "config": base})
         if "decode-options" in wanted:
-            from bench import decode_options
+            from facecut.bench import decode_options
 
             F["decode_options"] = decode_options.run(
                 corpus, videos_info, lambda level: _analyze_cfg(base, fast_decode=level), tmp,
@@ -561,7 +561,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                 "ratio": b_total / f_total, "ratio_pairs": pair_ratios, "clips": len(clips),
             }
         if "scale" in wanted:
-            from bench.scale import bench_scale
+            from facecut.bench.scale import bench_scale
 
             args = ["--provider", prov, "--model", model, "--min-face", str(min_face)]
             for flag, value in (("--decoders", decoders), ("--infer-procs", infer_procs), ("--batch", batch)):
@@ -581,7 +581,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
             rows, best = _sweep(sweep_corpus, base, budget, tmp, cores)
             res["sweep"] = {"rows": rows, "best": best, "budget_s": budget}
             if save_profile:
-                from engine.profile import save_profile as save
+                from facecut.profile import save_profile as save
 
                 path = save(prov, best, {"samples_per_s": best.get("samples_per_s"), "corpus": str(corpus),
                                          "date": time.strftime("%Y-%m-%d")})

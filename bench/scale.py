@@ -1,6 +1,6 @@
 """The scale figure: what many files cost against the same content in one file.
 
-``tools.make_media.scale_batch`` renders N short videos (one face shot each) and
+``facecut.tools.make_media.scale_batch`` renders N short videos (one face shot each) and
 the same shots joined into one file. ``facecut run`` goes over each, in a fresh
 process with a fresh work folder, back to back; the figure is the wall-time
 ratio (N files / one file: 1.0 means a file costs only its content), the peak
@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import figure, made_once
+from facecut.bench.common import figure, made_once
 
 
 def scale_corpus(root: Path, pieces: int, seconds: float) -> tuple[Path, Path]:
     """(pieces folder, joined folder), made once per (pieces, seconds)."""
-    from tools.make_media import scale_batch
+    from facecut.tools.make_media import scale_batch
 
     folder = made_once(Path(root) / f"scale-{pieces}x{seconds:g}s", "the scale corpus",
                        lambda d: scale_batch(d, pieces=pieces, seconds=seconds))
@@ -46,14 +46,14 @@ def _tree_rss(proc) -> int:
 
 
 def run_measured(args: list[str], cwd: Path | None = None) -> dict:
-    """Run ``python -m engine ARGS``; wall time and peak RSS of its process tree."""
+    """Run ``python -m facecut ARGS``; wall time and peak RSS of its process tree."""
     import psutil
 
     # stderr into a file, not a pipe: a big batch prints more than a pipe holds, and
     # a pipe read only at the end would block the run on its last lines.
     with tempfile.TemporaryFile(mode="w+") as errf:
         t = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "engine", *args], stdout=subprocess.DEVNULL,
+        p = subprocess.Popen([sys.executable, "-m", "facecut", *args], stdout=subprocess.DEVNULL,
                              stderr=errf, text=True, cwd=cwd)
         ps = psutil.Process(p.pid)
         peak = 0
@@ -70,8 +70,8 @@ def run_measured(args: list[str], cwd: Path | None = None) -> dict:
 def _batch_rates(work: Path) -> dict:
     """Realtime factor (video seconds / wall seconds) of the first and last third
     of the videos, by completion time."""
-    from engine.fsio import read_json
-    from engine.records import VideoDone
+    from facecut.fsio import read_json
+    from facecut.records import VideoDone
 
     done = sorted((read_json(p, VideoDone) for p in (work / "analysis").glob("*.done")), key=lambda d: d.finished)
     if len(done) < 6:
@@ -88,8 +88,8 @@ def _batch_rates(work: Path) -> dict:
 
 
 def bench_scale(cache: Path, *, pieces: int, seconds: float, run_args: list[str], repeats: int = 1) -> dict:
-    from engine.fsio import WorkDir, read_json
-    from engine.records import Plan
+    from facecut.fsio import WorkDir, read_json
+    from facecut.records import Plan
 
     pieces_dir, joined_dir = scale_corpus(cache, pieces, seconds)
     rows: dict[str, list[dict]] = {"pieces": [], "joined": []}
@@ -118,9 +118,9 @@ def bench_scale(cache: Path, *, pieces: int, seconds: float, run_args: list[str]
     return out
 
 
-if __name__ == "__main__":  # python -m bench.scale [PIECES] [SECONDS]
+if __name__ == "__main__":  # python -m facecut.bench.scale [PIECES] [SECONDS]
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 150
     s = float(sys.argv[2]) if len(sys.argv) > 2 else 10.0
-    from bench.common import default_cache
+    from facecut.bench.common import default_cache
 
     print(bench_scale(default_cache(), pieces=n, seconds=s, run_args=["--provider", "cpu"]))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.procs import CTX
-from engine.records import DecodeJob, VideoInfo
+from facecut.procs import CTX
+from facecut.records import DecodeJob, VideoInfo
 
 # --------------------------------------------------------------------------- decode
 
@@ -58,7 +58,7 @@ class _ConvertSink:
         pass
 
     def sample(self, k, frame, pts, t, cuts):
-        from engine.decode import frame_to_bgr
+        from facecut.decode import frame_to_bgr
 
         img, scale = frame_to_bgr(frame, self.max_side, self.reformatter)
         self.samples += 1
@@ -70,8 +70,8 @@ class _ConvertSink:
 
 
 def _decode_worker(conn, jobs: list[DecodeJob], max_side: int) -> None:
-    from engine.decode import decode_video
-    from engine.procs import steady_heap
+    from facecut.decode import decode_video
+    from facecut.procs import steady_heap
 
     steady_heap()  # as in facecut's own worker processes
 
@@ -125,7 +125,7 @@ def bench_decode(videos: list[VideoInfo], root: Path, *, decoders: int, fps: flo
                  detector: str, fast: str = "off") -> dict:
     """Decode the corpus with ``decoders`` processes (whole videos each);
     ``fast``: the ``--fast-decode`` level."""
-    from engine.procs import cpu_count
+    from facecut.procs import cpu_count
 
     threads = max(1, cpu_count() // decoders)
     jobs = decode_jobs(videos, root, fps=fps, max_side=max_side, detector=detector, threads=threads, fast=fast)
@@ -143,7 +143,7 @@ def bench_decode(videos: list[VideoInfo], root: Path, *, decoders: int, fps: flo
 def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side: int, limit: int
                    ) -> list[tuple[np.ndarray, float]]:
     """Sampled frames of the corpus (as analyze would see them), spread over all videos."""
-    from engine.decode import decode_video
+    from facecut.decode import decode_video
 
     per = max(1, limit // max(1, len(videos)))
     out = []
@@ -160,9 +160,9 @@ def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side:
 
 def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: list[float], model_opts: dict,
                   batch: int) -> None:
-    from engine.models import load_model
-    from engine.procs import steady_heap
-    from engine.ring import FrameRing
+    from facecut.models import load_model
+    from facecut.procs import steady_heap
+    from facecut.ring import FrameRing
 
     steady_heap()  # as in facecut's own inference processes
     try:
@@ -187,7 +187,7 @@ def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: li
 def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict, batch: int, procs: int) -> dict:
     """Inference only, on frames held in memory, with ``procs`` processes of
     ``model_opts['threads']`` threads each (frames shared through a ring)."""
-    from engine.ring import FrameRing
+    from facecut.ring import FrameRing
 
     ring = FrameRing.create(len(frames), max(f.nbytes for f, _ in frames))
     try:
@@ -209,7 +209,7 @@ def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict,
 
 
 def _ring_writer(conn, ring_spec, n: int, shape: tuple[int, int, int]) -> None:
-    from engine.ring import FrameRing
+    from facecut.ring import FrameRing
 
     ring = FrameRing.attach(ring_spec)
     img = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
@@ -231,7 +231,7 @@ def _ring_writer(conn, ring_spec, n: int, shape: tuple[int, int, int]) -> None:
 def bench_ring(n: int = 400, shape: tuple[int, int, int] = (720, 1280, 3), slots: int = 8) -> dict:
     """Frames through the ring between two processes: write into a slot, send its id,
     copy it out on the other side, send the id back (what decode -> infer costs)."""
-    from engine.ring import FrameRing
+    from facecut.ring import FrameRing
 
     ring = FrameRing.create(slots, int(np.prod(shape)))
     a, b = CTX.Pipe()
@@ -267,8 +267,8 @@ def bench_ring(n: int = 400, shape: tuple[int, int, int] = (720, 1280, 3), slots
 def bench_log_write(n: int = 20000, batch: int = 8, with_embedding: bool = True) -> dict:
     import msgspec
 
-    from engine.logio import LogWriter, read_records
-    from engine.records import Face, LogRecord, Sample, embedding_to_bytes
+    from facecut.logio import LogWriter, read_records
+    from facecut.records import Face, LogRecord, Sample, embedding_to_bytes
 
     emb = embedding_to_bytes(np.ones(512, np.float32) / np.sqrt(512)) if with_embedding else None
     face = Face(box=(100.0, 80.0, 260.0, 280.0), kps=tuple(float(i) for i in range(10)), score=0.99, yaw=5.0,
@@ -301,9 +301,9 @@ def bench_log_write(n: int = 20000, batch: int = 8, with_embedding: bool = True)
 
 def bench_analyze(corpus: Path, cfg, work_root: Path) -> dict:
     """``analyze`` end to end on a fresh work folder (scan not timed)."""
-    from engine.coordinator import analyze
-    from engine.fsio import WorkDir
-    from engine.scan import save_scan, scan
+    from facecut.coordinator import analyze
+    from facecut.fsio import WorkDir
+    from facecut.scan import save_scan, scan
 
     work = Path(tempfile.mkdtemp(prefix="analyze-", dir=work_root))
     wd = WorkDir(work)

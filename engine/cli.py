@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 import msgspec
 
-from engine import __version__
-from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, FacecutError
+from facecut import __version__
+from facecut.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, FacecutError
 
 log = logging.getLogger("facecut")
 
@@ -56,7 +56,7 @@ def scan_options(f):
 
 
 def _default_exts():
-    from engine.scan import DEFAULT_EXTENSIONS
+    from facecut.scan import DEFAULT_EXTENSIONS
 
     return DEFAULT_EXTENSIONS
 
@@ -69,7 +69,7 @@ class OneLineNames(logging.Filter):
     (a worker's traceback) is left alone."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from engine.fsio import display_name
+        from facecut.fsio import display_name
 
         if isinstance(record.msg, str) and "\n" not in record.msg:
             record.msg = display_name(record.msg)
@@ -101,13 +101,13 @@ def handle_errors(fn):
 
 
 def writes_work(name: str):
-    """Hold WORK's lock (engine.worklock) while the command runs: one writer per
+    """Hold WORK's lock (facecut.worklock) while the command runs: one writer per
     work folder; a second one exits 2 saying who holds it."""
 
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from engine.worklock import WorkLock
+            from facecut.worklock import WorkLock
 
             with WorkLock(Path(kwargs["work"]), f"facecut {name}"):
                 return fn(*args, **kwargs)
@@ -155,8 +155,8 @@ def _print_scan(result) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from engine.dashboard import hms, shown
-    from engine.fsio import ignored_summary
+    from facecut.dashboard import hms, shown
+    from facecut.fsio import ignored_summary
 
     table = Table(title=shown(f"scan of {result.input_dir}"), title_justify="left")
     for col, kw in [
@@ -216,8 +216,8 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
     """Find and probe the videos in INPUT_DIR; write WORK/scan.json."""
     import msgspec
 
-    from engine.fsio import WorkDir
-    from engine.scan import save_scan, scan
+    from facecut.fsio import WorkDir
+    from facecut.scan import save_scan, scan
 
     wd = WorkDir(work)
     result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
@@ -235,8 +235,8 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 
 def analyze_options(f):
     """Options of the analysis stage (shared by `analyze` and `run`)."""
-    from engine.config import FAST_DECODE, HWACCELS
-    from engine.procs import cpu_count
+    from facecut.config import FAST_DECODE, HWACCELS
+    from facecut.procs import cpu_count
 
     opts = [
         opt("--fps", type=float, default=2.0, help="Frames sampled per second of video."),
@@ -276,7 +276,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
     """The analysis options: given ones, then this machine's bench profile, then
     the defaults. A ``--fast-decode`` level not given yields to the one the work
     folder's logs were made with (a profile saved later must not stop a resume)."""
-    from engine.config import AnalyzeConfig, build
+    from facecut.config import AnalyzeConfig, build
 
     keys = [
         "fps", "max_side", "decoders", "infer_procs", "infer_threads", "batch", "batch_timeout", "ring_slots",
@@ -287,10 +287,10 @@ def _analyze_config(kw: dict, work: Path | None = None):
     if vals["model_dir"] is not None:
         vals["model_dir"] = str(vals["model_dir"])
     # Counts not given on the command line (or env) come from this machine's bench profile.
-    from engine.profile import load_profile
+    from facecut.profile import load_profile
 
     try:
-        from engine.models import resolve_provider
+        from facecut.models import resolve_provider
 
         provider = resolve_provider(vals["provider"])
     except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
@@ -306,7 +306,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
             log.info("--fast-decode %s, as the logs in %s were made", logged, work)
             vals["fast_decode"] = logged
     if vals["decoders"] is None:
-        from engine.procs import cpu_count
+        from facecut.procs import cpu_count
 
         vals["decoders"] = max(1, cpu_count() // 2)
     return build(AnalyzeConfig, **vals)
@@ -316,9 +316,9 @@ def _logged_fast_decode(work: Path) -> str | None:
     """The ``--fast-decode`` level of the first log in ``work`` (None: no log)."""
     import json
 
-    from engine.fsio import WorkDir
-    from engine.logio import read_first
-    from engine.records import LogHeader, LogRecord
+    from facecut.fsio import WorkDir
+    from facecut.logio import read_first
+    from facecut.records import LogHeader, LogRecord
 
     for path in sorted(WorkDir(work).analysis_dir.glob("*.fclog")):
         h = read_first(path, LogRecord)
@@ -337,7 +337,7 @@ def progress_options(f):
 
 
 def _reporter(no_dashboard: bool, json_progress: bool):
-    from engine.dashboard import Reporter
+    from facecut.dashboard import Reporter
 
     if json_progress:
         return Reporter("json")
@@ -348,7 +348,7 @@ def _log_to_work(work: Path, command: str) -> None:
     """Also log to WORK/logs/<command>-<time>.log (INFO and up)."""
     import time
 
-    from engine.fsio import WorkDir
+    from facecut.fsio import WorkDir
 
     logs = WorkDir(work).ensure().logs_dir
     handler = logging.FileHandler(logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log", encoding="utf-8")
@@ -367,9 +367,9 @@ def _log_to_work(work: Path, command: str) -> None:
 def _run_analysis(work, cfg, reporter) -> int:
     from rich.console import Console
 
-    from engine.coordinator import analyze as run_analyze
-    from engine.dashboard import summary_table
-    from engine.fsio import WorkDir
+    from facecut.coordinator import analyze as run_analyze
+    from facecut.dashboard import summary_table
+    from facecut.fsio import WorkDir
 
     _log_to_work(work, "analyze")
     with reporter:
@@ -435,13 +435,13 @@ _SCORE_KEYS = ["max_yaw", "max_pitch", "min_det_score", "track_gate", "min_dur",
 
 
 def _track_config(kw: dict):
-    from engine.config import TrackConfig, build
+    from facecut.config import TrackConfig, build
 
     return build(TrackConfig, **{_TRACK_KEYS[k]: kw.pop(k) for k in list(_TRACK_KEYS)})
 
 
 def _score_config(kw: dict, *, min_face, model_dir, provider):
-    from engine.config import ScoreConfig, build
+    from facecut.config import ScoreConfig, build
 
     track = _track_config(kw)
     vals = {k: kw.pop(k) for k in _SCORE_KEYS}
@@ -465,9 +465,9 @@ def track(work: Path, as_json: bool, **kw) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.dashboard import shown
-    from engine.fsio import WorkDir
-    from engine.track import track_work
+    from facecut.dashboard import shown
+    from facecut.fsio import WorkDir
+    from facecut.track import track_work
 
     rows = track_work(WorkDir(work), _track_config(kw))
     if as_json:
@@ -495,8 +495,8 @@ def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
     """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
     import time
 
-    from engine.fsio import WorkDir
-    from engine.score import plan_from_work, write_plan
+    from facecut.fsio import WorkDir
+    from facecut.score import plan_from_work, write_plan
 
     cfg = _score_config(kw, min_face=min_face, model_dir=model_dir, provider=provider)
     t = time.perf_counter()
@@ -522,7 +522,7 @@ def _print_cut(result, streamed: dict[str, int] | None = None) -> None:
     """One line per source saying what happened to its clips. ``streamed``: clips
     `run` cut per source while the analysis was still running (the final pass
     finds them there: not failures, not leftovers of an earlier run)."""
-    from engine.fsio import display_name
+    from facecut.fsio import display_name
 
     streamed = streamed or {}
     for sc in result.sources:
@@ -553,9 +553,9 @@ def _clips(n: int) -> str:
 @writes_work("cut")
 def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_lead_in: float) -> int:
     """Cut the planned clips by stream copy: OUT/<source folder>/<clip id>.mp4, one read per source."""
-    from engine.cut import cut_plan
-    from engine.errors import ConfigError
-    from engine.fsio import WorkDir, read_json
+    from facecut.cut import cut_plan
+    from facecut.errors import ConfigError
+    from facecut.fsio import WorkDir, read_json
 
     wd = WorkDir(work)
     if out is None:
@@ -577,8 +577,8 @@ def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_l
 @writes_work("report")
 def report(work: Path, out: Path | None) -> int:
     """Write the HTML report WORK/report/index.html (no second decode of the sources)."""
-    from engine.fsio import WorkDir
-    from engine.report import write_report
+    from facecut.fsio import WorkDir
+    from facecut.report import write_report
 
     path = write_report(WorkDir(work), out)
     click.echo(f"report: {path}")
@@ -599,8 +599,8 @@ def status(work: Path, as_json: bool, watch: bool, interval: float) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from engine.fsio import WorkDir
-    from engine.status import batch_status, render_status
+    from facecut.fsio import WorkDir
+    from facecut.status import batch_status, render_status
 
     wd = WorkDir(work)
     if as_json:
@@ -622,7 +622,7 @@ def status(work: Path, as_json: bool, watch: bool, interval: float) -> int:
 @click.pass_context
 def bench(ctx) -> None:
     """Measure fps and tune decoder/inference process counts (`facecut bench --help`)."""
-    from bench.harness import main as bench_main
+    from facecut.bench.harness import main as bench_main
 
     bench_main.main(args=ctx.args, prog_name="facecut bench")
 
@@ -648,9 +648,9 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
         accurate: bool, write_sidecar: bool, max_lead_in: float, no_dashboard: bool, json_progress: bool,
         dry_run: bool, cluster: str | None, **kw) -> int:
     """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
-    from engine.fsio import WorkDir
-    from engine.pipeline import scan_exclusions
-    from engine.worklock import WorkLock
+    from facecut.fsio import WorkDir
+    from facecut.pipeline import scan_exclusions
+    from facecut.worklock import WorkLock
 
     wd = WorkDir(work or Path(out) / "facecut-work")
     scan_opts = dict(extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
@@ -670,9 +670,9 @@ def _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_d
                 cut_opts) -> int:
     from rich.console import Console
 
-    from engine.dashboard import shown, summary_table
-    from engine.fsio import ignored_summary
-    from engine.pipeline import run_batch
+    from facecut.dashboard import shown, summary_table
+    from facecut.fsio import ignored_summary
+    from facecut.pipeline import run_batch
 
     _log_to_work(wd.root, "run")
     reporter = _reporter(no_dashboard, json_progress)
@@ -693,8 +693,8 @@ def _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_d
 
 
 def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
-    from engine.fsio import display_name, video_key
-    from engine.scan import scan
+    from facecut.fsio import display_name, video_key
+    from facecut.scan import scan
 
     result = scan(input_dir, **scan_opts)
     _print_scan(result)
@@ -727,7 +727,7 @@ def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
 @handle_errors
 def doctor(model_dir: Path | None, as_json: bool) -> int:
     """Check the installation: versions, onnxruntime flavour and providers, models, shared memory."""
-    from engine.doctor import diagnose, render
+    from facecut.doctor import diagnose, render
 
     report = diagnose(model_dir=model_dir)
     if as_json:
@@ -746,7 +746,7 @@ def doctor(model_dir: Path | None, as_json: bool) -> int:
 def demo(out: Path, no_dashboard: bool, json_progress: bool) -> int:
     """Render the embedded demo media and run the whole chain on it."""
     try:
-        from tools.make_media import demo_batch
+        from facecut.tools.make_media import demo_batch
     except ImportError as ex:  # pragma: no cover - packaging problem
         raise FacecutError(f"demo media generator unavailable: {ex}") from ex
     out = Path(out)

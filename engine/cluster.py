@@ -66,13 +66,13 @@ from pathlib import Path
 
 import msgspec
 
-from engine import __version__
-from engine.config import AnalyzeConfig, build
-from engine.coordinator import AnalyzeResult, Coordinator
-from engine.errors import ConfigError, EnvironmentProblem, FacecutError
-from engine.fsio import WorkDir, replace_with_retry, video_key, write_json
-from engine.records import VideoInfo, os_name
-from engine.stats import DecoderStats, RingStats, RunStats
+from facecut import __version__
+from facecut.config import AnalyzeConfig, build
+from facecut.coordinator import AnalyzeResult, Coordinator
+from facecut.errors import ConfigError, EnvironmentProblem, FacecutError
+from facecut.fsio import WorkDir, replace_with_retry, video_key, write_json
+from facecut.records import VideoInfo, os_name
+from facecut.stats import DecoderStats, RingStats, RunStats
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +161,11 @@ def machine_config(cfg: AnalyzeConfig, pinned: Iterable[str] | None) -> AnalyzeC
     ``pinned=None``: use ``cfg`` exactly as given."""
     if pinned is None:
         return cfg
-    from engine.procs import cpu_count
-    from engine.profile import load_profile
+    from facecut.procs import cpu_count
+    from facecut.profile import load_profile
 
     try:
-        from engine.models import resolve_provider
+        from facecut.models import resolve_provider
 
         provider = resolve_provider(cfg.provider)
     except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
@@ -581,7 +581,7 @@ def analyze_on_cluster(
     """Analyse every pending scanned video in ``work`` on the Dask cluster at
     ``address`` (``tcp://host:8786`` or ``local:N``), one task per video.
 
-    Same skip/resume rules and result as :func:`engine.coordinator.analyze`;
+    Same skip/resume rules and result as :func:`facecut.coordinator.analyze`;
     ``on_video_done(info)`` and ``on_stats(snapshot)`` are called in this thread.
     ``pinned``: names of the counts (``decoders``, ``infer_procs``, ``batch``,
     ``infer_threads``, ``ring_slots``) the user set; the others come from each

@@ -11,13 +11,13 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from engine.errors import ConfigError
+from facecut.errors import ConfigError
 
 Pos = Annotated[int, Meta(ge=1)]
 NonNeg = Annotated[int, Meta(ge=0)]
 PosF = Annotated[float, Meta(gt=0)]
 
-# How the decoder makes the shot detector's small frames (engine.decode.ShotFrames):
+# How the decoder makes the shot detector's small frames (facecut.decode.ShotFrames):
 # nearest-pixel samples, no low-pass filter, like PySceneDetect's own downscale
 # (cv2.INTER_LINEAR in its SceneManager samples single pixels at integer factors).
 # Part of ``detector_params``: logs made another way are not resumed with this one.
@@ -45,7 +45,7 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     decoder_threads: NonNeg = 0  # 0: split the CPU count between decoders
     error_budget: NonNeg = 50
     fast_decode: Literal[FAST_DECODE] = "off"
-    hwaccel: Literal[HWACCELS] = "none"  # hardware decoder (engine.media), software when it cannot
+    hwaccel: Literal[HWACCELS] = "none"  # hardware decoder (facecut.media), software when it cannot
     # shot detection (PySceneDetect, fed by the decoder)
     detector: Literal["adaptive", "content", "none"] = "adaptive"
     threshold: float | None = None

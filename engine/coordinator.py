@@ -34,9 +34,9 @@ from typing import Callable
 
 import msgspec
 
-from engine.config import AnalyzeConfig
-from engine.decode import capped_size, decoder_main
-from engine.errors import (
+from facecut.config import AnalyzeConfig
+from facecut.decode import capped_size, decoder_main
+from facecut.errors import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     ConfigError,
@@ -44,11 +44,11 @@ from engine.errors import (
     LogCorruption,
     ModelError,
 )
-from engine.fsio import WorkDir, read_json, replace_with_retry, video_key, write_json
-from engine.infer import infer_main
-from engine.logio import LogWriter, read_first, read_records
-from engine.procs import Worker, cpu_count, start_worker, stop_workers
-from engine.records import (
+from facecut.fsio import WorkDir, read_json, replace_with_retry, video_key, write_json
+from facecut.infer import infer_main
+from facecut.logio import LogWriter, read_first, read_records
+from facecut.procs import Worker, cpu_count, start_worker, stop_workers
+from facecut.records import (
     SCHEMA,
     Cut,
     DecodeJob,
@@ -59,10 +59,10 @@ from engine.records import (
     VideoDone,
     VideoInfo,
 )
-from engine.ring import FrameRing, remove_stale_segments
-from engine.scan import load_scan, probe
-from engine.stats import DecoderStats, InferStats, RingStats, RunStats
-from engine.track import shots_from_cuts
+from facecut.ring import FrameRing, remove_stale_segments
+from facecut.scan import load_scan, probe
+from facecut.stats import DecoderStats, InferStats, RingStats, RunStats
+from facecut.track import shots_from_cuts
 
 log = logging.getLogger(__name__)
 

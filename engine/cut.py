@@ -24,7 +24,7 @@ stem made safe plus a hash of its relative path; nothing is written outside OUT)
 
 Times in plan.json are seconds relative to the source's first frame
 (``SourcePlan.t0`` seconds of stream time); a span is half-open, ``[start, end)``.
-Both passes map timestamps through ``engine.timeline`` exactly as the analysis
+Both passes map timestamps through ``facecut.timeline`` exactly as the analysis
 did (reordering, gaps, discontinuities), and no clip is cut across a backward jump.
 
 Every clip is written under a temporary name in its final folder and renamed
@@ -55,8 +55,8 @@ from typing import Literal
 import av
 import msgspec
 
-from engine.errors import ConfigError
-from engine.fsio import (
+from facecut.errors import ConfigError
+from facecut.fsio import (
     OUT_MARKER,
     UnsafePath,
     WorkDir,
@@ -73,10 +73,10 @@ from engine.fsio import (
     text_name,
     write_json,
 )
-from engine.media import open_input, refusal_reason
-from engine.procs import pid_alive
-from engine.records import Clip, Plan, SourcePlan
-from engine.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
+from facecut.media import open_input, refusal_reason
+from facecut.procs import pid_alive
+from facecut.records import Clip, Plan, SourcePlan
+from facecut.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ class _AacAudio:
 
     def _audio_clock(self, packet, active: list[_Span]) -> float:
         """Put a packet of a re-encoded audio stream on the stream's timeline
-        (engine.timeline) and return its time. Every packet comes here, decoded or
+        (facecut.timeline) and return its time. Every packet comes here, decoded or
         not, so a jump between two decoded stretches is still seen; at a jump back,
         the ``active`` spans take no more of this stream's audio."""
         stream = packet.stream
@@ -588,7 +588,7 @@ class _CopyPass(_AacAudio):
         self.abuf: deque[_Pkt] = deque()  # audio that may still belong to a clip
         self.kf: _Pkt | None = None
         self.nodts: list = []  # video packets waiting for a dts (Matroska's first packets)
-        self.unwrap: dict[int, Unwrapper] = {}  # stream -> its timeline (engine.timeline)
+        self.unwrap: dict[int, Unwrapper] = {}  # stream -> its timeline (facecut.timeline)
         self.tbf: dict[int, float] = {}  # stream -> time base as a float
         self.notes: list[str] = []
         self.position = 0.0
@@ -662,7 +662,7 @@ class _CopyPass(_AacAudio):
             dts = pts
         if not dur:
             dur = max(1, round(Fraction(self.frame_s) / tb)) if sidx == self.vidx else 1
-        # The shared timeline (engine.timeline), as the analysis saw it: small
+        # The shared timeline (facecut.timeline), as the analysis saw it: small
         # backward steps change nothing (the muxer's dts rule is kept in _write);
         # after a discontinuity the first frame shown follows the last one.
         off, event = uw(dts, dur, show=pts)
@@ -989,7 +989,7 @@ class _EncodePass(_AacAudio):
         self.vbuf: list = []  # packets since the last keyframe while not decoding
         self.max_pkt_t = -math.inf
         self.prev: tuple | None = None  # (frame, t) decoded last
-        # Decoded frames get their times exactly as in the analysis (engine.timeline).
+        # Decoded frames get their times exactly as in the analysis (facecut.timeline).
         self.clock = FrameClock(self.vtb, self.rate)
         self.awrap: dict[int, Unwrapper] = {}
         self.resamplers = {a.index: self._resampler(a) for a in self.audios}

@@ -24,8 +24,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from engine.fsio import display_name
-from engine.stats import RunStats
+from facecut.fsio import display_name
+from facecut.stats import RunStats
 
 
 def hms(seconds: float | None) -> str:

@@ -36,11 +36,11 @@ from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-from engine.media import open_decoding
-from engine.procs import CoordinatorGone, recv_or_parent_death
-from engine.records import DecodeJob
-from engine.ring import FrameRing
-from engine.timeline import FrameClock, frame_rate, time_base
+from facecut.media import open_decoding
+from facecut.procs import CoordinatorGone, recv_or_parent_death
+from facecut.records import DecodeJob
+from facecut.ring import FrameRing
+from facecut.timeline import FrameClock, frame_rate, time_base
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ _SAID: set[str] = set()  # hardware-decode fallbacks already reported by this pr
 
 
 def apply_fast_decode(cc, fast: str) -> None:
-    """Set what ``--fast-decode`` lets FFmpeg skip (engine.config.FAST_DECODE) on a
+    """Set what ``--fast-decode`` lets FFmpeg skip (facecut.config.FAST_DECODE) on a
     codec context not yet opened (PyAV opens it at the first decode)."""
     if fast in ("deblock-noref", "deblock-all"):
         cc.options = {**cc.options, "skip_loop_filter": fast.split("-")[1]}
@@ -465,7 +465,7 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
         det_no += 1
 
     def place(timed) -> None:
-        """A frame with its settled time (engine.timeline): to the detector and the sampler."""
+        """A frame with its settled time (facecut.timeline): to the detector and the sampler."""
         nonlocal t0, last_t, feed_from_pts
         frame, pts, u, event = timed
         if t0 is None:

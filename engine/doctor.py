@@ -11,8 +11,8 @@ import platform
 import sys
 from pathlib import Path
 
-from engine import __version__
-from engine.errors import EXIT_ENVIRONMENT, EXIT_OK
+from facecut import __version__
+from facecut.errors import EXIT_ENVIRONMENT, EXIT_OK
 
 OPENCV_DISTRIBUTIONS = (
     "opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless",
@@ -62,7 +62,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
     providers: dict = {"available": [], "used": {}}
     backends: list[dict] = []
     try:
-        from engine.models.base import ORT_DISTRIBUTIONS, PROVIDERS, make_session, ort_flavours
+        from facecut.models.base import ORT_DISTRIBUTIONS, PROVIDERS, make_session, ort_flavours
 
         flavours = ort_flavours()
         versions["onnxruntime flavours"] = ", ".join(flavours) or None
@@ -94,7 +94,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
         providers["auto"] = auto
         status = "ok" if not auto.startswith("unusable") else "error"
         _check(checks, "execution provider", status, f"--provider auto runs on {auto} (checked with a real session)")
-        from engine.models.graph import rewrite_enabled
+        from facecut.models.graph import rewrite_enabled
 
         if not rewrite_enabled():
             _check(checks, "CPU graph rewrite", "ok", "off (FACECUT_GRAPH_REWRITE=0): models load unchanged")
@@ -107,7 +107,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
             except ImportError:
                 _check(checks, "CPU graph rewrite", "warn",
                        "onnx is not installed: CPU models load unchanged, MTCNN ~1.2x slower (pip install onnx)")
-        from engine.models import describe_backends
+        from facecut.models import describe_backends
 
         backends = describe_backends(model_dir)
         for b in backends:
@@ -122,7 +122,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
         _check(checks, "onnxruntime", "error", f"cannot import onnxruntime: {ex} (pip install onnxruntime)")
 
     # Shared memory headroom for the frame ring.
-    from engine.ring import shm_free_bytes
+    from facecut.ring import shm_free_bytes
 
     free = shm_free_bytes()
     if free is None:
@@ -135,7 +135,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
         _check(checks, "shared memory", status, detail)
 
     try:  # hardware video decoders (--hwaccel): which ones really decode here
-        from engine.media import hwaccel_check, hwaccel_devices
+        from facecut.media import hwaccel_check, hwaccel_devices
 
         works, fails = [], []
         for dev in hwaccel_devices():
@@ -150,7 +150,7 @@ def diagnose(model_dir: Path | None = None) -> dict:
         _check(checks, "hardware decode", "warn", f"could not check: {ex}")
 
     try:  # the model folders users already have (insightface, roop-unleashed, FaceFusion)
-        from engine.models.folders import survey
+        from facecut.models.folders import survey
 
         folders = survey()
     except Exception as ex:  # noqa: BLE001 - a survey problem must not hide the rest
@@ -177,7 +177,7 @@ def _files_line(b: dict) -> str:
 
 def _probe_model() -> Path:
     """A tiny real ONNX model to open sessions with: MTCNN's P-Net (~30 KB)."""
-    from engine.models.mtcnn import package_files
+    from facecut.models.mtcnn import package_files
 
     found, missing = package_files()
     if missing:

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import msgspec
 
-from engine.errors import ConfigError
+from facecut.errors import ConfigError
 
 MIB = 1 << 20
 _CLIP_NS = uuid.UUID("6f1c1a52-9a49-4b0e-9c31-5f0e7c1d2b8a")  # facecut clip-id namespace

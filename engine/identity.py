@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import ConfigError
+from facecut.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_reference_images(path: str | Path) -> list[tuple[str, np.ndarray]]:
 def _largest_face_embedding(model, img: np.ndarray) -> np.ndarray | None:
     """The embedding of the largest face in ``img``; a tight crop is padded by half
     its size on each side and tried again (detectors need some context)."""
-    from engine.records import embedding_from_bytes
+    from facecut.records import embedding_from_bytes
 
     for pad in (0.0, 0.5):
         frame = img
@@ -191,7 +191,7 @@ def build_identity(
 ) -> Identity:
     """Embed the reference pictures at ``path`` with the face model ``model`` (the
     one named in the logs) and average them."""
-    from engine.models import backends, load_model
+    from facecut.models import backends, load_model
 
     known = backends()
     cls = known.get(model)

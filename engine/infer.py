@@ -29,24 +29,24 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from engine.errors import FacecutError
-from engine.fsio import replace_with_retry, temp_name
-from engine.procs import recv_or_parent_death
-from engine.records import Sample
-from engine.ring import FrameRing
+from facecut.errors import FacecutError
+from facecut.fsio import replace_with_retry, temp_name
+from facecut.procs import recv_or_parent_death
+from facecut.records import Sample
+from facecut.ring import FrameRing
 
 log = logging.getLogger(__name__)
 
 
 def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priority: bool = False) -> None:
     """Entry point of an inference process (see procs.start_worker)."""
-    from engine.models import load_model
+    from facecut.models import load_model
 
     if lower_priority:
         # More processes than cores (CPU inference): the decoders must never wait
         # for a core, inference soaks up what is left (measured: 14.1 s -> 13.7 s,
         # and no starved inference when one decoder shares 2 cores with 2 models).
-        from engine.procs import lower_priority as lower
+        from facecut.procs import lower_priority as lower
 
         lower()
     try:

@@ -7,7 +7,7 @@ File format (little-endian throughout)::
     frame = u32 length | u32 crc32 | payload[length]
 
 ``payload`` is one msgpack message (``msgspec.msgpack``), normally a tagged
-Struct of ``engine.records``; ``crc32`` is ``zlib.crc32(payload)``. Payloads are
+Struct of ``facecut.records``; ``crc32`` is ``zlib.crc32(payload)``. Payloads are
 never empty (msgpack cannot encode to zero bytes) and at most ``MAX_PAYLOAD``
 bytes, so a run of zero bytes (what a power loss can leave behind) never parses
 as a frame.
@@ -54,7 +54,7 @@ from typing import Any, Self
 
 import msgspec
 
-from engine.errors import LogCorruption
+from facecut.errors import LogCorruption
 
 __all__ = [
     "MAGIC",

@@ -64,7 +64,7 @@ def hwaccel_for(name: str):
         if not name:
             return None, ""
     elif name not in devices:
-        from engine.errors import ConfigError
+        from facecut.errors import ConfigError
 
         raise ConfigError(f"--hwaccel {name}: this FFmpeg build has no {name} support "
                           f"(it has: {', '.join(devices) or 'none'})")

@@ -19,11 +19,11 @@ from typing import Callable
 
 import msgspec
 
-from engine.config import AnalyzeConfig, ScoreConfig
-from engine.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
-from engine.fsio import WorkDir, video_key
-from engine.records import Plan, ScanResult
-from engine.stats import RunStats
+from facecut.config import AnalyzeConfig, ScoreConfig
+from facecut.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
+from facecut.fsio import WorkDir, video_key
+from facecut.records import Plan, ScanResult
+from facecut.stats import RunStats
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class _Streamer:
 
     def __init__(self, work: WorkDir, input_dir: str, out: Path, score_cfg: ScoreConfig, identity,
                  cut_opts: dict, counters: dict) -> None:
-        from engine.cut import CutCache
+        from facecut.cut import CutCache
 
         self.input_dir = input_dir
         self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
@@ -82,7 +82,7 @@ class _Streamer:
 
     def write_plan_so_far(self) -> None:
         """plan.json from the videos scored so far (an interrupted run)."""
-        from engine.score import write_plan
+        from facecut.score import write_plan
 
         if self.scored:
             sources = [s for s, _ in self.scored.values()]
@@ -101,10 +101,10 @@ class _Streamer:
                 self.errors.append(f"{info.path}: {ex}")
 
     def _one(self, info) -> None:
-        from engine.cut import cut_clips
-        from engine.logio import read_records
-        from engine.records import LogRecord
-        from engine.score import score_video
+        from facecut.cut import cut_clips
+        from facecut.logio import read_records
+        from facecut.records import LogRecord
+        from facecut.score import score_video
 
         records = read_records(self.work.log_path(video_key(info.path)), LogRecord)
         source, clips = score_video(info, records, self.cfg, work=self.work, identity=self.identity)
@@ -148,11 +148,11 @@ def run_batch(
     cluster: str | None = None,
     pinned: list[str] | None = None,
 ) -> RunResult:
-    from engine.coordinator import analyze
-    from engine.cut import cut_plan
-    from engine.report import write_report
-    from engine.scan import save_scan, scan
-    from engine.score import plan_from_work, write_plan
+    from facecut.coordinator import analyze
+    from facecut.cut import cut_plan
+    from facecut.report import write_report
+    from facecut.scan import save_scan, scan
+    from facecut.score import plan_from_work, write_plan
 
     t0 = time.perf_counter()
     stage = on_stage or (lambda s: None)
@@ -166,7 +166,7 @@ def run_batch(
 
     identity = None
     if score_cfg.identity:
-        from engine.identity import build_identity
+        from facecut.identity import build_identity
 
         # Fails early (before hours of analysis) when the model has no embeddings.
         identity = build_identity(score_cfg.identity, analyze_cfg.model, threshold=score_cfg.identity_threshold,
@@ -183,8 +183,8 @@ def run_batch(
 
     stage("analyze")
     try:
-        if cluster:  # one Dask task per video (engine.cluster); the rest of the chain is unchanged
-            from engine.cluster import analyze_on_cluster
+        if cluster:  # one Dask task per video (facecut.cluster); the rest of the chain is unchanged
+            from facecut.cluster import analyze_on_cluster
 
             result.analysis = analyze_on_cluster(work, analyze_cfg, cluster, pinned=pinned, on_stats=stats,
                                                  on_video_done=streamer.video_done)

@@ -37,7 +37,7 @@ def load_profile(provider: str) -> dict:
 
 
 def save_profile(provider: str, settings: dict, measured: dict) -> Path:
-    from engine.fsio import atomic_write_text
+    from facecut.fsio import atomic_write_text
 
     path = profile_path(provider)
     data = {"provider": provider, "settings": {k: settings[k] for k in KEYS if k in settings}, "measured": measured}

@@ -144,7 +144,7 @@ def embedding_from_bytes(raw: bytes):
 
 # --------------------------------------------------------------------------- analysis log
 #
-# One append-only log per video (engine.logio framing, msgpack payloads). All
+# One append-only log per video (facecut.logio framing, msgpack payloads). All
 # log records are array_like tagged Structs (msgspec cannot mix array_like and
 # map-like Structs in one Union): [tag, field, field, ...].
 #
@@ -245,8 +245,8 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     shot_width: int = 256  # width of the frames fed to the shot detector
     error_budget: int = 50  # corrupt packets tolerated before the video is failed
     threads: int = 1  # decoder threads (FFmpeg frame threading)
-    fast: str = "off"  # engine.config.FAST_DECODE: what the decoder may skip
-    hwaccel: str = "none"  # engine.media.HWACCELS: hardware decoder to try
+    fast: str = "off"  # facecut.config.FAST_DECODE: what the decoder may skip
+    hwaccel: str = "none"  # facecut.media.HWACCELS: hardware decoder to try
 
 
 # --------------------------------------------------------------------------- plan (track + score -> cut + report)

@@ -30,9 +30,9 @@ from urllib.parse import quote
 
 import msgspec
 
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, atomic_write_text, ignored_summary, read_json, replace_with_retry, temp_name
-from engine.records import Clip, Plan, ScanResult, SourcePlan
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, atomic_write_text, ignored_summary, read_json, replace_with_retry, temp_name
+from facecut.records import Clip, Plan, ScanResult, SourcePlan
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def load_plan(work: WorkDir) -> Plan:
 
 def _load_scan(work: WorkDir) -> ScanResult | None:
     """The scan, if there is one (it lists inputs that failed before analysis).
-    Read directly rather than through engine.scan, which would import av."""
+    Read directly rather than through facecut.scan, which would import av."""
     if not work.scan_json.exists():
         return None
     try:

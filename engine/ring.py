@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import EnvironmentProblem
-from engine.procs import pid_alive
+from facecut.errors import EnvironmentProblem
+from facecut.procs import pid_alive
 
 log = logging.getLogger(__name__)
 

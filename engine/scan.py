@@ -20,11 +20,11 @@ import av
 import av.logging
 import msgspec
 
-from engine.errors import ConfigError
-from engine.fsio import MARKERS, WorkDir, fingerprint, read_json, text_name, write_json
-from engine.media import open_input, refusal_reason
-from engine.records import AudioInfo, ScanResult, VideoInfo, raw_name
-from engine.timeline import frame_rate, start_seconds, time_base
+from facecut.errors import ConfigError
+from facecut.fsio import MARKERS, WorkDir, fingerprint, read_json, text_name, write_json
+from facecut.media import open_input, refusal_reason
+from facecut.records import AudioInfo, ScanResult, VideoInfo, raw_name
+from facecut.timeline import frame_rate, start_seconds, time_base
 
 log = logging.getLogger(__name__)
 

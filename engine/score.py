@@ -1,10 +1,10 @@
 """Score: quality gates over face tracks, segments, and the clip plan.
 
-A pure function of the analysis logs plus :class:`~engine.config.ScoreConfig`
+A pure function of the analysis logs plus :class:`~facecut.config.ScoreConfig`
 (re-running with other gates never decodes or detects again). Times are seconds
 relative to the source's first frame (``SourcePlan.t0`` seconds of stream time).
 
-Per track (:mod:`engine.track`), in this order; the first rule that rejects a
+Per track (:mod:`facecut.track`), in this order; the first rule that rejects a
 track names its reason:
 
 1. **gates**: a detection passes when its short side >= ``min_face``, |yaw| <=
@@ -41,11 +41,11 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from engine.config import ScoreConfig
-from engine.fsio import WorkDir, clip_id, video_key, write_json
-from engine.logio import read_first
-from engine.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
-from engine.track import Track, VideoLog, link, log_status
+from facecut.config import ScoreConfig
+from facecut.fsio import WorkDir, clip_id, video_key, write_json
+from facecut.logio import read_first
+from facecut.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
+from facecut.track import Track, VideoLog, link, log_status
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ def score_video(
     """Plan one analysed video: its SourcePlan (shots, every track with its
     verdict) and its clips. ``records``: the video's log records; an unfinished
     or failed log gives a pending/failed SourcePlan without clips. ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
-    :class:`engine.identity.Identity` or None. The coordinator can call this per
+    :class:`facecut.identity.Identity` or None. The coordinator can call this per
     finished video (streaming); :func:`plan_from_work` calls it for every video.
     """
     video = VideoLog.from_records(records)
@@ -326,8 +326,8 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
     """The plan of every scanned video in ``work``: reads scan.json and each log
     once. Videos not (completely) analysed are listed as ``pending``, failed ones
     with their reason. ``identity``: a path (image, folder, ``.fsz``), an
-    :class:`engine.identity.Identity`, or None for ``cfg.identity``."""
-    from engine.scan import load_scan
+    :class:`facecut.identity.Identity`, or None for ``cfg.identity``."""
+    from facecut.scan import load_scan
 
     cfg = cfg or ScoreConfig()
     scan = load_scan(work)
@@ -401,7 +401,7 @@ def plan_params(cfg: ScoreConfig, headers, identity=None) -> dict:
 def _identity(value, headers, cfg: ScoreConfig):
     if value is None:
         return None
-    from engine.identity import Identity, build_identity
+    from facecut.identity import Identity, build_identity
 
     if isinstance(value, Identity):
         return value
@@ -409,7 +409,7 @@ def _identity(value, headers, cfg: ScoreConfig):
         return None  # nothing analysed yet: no track to compare (and no model to embed with)
     models = sorted({h.model for h in headers})
     if len(models) > 1:
-        from engine.errors import ConfigError
+        from facecut.errors import ConfigError
 
         raise ConfigError(
             f"--identity: the logs in this work folder come from several models ({', '.join(models)})"

@@ -14,11 +14,11 @@ import time
 
 import msgspec
 
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, read_json, video_key
-from engine.procs import pid_alive
-from engine.records import VideoDone
-from engine.scan import load_scan
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, read_json, video_key
+from facecut.procs import pid_alive
+from facecut.records import VideoDone
+from facecut.scan import load_scan
 
 HEARTBEAT_STALE = 30.0  # s without a heartbeat: the run is not alive
 RATE_WINDOW = 300.0  # s of progress history the rates are computed over
@@ -110,7 +110,7 @@ def batch_status(work: WorkDir) -> BatchStatus:
             d = read_json(done_path, VideoDone)
             vs.status, vs.reason, vs.samples, vs.analysed = d.status, d.reason, d.samples, info.duration
         elif work.log_path(key).exists():
-            from engine.coordinator import read_log_state
+            from facecut.coordinator import read_log_state
 
             try:
                 st = read_log_state(work.log_path(key))
@@ -141,7 +141,7 @@ def render_status(st: BatchStatus):
     from rich.table import Table
     from rich.text import Text
 
-    from engine.dashboard import hms, shown
+    from facecut.dashboard import hms, shown
 
     if st.alive:
         head = Text.assemble(("running", "bold green"), f" (pid {st.pid} on {st.host}, {st.stage},"

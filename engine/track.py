@@ -1,6 +1,6 @@
 """Track: link the faces of one video's log into tracks, within each shot.
 
-A pure function of the log records and a :class:`~engine.config.TrackConfig`;
+A pure function of the log records and a :class:`~facecut.config.TrackConfig`;
 nothing is decoded or detected again. Units: times are seconds relative to the
 video's first frame (``LogHeader.t0``), as in the log; boxes are source pixels.
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.config import TrackConfig
-from engine.records import Cut, Done, LogHeader, Sample, Shot
+from facecut.config import TrackConfig
+from facecut.records import Cut, Done, LogHeader, Sample, Shot
 
 _EPS = 1e-6
 
@@ -374,10 +374,10 @@ def log_status(work, info) -> tuple[str, str, list | None]:
     or the Done record's ``ok``/``partial`` with the records. A damaged log is
     ``failed`` with the damage as reason (per-item failure is data).
     """
-    from engine.errors import LogCorruption
-    from engine.fsio import video_key
-    from engine.logio import read_records
-    from engine.records import LogRecord
+    from facecut.errors import LogCorruption
+    from facecut.fsio import video_key
+    from facecut.logio import read_records
+    from facecut.records import LogRecord
 
     if info.status != "ok":
         return "failed", info.reason, None
@@ -405,7 +405,7 @@ def log_status(work, info) -> tuple[str, str, list | None]:
 def track_work(work, cfg: TrackConfig | None = None) -> list[dict]:
     """``facecut track``: one row per scanned video with its status and, for
     analysed ones, :func:`summarise` counts. Reads each log once; writes nothing."""
-    from engine.scan import load_scan
+    from facecut.scan import load_scan
 
     cfg = cfg or TrackConfig()
     rows = []

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, remove_temp_files
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, remove_temp_files
 
 LOCK_NAME = ".facecut.lock"
 _WIN_OFFSET = 1 << 20  # the byte locked on Windows (beyond the text, which stays readable)

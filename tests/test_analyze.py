@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import AnalyzeConfig
-from engine.coordinator import analyze, read_log_state
-from engine.fsio import WorkDir, fingerprint, video_key
-from engine.logio import iter_frames, read_records
-from engine.records import Cut, Done, LogHeader, LogRecord, Sample
-from engine.scan import load_scan, save_scan, scan
-from tools.make_media import Shot, load_truth, make_video
+from facecut.config import AnalyzeConfig
+from facecut.coordinator import analyze, read_log_state
+from facecut.fsio import WorkDir, fingerprint, video_key
+from facecut.logio import iter_frames, read_records
+from facecut.records import Cut, Done, LogHeader, LogRecord, Sample
+from facecut.scan import load_scan, save_scan, scan
+from facecut.tools.make_media import Shot, load_truth, make_video
 
 CFG = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
 LINUX = sys.platform.startswith("linux")
@@ -43,7 +43,7 @@ def log_bytes(work: Path) -> dict[str, bytes]:
 
 def _frames_bytes(path: Path) -> list[bytes]:
     """The log's magic and every intact frame, as bytes on disk (a torn tail left out)."""
-    from engine.logio import MAGIC, LogView
+    from facecut.logio import MAGIC, LogView
 
     view = LogView.read(path)
     data = view.data
@@ -56,8 +56,8 @@ def _frames_bytes(path: Path) -> list[bytes]:
 def shm_segments() -> list[str]:
     """facecut ring segments whose creating process is gone (left over). Segments
     of live processes belong to runs going on right now and do not count."""
-    from engine.procs import pid_alive
-    from engine.ring import segment_pid
+    from facecut.procs import pid_alive
+    from facecut.ring import segment_pid
 
     if not LINUX:
         return []
@@ -143,7 +143,7 @@ def test_fast_frame_score_is_pyscenedetects_bit_for_bit(media_dir, kind):
     import av
     from scenedetect import FrameTimecode
 
-    from engine.decode import ShotFrames, make_detector
+    from facecut.decode import ShotFrames, make_detector
 
     for rel in ["basic.mp4", "vfr.mp4"]:
         fast = make_detector(kind, None, 15)
@@ -171,7 +171,7 @@ def test_shot_frames_sample_planes_like_swscale(media_dir):
     import av
     import numpy as np
 
-    from engine.decode import ShotFrames
+    from facecut.decode import ShotFrames
 
     with av.open(str(media_dir / "basic.mp4")) as c:
         frames = [f for i, f in enumerate(c.decode(video=0)) if i % 20 == 0][:6]
@@ -204,7 +204,7 @@ def test_rerun_skips_finished_videos(analyzed):
 
 
 def test_other_settings_refuse_to_mix(analyzed):
-    from engine.errors import ConfigError
+    from facecut.errors import ConfigError
 
     work, _ = analyzed
     # a fresh analysis with other settings would silently mix two runs in one log
@@ -217,7 +217,7 @@ def test_other_settings_refuse_to_mix(analyzed):
     # a log without its Done record (unfinished) and another fps
     path = WorkDir(dst).log_path(video_key("basic.mp4"))
     frames = list(iter_frames(path))[:-1]
-    from engine.logio import LogWriter
+    from facecut.logio import LogWriter
 
     path.unlink()
     with LogWriter(path) as w:
@@ -263,7 +263,7 @@ def long_reference(long_media, tmp_path_factory):
     return work
 
 
-ANALYZE = [sys.executable, "-m", "engine", "analyze", "--provider", "cpu", "--decoders", "1", "--infer-procs", "1",
+ANALYZE = [sys.executable, "-m", "facecut", "analyze", "--provider", "cpu", "--decoders", "1", "--infer-procs", "1",
            "--min-face", "60", "--batch", "1"]
 
 
@@ -475,7 +475,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(long_media, long_reference, tmp_path):
 def test_stale_segments_of_dead_runs_are_removed(media_dir, tmp_path):
     from multiprocessing import shared_memory
 
-    from engine.ring import _scope
+    from facecut.ring import _scope
 
     # A segment named like a ring of a process of this PID namespace that no longer
     # exists, and one of another namespace (a container sharing /dev/shm) whose pid
@@ -543,7 +543,7 @@ def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tm
 def test_finished_videos_are_recognised_from_their_markers_not_their_records(analyzed, monkeypatch):
     """Resuming a batch of thousands of finished videos must not read every record
     of every log: the completion marker and the log's first frame say enough."""
-    import engine.coordinator as coordinator
+    import facecut.coordinator as coordinator
 
     work, _ = analyzed
     before = log_bytes(work)
@@ -559,7 +559,7 @@ def test_finished_videos_are_recognised_from_their_markers_not_their_records(ana
 @pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="SIGKILL of one process, /dev/shm")
 def test_a_coordinator_killed_alone_leaves_no_worker_and_no_shared_memory(long_media, tmp_path):
-    from engine.procs import pid_alive
+    from facecut.procs import pid_alive
 
     work = tmp_path / "w"
     save_scan(WorkDir(work), scan(long_media))

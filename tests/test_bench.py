@@ -25,7 +25,7 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
     for name in ("basic.mp4", "rotated.mp4"):
         shutil.copy(media_dir / name, corpus / name)
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1", "--min-face", "60",
+    cmd = [sys.executable, "-m", "facecut.bench", str(corpus), "--provider", "cpu", "--repeats", "1", "--min-face", "60",
            "--decoder-counts", "1", "--batches", "1,4", "--infer-frames", "8", "--sweep", "--budget", "1",
            "--json", str(out)]
     env = {**os.environ, "FACECUT_BENCH_CACHE": str(cache)}
@@ -61,11 +61,11 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
 
     # --compare on two different runs: a second, smaller one (ring and log figures only).
     second = tmp_path / "second.json"
-    res2 = subprocess.run([sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1",
+    res2 = subprocess.run([sys.executable, "-m", "facecut.bench", str(corpus), "--provider", "cpu", "--repeats", "1",
                            "--stages", "ring,log", "--json", str(second)], capture_output=True, text=True,
                           timeout=300, cwd=REPO, env=env)
     assert res2.returncode == 0, res2.stderr[-3000:]
-    cmp = subprocess.run([sys.executable, "-m", "bench", "--compare", str(out), str(second)], capture_output=True,
+    cmp = subprocess.run([sys.executable, "-m", "facecut.bench", "--compare", str(out), str(second)], capture_output=True,
                          text=True, timeout=120, cwd=REPO, env={**env, "COLUMNS": "200"})
     assert cmp.returncode == 0, cmp.stderr
     b = json.loads(second.read_text())["figures"]
@@ -93,7 +93,7 @@ def test_decode_options_stage_compares_every_level_with_off(media_dir, tmp_path)
     shutil.copy(media_dir / "basic.mp4", corpus / "basic.mp4")
     shutil.copy(media_dir / "basic.mp4.truth.json", corpus / "basic.mp4.truth.json")
     out = tmp_path / "decode.json"
-    res = subprocess.run([sys.executable, "-m", "bench", str(corpus), "--provider", "cpu", "--repeats", "1",
+    res = subprocess.run([sys.executable, "-m", "facecut.bench", str(corpus), "--provider", "cpu", "--repeats", "1",
                           "--min-face", "60", "--stages", "decode-options", "--json", str(out)],
                          capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-3000:]

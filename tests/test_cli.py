@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from engine.cli import main
+from facecut.cli import main
 
 COMMANDS = ["run", "scan", "analyze", "track", "score", "cut", "report", "status", "bench", "doctor", "demo"]
 
@@ -37,5 +37,5 @@ def test_python_dash_m_engine():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "engine", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "facecut", "--version"], capture_output=True, text=True, check=True)
     assert "facecut" in out.stdout

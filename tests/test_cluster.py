@@ -1,4 +1,4 @@
-"""Scale-out over Dask (engine.cluster) on generated media: the real engine in real
+"""Scale-out over Dask (facecut.cluster) on generated media: the real engine in real
 Dask worker processes. Same logs and plan as a local run, a SIGKILLed worker's
 video retried to the same plan, unusable workers refused before any task."""
 
@@ -19,7 +19,7 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from engine.cluster import (
+from facecut.cluster import (
     LEASE_TTL,
     ClusterError,
     Lease,
@@ -32,13 +32,13 @@ from engine.cluster import (
     machine_config,
     path_map,
 )
-from engine.config import AnalyzeConfig
-from engine.coordinator import analyze, read_log_state
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, video_key
-from engine.scan import load_scan, save_scan, scan
-from engine.score import plan_from_work
-from tools.make_media import Shot, make_video
+from facecut.config import AnalyzeConfig
+from facecut.coordinator import analyze, read_log_state
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, video_key
+from facecut.scan import load_scan, save_scan, scan
+from facecut.score import plan_from_work
+from facecut.tools.make_media import Shot, make_video
 
 CFG = AnalyzeConfig(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
 VIDEOS = ["basic.mp4", "long.mp4", "rotated.mp4", "sub/nofaces.mkv", "vfr.mp4"]
@@ -212,7 +212,7 @@ def test_a_worker_seeing_another_size_is_refused_and_its_task_says_why(batch, tm
     PathNotVisible, not with an analysis of the wrong bytes."""
     from distributed import Client
 
-    from engine.cluster import PROBE, PathNotVisible, analyze_video
+    from facecut.cluster import PROBE, PathNotVisible, analyze_video
 
     wd = fresh_work(batch, tmp_path / "w")
     input_dir = load_scan(wd).input_dir
@@ -253,7 +253,7 @@ def test_a_file_changed_since_the_scan_is_probed_again_before_the_workers_check(
     assert result.exit_code == 0 and [v.status for v in result.videos] == ["ok"]
     assert "a.mp4: the file changed since the scan" in caplog.text
     header = read_log_state(wd.log_path(video_key("a.mp4"))).header
-    from engine.fsio import fingerprint
+    from facecut.fsio import fingerprint
 
     assert header.fingerprint == fingerprint(src / "a.mp4")
 
@@ -287,7 +287,7 @@ def test_path_map_translates_client_paths_for_this_worker():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="profile folder via XDG_CONFIG_HOME")
 def test_unpinned_counts_come_from_the_worker_machines_profile(tmp_path, monkeypatch):
-    from engine.profile import save_profile
+    from facecut.profile import save_profile
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     save_profile("cpu", {"decoders": 3, "infer_procs": 2, "batch": 16}, {})

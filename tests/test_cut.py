@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from engine import cut as cutmod
-from engine.cli import main
-from engine.cut import cut_plan, read_clip_tag
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, clip_id, fingerprint, output_folder, read_json, video_key, write_json
-from engine.records import Clip, ClipStats, Plan, SourcePlan
-from tools.make_media import Shot, load_truth, make_video
+from facecut import cut as cutmod
+from facecut.cli import main
+from facecut.cut import cut_plan, read_clip_tag
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, clip_id, fingerprint, output_folder, read_json, video_key, write_json
+from facecut.records import Clip, ClipStats, Plan, SourcePlan
+from facecut.tools.make_media import Shot, load_truth, make_video
 
 ROOT = Path(__file__).resolve().parents[1]
-FPS = 25  # tools.make_media default
+FPS = 25  # facecut.tools.make_media default
 FRAME = 1 / FPS
 
 # basic.mp4: shots of 3, 2, 3, 2, 3 s -> hard cuts at 3, 5, 8, 10 s; keyframes every 2 s and on cuts.
@@ -610,8 +610,8 @@ def test_temp_leftovers_of_dead_runs_are_removed(media_dir, tmp_path):
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
-from engine.cut import cut_plan
-from engine.fsio import WorkDir
+from facecut.cut import cut_plan
+from facecut.fsio import WorkDir
 cut_plan(WorkDir(Path(sys.argv[1])), Path(sys.argv[2]), progress=lambda p: time.sleep(0.1))
 """
 

@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from engine.cli import main
-from engine.coordinator import read_log_state
-from engine.dashboard import Reporter, plain_line, render, summary_table
-from engine.fsio import WorkDir, video_key
-from engine.scan import save_scan, scan
-from engine.stats import DecoderStats, InferStats, RingStats, RunStats
+from facecut.cli import main
+from facecut.coordinator import read_log_state
+from facecut.dashboard import Reporter, plain_line, render, summary_table
+from facecut.fsio import WorkDir, video_key
+from facecut.scan import save_scan, scan
+from facecut.stats import DecoderStats, InferStats, RingStats, RunStats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,13 +104,13 @@ ARGS = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--min-fac
 
 
 def test_not_a_terminal_prints_plain_lines_and_json_progress_parses(work):
-    out = subprocess.run([sys.executable, "-m", "engine", "analyze", "-w", str(work), *ARGS, "--json-progress"],
+    out = subprocess.run([sys.executable, "-m", "facecut", "analyze", "-w", str(work), *ARGS, "--json-progress"],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
     snaps = [json.loads(line) for line in out.stdout.splitlines()]
     assert snaps and snaps[-1]["videos_done"] == 4 and snaps[-1]["samples_written"] > 0
     assert "\x1b[" not in out.stderr  # no terminal control codes when not a terminal
-    again = subprocess.run([sys.executable, "-m", "engine", "analyze", "-w", str(work), *ARGS, "--no-dashboard"],
+    again = subprocess.run([sys.executable, "-m", "facecut", "analyze", "-w", str(work), *ARGS, "--no-dashboard"],
                            capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0 and "analysed" in again.stderr
 
@@ -124,7 +124,7 @@ def test_live_dashboard_under_a_pseudo_terminal(work):
     if pid == 0:  # child: the real command on a terminal
         os.chdir(REPO)
         os.environ["COLUMNS"], os.environ["LINES"] = "140", "50"
-        os.execv(sys.executable, [sys.executable, "-m", "engine", "analyze", "-w", str(work), *ARGS])
+        os.execv(sys.executable, [sys.executable, "-m", "facecut", "analyze", "-w", str(work), *ARGS])
     chunks = []
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -151,8 +151,8 @@ def test_status_of_finished_and_killed_batches(work, tmp_path):
     st = json.loads(res.output)
     assert not st["alive"] and st["pending"] == 4  # scanned, nothing analysed yet
 
-    from engine.config import AnalyzeConfig
-    from engine.coordinator import analyze
+    from facecut.config import AnalyzeConfig
+    from facecut.coordinator import analyze
 
     analyze(WorkDir(work), AnalyzeConfig(provider="cpu", decoders=1, infer_procs=1, min_face=60))
     res = CliRunner().invoke(main, ["status", "-w", str(work)])
@@ -162,7 +162,7 @@ def test_status_of_finished_and_killed_batches(work, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_status_of_a_running_then_killed_batch(tmp_path):
-    from tools.make_media import Shot, make_video
+    from facecut.tools.make_media import Shot, make_video
 
     media = tmp_path / "m"
     shots = [Shot("face", 5.0, "astronaut", face_px=130), Shot("noface", 3.0, "coffee")] * 8
@@ -170,7 +170,7 @@ def test_status_of_a_running_then_killed_batch(tmp_path):
     w = tmp_path / "w"
     save_scan(WorkDir(w), scan(media))
     # --fps 8: many samples, so the run is still going when we look at it
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "analyze", "-w", str(w), *ARGS, "--batch", "1",
+    proc = subprocess.Popen([sys.executable, "-m", "facecut", "analyze", "-w", str(w), *ARGS, "--batch", "1",
                              "--fps", "8", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, cwd=REPO)
     try:
@@ -182,7 +182,7 @@ def test_status_of_a_running_then_killed_batch(tmp_path):
                 break
             time.sleep(0.05)
         while time.time() < deadline:
-            out = subprocess.run([sys.executable, "-m", "engine", "status", "-w", str(w), "--json"],
+            out = subprocess.run([sys.executable, "-m", "facecut", "status", "-w", str(w), "--json"],
                                  capture_output=True, text=True, cwd=REPO)
             st = json.loads(out.stdout)
             if st["alive"] and log.exists() and st["videos"][0]["status"] == "running" and st["videos"][0]["samples"] > 3:
@@ -192,6 +192,6 @@ def test_status_of_a_running_then_killed_batch(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    out = subprocess.run([sys.executable, "-m", "engine", "status", "-w", str(w)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "facecut", "status", "-w", str(w)], capture_output=True, text=True,
                          cwd=REPO)
     assert "not running" in out.stdout and "1 video(s) left" in out.stdout and "interrupted" in out.stdout

@@ -6,7 +6,7 @@ import json
 
 from click.testing import CliRunner
 
-from engine.cli import main
+from facecut.cli import main
 
 
 def test_doctor_reports_cpu_provider_and_embedded_model():

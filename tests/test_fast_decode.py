@@ -8,11 +8,11 @@ import av
 import numpy as np
 import pytest
 
-from engine.config import FAST_DECODE, AnalyzeConfig
-from engine.coordinator import analyze
-from engine.decode import apply_fast_decode
-from engine.errors import ConfigError
-from engine.fsio import WorkDir
+from facecut.config import FAST_DECODE, AnalyzeConfig
+from facecut.coordinator import analyze
+from facecut.decode import apply_fast_decode
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir
 
 
 PICT = {1: "I", 2: "P", 3: "B"}  # AVPictureType
@@ -72,7 +72,7 @@ def test_a_work_folder_never_mixes_levels(media_dir, tmp_path):
     """Logs made with one level are not resumed or extended with another: the
     analysis saw other pixels. ``off`` adds nothing to the logged parameters, so
     work folders from before the option still match."""
-    from engine.scan import save_scan, scan
+    from facecut.scan import save_scan, scan
 
     cfg = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
     off = AnalyzeConfig(**cfg)
@@ -96,10 +96,10 @@ def test_a_profile_level_is_used_but_yields_to_the_work_folders_logs(media_dir, 
 
     from click.testing import CliRunner
 
-    from engine.cli import main
-    from engine.logio import read_first
-    from engine.profile import profile_path, save_profile
-    from engine.records import LogRecord
+    from facecut.cli import main
+    from facecut.logio import read_first
+    from facecut.profile import profile_path, save_profile
+    from facecut.records import LogRecord
 
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert str(profile_path("cpu")).startswith(str(tmp_path / "config"))
@@ -133,14 +133,14 @@ def test_a_profile_level_is_used_but_yields_to_the_work_folders_logs(media_dir, 
 
 
 def _working_devices() -> list[str]:
-    from engine.media import hwaccel_check, hwaccel_devices
+    from facecut.media import hwaccel_check, hwaccel_devices
 
     return [d for d in hwaccel_devices() if hwaccel_check(d) is None]
 
 
 def test_a_device_that_cannot_open_falls_back_to_software_with_the_same_logs(media_dir, tmp_path, caplog):
-    from engine.media import hwaccel_check, hwaccel_devices
-    from engine.scan import save_scan, scan
+    from facecut.media import hwaccel_check, hwaccel_devices
+    from facecut.scan import save_scan, scan
 
     broken = [d for d in hwaccel_devices() if hwaccel_check(d) is not None]
     if not broken:
@@ -160,8 +160,8 @@ def test_a_device_that_cannot_open_falls_back_to_software_with_the_same_logs(med
 
 
 def test_a_device_type_the_build_lacks_is_a_clear_error():
-    from engine.config import HWACCELS
-    from engine.media import hwaccel_devices, hwaccel_for
+    from facecut.config import HWACCELS
+    from facecut.media import hwaccel_devices, hwaccel_for
 
     missing = [h for h in HWACCELS if h not in ("none", "auto") and h not in hwaccel_devices()]
     if not missing:
@@ -173,7 +173,7 @@ def test_a_device_type_the_build_lacks_is_a_clear_error():
 
 @pytest.mark.skipif(not _working_devices(), reason="no hardware video decoder works on this machine")
 def test_hardware_decode_gives_every_frame(media_dir):
-    from engine.media import open_decoding
+    from facecut.media import open_decoding
 
     device = _working_devices()[0]
     container, how = open_decoding(media_dir / "basic.mp4", device)

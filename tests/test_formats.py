@@ -1,6 +1,6 @@
 """Every file class of the format matrix through the whole chain (`facecut run`):
 sample times, faces, shot cuts, clip spans, playable clips with audio and
-rotation, duplicates, long shots split. Truth from tools.make_media."""
+rotation, duplicates, long shots split. Truth from facecut.tools.make_media."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import av
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.fsio import WorkDir, read_json
-from engine.logio import read_records
-from engine.records import LogRecord, Plan, Sample, ScanResult
-from tools.make_media import FORMAT_MATRIX, load_truth
+from facecut.cli import main
+from facecut.fsio import WorkDir, read_json
+from facecut.logio import read_records
+from facecut.records import LogRecord, Plan, Sample, ScanResult
+from facecut.tools.make_media import FORMAT_MATRIX, load_truth
 
 ARGS = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
 MAX_DUR = 15.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.fsio import MIB, atomic_path, atomic_write_bytes, fingerprint
+from facecut.fsio import MIB, atomic_path, atomic_write_bytes, fingerprint
 
 
 def test_a_failed_atomic_write_leaves_neither_the_file_nor_a_temp(tmp_path):

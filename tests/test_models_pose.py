@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from _models_fixtures import insightface_image
 
-from engine.models import load_model
-from engine.models import postproc as pp
+from facecut.models import load_model
+from facecut.models import postproc as pp
 
 T = pytest.importorskip("insightface.utils.transform")
 

@@ -19,18 +19,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.config import AnalyzeConfig
-from engine.coordinator import analyze
-from engine.errors import ConfigError, ModelError
-from engine.fsio import WorkDir, read_json
-from engine.models import load_model
-from engine.models.folders import find_models, model_kind, survey
-from engine.records import Plan, embedding_from_bytes
-from engine.scan import save_scan, scan
-from engine.score import ScoreConfig, plan_from_work
-from tools.make_media import PHOTOS, load_photo, load_truth
-from tools.tiny_onnx import build_buffalo_l, build_template_arcface, build_w600k_r50
+from facecut.cli import main
+from facecut.config import AnalyzeConfig
+from facecut.coordinator import analyze
+from facecut.errors import ConfigError, ModelError
+from facecut.fsio import WorkDir, read_json
+from facecut.models import load_model
+from facecut.models.folders import find_models, model_kind, survey
+from facecut.records import Plan, embedding_from_bytes
+from facecut.scan import save_scan, scan
+from facecut.score import ScoreConfig, plan_from_work
+from facecut.tools.make_media import PHOTOS, load_photo, load_truth
+from facecut.tools.tiny_onnx import build_buffalo_l, build_template_arcface, build_w600k_r50
 
 pytest.importorskip("onnx")
 
@@ -44,7 +44,7 @@ def weights(scrfd_sdist) -> Path:
 
 @pytest.fixture(scope="module")
 def truth(scrfd_sdist) -> dict:
-    from tools.scrfd_weights import truth_faces
+    from facecut.tools.scrfd_weights import truth_faces
 
     return truth_faces(scrfd_sdist)
 

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from engine.cli import _print_cut, main
-from engine.cut import CutResult, SourceCut, cut_plan
-from engine.dashboard import render, summary_table
-from engine.fsio import (
+from facecut.cli import _print_cut, main
+from facecut.cut import CutResult, SourceCut, cut_plan
+from facecut.dashboard import render, summary_table
+from facecut.fsio import (
     UnsafePath,
     WorkDir,
     clip_id,
@@ -33,11 +33,11 @@ from engine.fsio import (
     video_key,
     write_json,
 )
-from engine.records import Clip, ClipStats, Plan, ScanResult, SourcePlan
-from engine.scan import scan
-from engine.stats import DecoderStats, RunStats
+from facecut.records import Clip, ClipStats, Plan, ScanResult, SourcePlan
+from facecut.scan import scan
+from facecut.stats import DecoderStats, RunStats
 from tests.conftest import write_audio_only
-from tools.make_media import Shot, make_video
+from facecut.tools.make_media import Shot, make_video
 
 ARGS = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
 WIDE = {"COLUMNS": "300"}  # rich tables: no name cut short
@@ -337,8 +337,8 @@ def test_names_that_are_not_utf8_are_processed_like_any_other(tmp_path):
 
 def test_cluster_workers_look_for_the_real_name(tmp_path):
     """The cluster's pre-flight check (and each task) stats the file by its real name."""
-    from engine.cluster import _see_inputs
-    from engine.records import raw_name
+    from facecut.cluster import _see_inputs
+    from facecut.records import raw_name
 
     if sys.platform in ("win32", "darwin"):
         pytest.skip("Windows and macOS file names are always valid Unicode")

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, clip_id, video_key, write_json
-from engine.records import (
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, clip_id, video_key, write_json
+from facecut.records import (
     Clip,
     ClipStats,
     Plan,
@@ -29,7 +29,7 @@ from engine.records import (
     TrackSummary,
     VideoInfo,
 )
-from engine.report import ACCEPTED_COLOUR, CLIP_COLOUR, REASON_COLOURS, write_report
+from facecut.report import ACCEPTED_COLOUR, CLIP_COLOUR, REASON_COLOURS, write_report
 
 NASTY = "talks/<script>alert(1)</script> & \"q\" 'a' #1 ?x=50% é.mp4"
 PLAIN = "plain.mkv"
@@ -60,8 +60,8 @@ def write_thumb(work: WorkDir, photo: np.ndarray, key: str, k: int) -> str:
 @pytest.fixture(scope="module")
 def clip_video(tmp_path_factory) -> Path:
     """One real 1.2 s 512x288 H.264+AAC clip, copied under every clip name."""
-    from tools.make_media import Shot as MShot
-    from tools.make_media import make_video
+    from facecut.tools.make_media import Shot as MShot
+    from facecut.tools.make_media import make_video
 
     p = tmp_path_factory.mktemp("clipsrc") / "clip.mp4"
     make_video(p, [MShot("face", 1.2, "astronaut", face_px=120)], seed=3)
@@ -314,7 +314,7 @@ def test_user_strings_are_escaped(planned, clip_video, tmp_path):
     page = Page(raw)
     assert "<1>" not in raw and "<oops>" not in raw and "<notes>" not in raw
     # One script: the filter/sort bar's, a constant that holds nothing of the batch.
-    from engine.report import _JS
+    from facecut.report import _JS
 
     assert raw.count("<script") == 1 and f"<script>{_JS}</script>" in raw
     text = page.joined
@@ -387,7 +387,7 @@ def test_no_external_resources_and_no_av(planned):
     assert page.all("link") == []
     assert [a for _, a in page.tags if _ == "script"] == [{}]  # one inline script, no src
     # the report never decodes a source: it does not even import PyAV
-    code = "import sys, engine.report; sys.exit('av' in sys.modules)"
+    code = "import sys, facecut.report; sys.exit('av' in sys.modules)"
     assert (
         subprocess.run(
             [sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[1]

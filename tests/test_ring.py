@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import EnvironmentProblem
-from engine.ring import FrameRing, segment_pid, shm_free_bytes
+from facecut.errors import EnvironmentProblem
+from facecut.ring import FrameRing, segment_pid, shm_free_bytes
 
 
 def _child_reads(spec, slot, seq, conn):

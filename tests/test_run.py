@@ -14,10 +14,10 @@ import av
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.coordinator import read_log_state
-from engine.fsio import WorkDir, output_folder, read_json, video_key
-from engine.records import Plan
+from facecut.cli import main
+from facecut.coordinator import read_log_state
+from facecut.fsio import WorkDir, output_folder, read_json, video_key
+from facecut.records import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
@@ -90,7 +90,7 @@ def test_a_streamed_run_opens_no_clip_again_to_check_it(media_dir, tmp_path, mon
     """Cut bookkeeping is O(clips): the final pass finds every clip streaming wrote
     in the run's cache instead of opening it (it used to re-open every earlier
     clip after every video: quadratic)."""
-    import engine.cut as cut
+    import facecut.cut as cut
 
     opened = []
     real = cut.read_clip_tag
@@ -113,7 +113,7 @@ def test_track_report_and_status_watch_on_a_finished_batch(finished, tmp_path):
     res = CliRunner().invoke(main, ["report", "-w", str(work)])
     assert res.exit_code == 0 and index.is_file(), res.output
     # status --watch refreshes until interrupted (Ctrl-C: exit 130)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "status", "-w", str(work), "--json", "--watch",
+    proc = subprocess.Popen([sys.executable, "-m", "facecut", "status", "-w", str(work), "--json", "--watch",
                              "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     lines = [proc.stdout.readline() for _ in range(3)]
     proc.send_signal(signal.SIGINT)
@@ -164,7 +164,7 @@ def test_env_vars_pin_a_batch(finished, media_dir, tmp_path):
 def test_killed_run_resumes_to_the_same_plan(finished, media_dir, tmp_path):
     root, _ = finished
     out, work = tmp_path / "out", tmp_path / "work"
-    cmd = [sys.executable, "-m", "engine", "run", str(media_dir), "-o", str(out), "-w", str(work), *ARGS,
+    cmd = [sys.executable, "-m", "facecut", "run", str(media_dir), "-o", str(out), "-w", str(work), *ARGS,
            "--batch", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             cwd=REPO)

@@ -10,11 +10,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import main
-from engine.errors import ConfigError
-from engine.fsio import WorkDir
-from engine.scan import load_scan, probe, scan, walk
-from tools.make_media import load_truth
+from facecut.cli import main
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir
+from facecut.scan import load_scan, probe, scan, walk
+from facecut.tools.make_media import load_truth
 
 BAD = {
     "bad/empty.mp4": "empty file",
@@ -72,7 +72,7 @@ def test_broken_inputs_become_failed_records(result):
 def test_truncated_mp4_is_told_from_its_boxes_not_ffmpegs_log(scan_dir):
     """Probes run in threads: the log line an FFmpeg error carries may be
     another file's, so the reason must not depend on it."""
-    from engine.scan import _open_failure_reason
+    from facecut.scan import _open_failure_reason
 
     bad = scan_dir / "bad" / "truncated.mp4"
     assert "truncated" in _open_failure_reason(bad, Exception("Invalid data found"))

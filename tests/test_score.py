@@ -15,19 +15,19 @@ import numpy as np
 import pytest
 from test_track import face, log, unit
 
-from engine.config import AnalyzeConfig, ScoreConfig, build
-from engine.coordinator import analyze
-from engine.errors import ConfigError
-from engine.fsio import WorkDir, clip_id, video_key
-from engine.identity import Identity, build_identity, load_reference_images
-from engine.logio import LogWriter, read_records
-from engine.models import FaceModel, load_model, make_session
-from engine.models.postproc import ARCFACE_DST, umeyama
-from engine.records import LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
-from engine.scan import save_scan, scan
-from engine.score import REASONS, plan_from_work, score_video, span, write_plan
-from engine.track import VideoLog
-from tools.make_media import PHOTOS, load_photo, load_truth
+from facecut.config import AnalyzeConfig, ScoreConfig, build
+from facecut.coordinator import analyze
+from facecut.errors import ConfigError
+from facecut.fsio import WorkDir, clip_id, video_key
+from facecut.identity import Identity, build_identity, load_reference_images
+from facecut.logio import LogWriter, read_records
+from facecut.models import FaceModel, load_model, make_session
+from facecut.models.postproc import ARCFACE_DST, umeyama
+from facecut.records import LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
+from facecut.scan import save_scan, scan
+from facecut.score import REASONS, plan_from_work, score_video, span, write_plan
+from facecut.track import VideoLog
+from facecut.tools.make_media import PHOTOS, load_photo, load_truth
 
 INFO = VideoInfo(path="x.mp4", fingerprint="fp", duration=20.0)
 
@@ -326,7 +326,7 @@ def test_pending_and_failed_sources_are_listed(analysed, tmp_path):
 
 
 def build_template_recognizer(path: Path, d: int = 512) -> Path:
-    from tools.tiny_onnx import build_template_arcface
+    from facecut.tools.tiny_onnx import build_template_arcface
 
     return build_template_arcface(path, d)
 
@@ -378,7 +378,7 @@ def embedded(analysed, media_dir, template_dir, tmp_path_factory) -> WorkDir:
     crop, computed on the real decoded frame the analysis sampled."""
     import av
 
-    from engine.decode import frame_to_bgr
+    from facecut.decode import frame_to_bgr
 
     work = WorkDir(tmp_path_factory.mktemp("embedded"))
     shutil.copytree(analysed.root, work.root, dirs_exist_ok=True)

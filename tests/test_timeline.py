@@ -1,4 +1,4 @@
-"""The shared timeline (engine.timeline) and the sampler's grid on it.
+"""The shared timeline (facecut.timeline) and the sampler's grid on it.
 
 Unit tests on timestamp sequences; the format-matrix tests run the same code on
 real files (packed B-frames, TS, gaps)."""
@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.decode import _Sampler
-from engine.timeline import TS_WRAP, FrameClock, Unwrapper
+from facecut.decode import _Sampler
+from facecut.timeline import TS_WRAP, FrameClock, Unwrapper
 
 TB = Fraction(1, 25)
 

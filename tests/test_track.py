@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.config import TrackConfig
-from engine.records import SCHEMA, Cut, Done, Face, LogHeader, Sample, embedding_to_bytes
-from engine.track import VideoLog, greedy_pairs, shots_from_cuts, track_video
+from facecut.config import TrackConfig
+from facecut.records import SCHEMA, Cut, Done, Face, LogHeader, Sample, embedding_to_bytes
+from facecut.track import VideoLog, greedy_pairs, shots_from_cuts, track_video
 
 FPS = 2.0
 

@@ -1,4 +1,4 @@
-"""One writer per work folder (engine.worklock): a real second process holds the lock."""
+"""One writer per work folder (facecut.worklock): a real second process holds the lock."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import EXIT_USAGE
-from engine.worklock import WorkInUse, WorkLock, holder
+from facecut.errors import EXIT_USAGE
+from facecut.worklock import WorkInUse, WorkLock, holder
 
 REPO = Path(__file__).resolve().parents[1]
-HOLD = "import sys, time; from engine.worklock import WorkLock; l = WorkLock(sys.argv[1], 'holder').acquire(); print('held', flush=True); time.sleep(60)"
+HOLD = "import sys, time; from facecut.worklock import WorkLock; l = WorkLock(sys.argv[1], 'holder').acquire(); print('held', flush=True); time.sleep(60)"
 
 
 def _holder(work: Path) -> subprocess.Popen:
@@ -53,7 +53,7 @@ def test_release_and_reacquire_in_one_process(tmp_path):
     a = WorkLock(tmp_path).acquire()
     a.release()
     b = WorkLock(tmp_path).acquire()
-    p = subprocess.run([sys.executable, "-c", "import sys; from engine.worklock import WorkLock; WorkLock(sys.argv[1]).acquire()",
+    p = subprocess.run([sys.executable, "-c", "import sys; from facecut.worklock import WorkLock; WorkLock(sys.argv[1]).acquire()",
                         str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode != 0 and "is in use by" in p.stderr
     b.release()
@@ -63,7 +63,7 @@ def test_release_and_reacquire_in_one_process(tmp_path):
 def test_a_second_run_on_the_same_work_folder_stops_at_once_and_status_still_reads(media_dir, tmp_path):
     work = tmp_path / "w"
     args = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
-    first = subprocess.Popen([sys.executable, "-m", "engine", "run", str(media_dir), "-o", str(tmp_path / "o"),
+    first = subprocess.Popen([sys.executable, "-m", "facecut", "run", str(media_dir), "-o", str(tmp_path / "o"),
                               "-w", str(work), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         deadline = time.time() + 60
@@ -71,15 +71,15 @@ def test_a_second_run_on_the_same_work_folder_stops_at_once_and_status_still_rea
             if first.poll() is not None or time.time() > deadline:
                 pytest.fail(f"hang guard: the first run never started analysing ({first.poll()})")
             time.sleep(0.05)
-        second = subprocess.run([sys.executable, "-m", "engine", "run", str(media_dir), "-o", str(tmp_path / "o2"),
+        second = subprocess.run([sys.executable, "-m", "facecut", "run", str(media_dir), "-o", str(tmp_path / "o2"),
                                  "-w", str(work), *args], capture_output=True, text=True, cwd=REPO, timeout=120)
         assert second.returncode == EXIT_USAGE, second.stderr
         assert f"is in use by pid {first.pid} on host" in second.stderr and "(facecut run)" in second.stderr
         assert not (tmp_path / "o2").exists()
-        status = subprocess.run([sys.executable, "-m", "engine", "status", "-w", str(work)], capture_output=True,
+        status = subprocess.run([sys.executable, "-m", "facecut", "status", "-w", str(work)], capture_output=True,
                                 text=True, cwd=REPO, timeout=60)
         assert status.returncode == 0, status.stderr
-        cut = subprocess.run([sys.executable, "-m", "engine", "cut", "-w", str(work), "-o", str(tmp_path / "o3")],
+        cut = subprocess.run([sys.executable, "-m", "facecut", "cut", "-w", str(work), "-o", str(tmp_path / "o3")],
                              capture_output=True, text=True, cwd=REPO, timeout=60)
         assert cut.returncode == EXIT_USAGE and "is in use by" in cut.stderr
         out, err = first.communicate(timeout=300)

@@ -1,6 +1,6 @@
-"""Dump or summarise a facecut append-only log (``engine.logio`` format).
+"""Dump or summarise a facecut append-only log (``facecut.logio`` format).
 
-    python -m tools.logdump PATH [--json] [--tail N] [--stats]
+    python -m facecut.tools.logdump PATH [--json] [--tail N] [--stats]
 
 Records are decoded generically (``msgspec.msgpack.decode``), so any payload is
 shown, whatever its Struct; bytes fields (embeddings) print as ``<N bytes>``.
@@ -27,8 +27,8 @@ from typing import Any, TextIO
 
 import msgspec
 
-from engine.errors import EXIT_OK, EXIT_USAGE, LogCorruption
-from engine.logio import LogView
+from facecut.errors import EXIT_OK, EXIT_USAGE, LogCorruption
+from facecut.logio import LogView
 
 TAG_FIELD = "t"
 UNTAGGED = "-"
@@ -142,7 +142,7 @@ def _print_stats(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tools.logdump",
+        prog="python -m facecut.tools.logdump",
         description="Print the records of a facecut log, or summarise it (read-only).",
     )
     parser.add_argument("path", type=Path, help="log file")

@@ -8,7 +8,7 @@ each video ``<name>.truth.json`` records what a test needs to know: the frame
 index and time of every cut, which shots hold a swappable face, how large the
 face is, when a face enters, and (for VFR files) every frame's time.
 
-    python -m tools.make_media OUT_DIR --profile tests|demo|bench720|bench1080|formats
+    python -m facecut.tools.make_media OUT_DIR --profile tests|demo|bench720|bench1080|formats
 
 Face sizes are *approximate* short sides of a detector box (measured once with
 MTCNN on the photos, see ``PHOTOS``); design margins are wide on purpose
@@ -1212,7 +1212,7 @@ PROFILES = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m tools.make_media", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m facecut.tools.make_media", description=__doc__.split("\n")[0])
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="tests")
     args = ap.parse_args(argv)

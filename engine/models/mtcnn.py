@@ -40,7 +40,7 @@ worst case for DirectML; CPU or CUDA suit MTCNN better).
 
 Output: box (x1, y1, x2, y2), 5 landmarks (image-left eye, image-right eye, nose,
 mouth corners), O-Net score; yaw/pitch/roll from the landmarks
-(:func:`engine.models.postproc.pose_from_5points`, insightface's convention);
+(:func:`facecut.models.postproc.pose_from_5points`, insightface's convention);
 no embedding. Boxes are not clipped to the frame.
 """
 
@@ -54,8 +54,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import ConfigError, ModelError
-from engine.records import Face
+from facecut.errors import ConfigError, ModelError
+from facecut.records import Face
 
 from .base import (
     PROVIDERS,

@@ -234,7 +234,7 @@ def landmark_decode(pred: np.ndarray, m: np.ndarray, size: int = 192, num: int =
 @lru_cache(maxsize=1)
 def mean_shape_68() -> np.ndarray:
     """insightface's 68-point mean 3D face, (68, 3) float32 (see engine/data/NOTICE)."""
-    with resources.files("engine.data").joinpath("meanshape_68.npy").open("rb") as f:
+    with resources.files("facecut.data").joinpath("meanshape_68.npy").open("rb") as f:
         arr = np.load(f)
     arr.setflags(write=False)
     return arr

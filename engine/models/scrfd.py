@@ -2,7 +2,7 @@
 
 ``--model scrfd --model-dir FOLDER``: the detector is any SCRFD-with-keypoints file
 in FOLDER (or where insightface, roop-unleashed or FaceFusion keep their models
-below it), found by its graph (:mod:`engine.models.folders`). Two layouts exist,
+below it), found by its graph (:mod:`facecut.models.folders`). Two layouts exist,
 told apart from the graph, never from the file name (:class:`ScrfdDetector`):
 
 * insightface's packs (``det_10g.onnx``, ``det_500m.onnx``): dynamic input size,
@@ -14,13 +14,13 @@ told apart from the graph, never from the file name (:class:`ScrfdDetector`):
 
 Either way each frame is letterboxed at the top-left of a ``det_size`` square,
 ``(v - 127.5) / 128``, RGB; score >= ``det_thresh`` (0.5); NMS 0.4; the decode of
-insightface's ``SCRFD.detect`` (:func:`engine.models.postproc.scrfd_decode`).
+insightface's ``SCRFD.detect`` (:func:`facecut.models.postproc.scrfd_decode`).
 
 Pose: from 1k3d68 (68 3D landmarks, as buffalo_l) when the folder has it, else
-from the 5 keypoints (:func:`engine.models.postproc.pose_from_5points`, as MTCNN).
+from the 5 keypoints (:func:`facecut.models.postproc.pose_from_5points`, as MTCNN).
 Embeddings: ArcFace on the 112 x 112 crop aligned on the 5 keypoints,
 ``(v - 127.5) / 127.5``, L2-normalised, when the folder has a recogniser.
-:class:`engine.models.buffalo.BuffaloL` is this pipeline on buffalo_l's three files.
+:class:`facecut.models.buffalo.BuffaloL` is this pipeline on buffalo_l's three files.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.errors import ConfigError, ModelError
-from engine.records import Face, embedding_to_bytes
+from facecut.errors import ConfigError, ModelError
+from facecut.records import Face, embedding_to_bytes
 
 from .base import PROVIDERS, FaceModel, Session, check_frames, faces_from_arrays, make_session, resolve_provider
 from .folders import ENV_DIR, Found, find_models
@@ -57,7 +57,7 @@ class ScrfdDetector:
     """One SCRFD session and its layout (read from the graph): the output order
     as scores, boxes, keypoints per stride, and the input size when it is fixed.
     ``batch`` > 1: the graph is rewritten to take that many frames at once
-    (:func:`engine.models.graph.batched_scrfd`, fixed shape; a short batch is
+    (:func:`facecut.models.graph.batched_scrfd`, fixed shape; a short batch is
     padded), with every frame's detections those of one frame at a time."""
 
     MEAN, STD = 127.5, 128.0
