@@ -230,7 +230,7 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
     return EXIT_SOME_FAILED if any(v.status == "failed" for v in result.videos) else EXIT_OK
 
 
-# --------------------------------------------------------------------------- stages to come
+# --------------------------------------------------------------------------- analyze
 
 
 def analyze_options(f):

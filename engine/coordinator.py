@@ -753,8 +753,6 @@ class Coordinator:
             self.infers.remove(w)
             self.free.extend(w.state["unreleased"])  # sent to it, never released
             self._warn(f"{w.name} died ({reason})")
-            if w.state.get("model_error"):
-                raise ModelError(w.state["model_error"])
             if not w.state["loaded"]:
                 raise ModelError(f"inference process failed before loading the model ({reason})")
             self.infer_restarts += 1

@@ -24,12 +24,6 @@ class ConfigError(FacecutError):
     exit_code = EXIT_USAGE
 
 
-class MediaError(FacecutError):
-    """A video that cannot be read. Per-file: the batch records it and goes on."""
-
-    exit_code = EXIT_SOME_FAILED
-
-
 class ModelError(FacecutError):
     """Model files missing/incomplete or a model that cannot be loaded."""
 

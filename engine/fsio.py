@@ -242,15 +242,19 @@ def mark_folder(folder: Path, marker: str) -> None:
 class WorkDir:
     """Layout of a work folder (everything facecut writes except clips)::
 
-        WORK/scan.json             scan result (ScanResult)
-        WORK/analysis/<key>.fclog  append-only analysis log per video
-        WORK/analysis/<key>.done   completion marker (write-then-rename)
-        WORK/thumbs/<key>/...      thumbnails captured during analysis
-        WORK/plan.json             clip plan (track + score)
-        WORK/report/index.html     HTML report
-        WORK/logs/                 text logs of runs
-        WORK/heartbeat.json        pid + time of a live run
-        WORK/.facecut-work         marker: a scan never walks into this folder
+        WORK/scan.json                  scan result (ScanResult)
+        WORK/analysis/<key>.fclog       append-only analysis log per video
+        WORK/analysis/<key>.done        completion marker (write-then-rename)
+        WORK/analysis/<key>.shots.json  the video's shots, from its logged cuts
+        WORK/analysis/<key>.lease       cluster runs: which worker analyses the video
+        WORK/thumbs/<key>/...           thumbnails captured during analysis
+        WORK/plan.json                  clip plan (track + score)
+        WORK/report/index.html          HTML report
+        WORK/logs/progress.jsonl        progress snapshots of runs (and cluster probe files)
+        WORK/heartbeat.json             pid, workers and time of a live run (`status` reads it)
+        WORK/.facecut.lock              one writer at a time (facecut.worklock)
+        WORK/.facecut-work              marker: a scan never walks into this folder
+        WORK/.<name>.<pid>.tmp          a file being written; the lock removes dead ones
     """
 
     def __init__(self, root: Path) -> None:

@@ -251,7 +251,7 @@ def score_video(
     """Plan one analysed video: its SourcePlan (shots, every track with its
     verdict) and its clips. ``records``: the video's log records; an unfinished
     or failed log gives a pending/failed SourcePlan without clips. ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
-    :class:`facecut.identity.Identity` or None. The coordinator can call this per
+    :class:`facecut.identity.Identity` or None. ``facecut.pipeline`` calls this per
     finished video (streaming); :func:`plan_from_work` calls it for every video.
     """
     video = VideoLog.from_records(records)
