@@ -73,7 +73,7 @@ from facecut.fsio import (
     text_name,
     write_json,
 )
-from facecut.media import open_input, refusal_reason
+from facecut.media import ffmpeg_reason, open_input, refusal_reason
 from facecut.procs import pid_alive
 from facecut.records import Clip, Plan, SourcePlan
 from facecut.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
@@ -1277,13 +1277,6 @@ class _SourceFailed(Exception):
     pass
 
 
-def _reason(ex: Exception) -> str:
-    entry = getattr(ex, "log", None)
-    if entry and len(entry) == 3 and entry[2]:
-        return str(entry[2]).strip()
-    return getattr(ex, "strerror", None) or str(ex)
-
-
 def _write_sidecar(out_dir: Path, clip: Clip) -> None:
     path = inside(out_dir, clip.file).with_suffix(".json")
     atomic_write_bytes(path, msgspec.json.format(msgspec.json.encode(clip), indent=1))
@@ -1554,7 +1547,7 @@ def _run_pass(pass_, sc: SourceCut, tick: _Ticker) -> None:
     try:
         pass_.run()
     except (av.FFmpegError, OSError) as ex:  # truncated/corrupt file, I/O error, vanished disk
-        sc.reason = f"stopped reading at {pass_.position:.2f} s: {_reason(ex)}"
+        sc.reason = f"stopped reading at {pass_.position:.2f} s: {ffmpeg_reason(ex)}"
         pass_.abort_all(sc.reason)
     except BaseException:
         pass_.abort_all("interrupted")
@@ -1597,7 +1590,7 @@ def _check_and_open(path: Path, sp: SourcePlan | None, again: bool = False):
     try:
         return open_input(path)
     except (av.FFmpegError, OSError) as ex:
-        raise _SourceFailed(f"cannot open: {refusal_reason(path) or _reason(ex)}") from ex
+        raise _SourceFailed(f"cannot open: {refusal_reason(path) or ffmpeg_reason(ex)}") from ex
 
 
 def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar: bool, t0: float,

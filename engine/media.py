@@ -113,6 +113,15 @@ def hwaccel_check(device: str) -> str | None:
         return f"{type(ex).__name__}: {ex}"
 
 
+def ffmpeg_reason(ex: Exception) -> str:
+    """FFmpeg's own last log line for an error if PyAV kept it (at av.logging level
+    ERROR or above), else the exception's text."""
+    entry = getattr(ex, "log", None)
+    if entry and len(entry) == 3 and entry[2]:
+        return str(entry[2]).strip()
+    return getattr(ex, "strerror", None) or str(ex)
+
+
 def refusal_reason(path: Path) -> str | None:
     """Why a file that failed to open is a script rather than a video (None: it is not)."""
     try:

@@ -22,7 +22,7 @@ import msgspec
 
 from facecut.errors import ConfigError
 from facecut.fsio import MARKERS, WorkDir, fingerprint, read_json, text_name, write_json
-from facecut.media import open_input, refusal_reason
+from facecut.media import ffmpeg_reason, open_input, refusal_reason
 from facecut.records import AudioInfo, ScanResult, VideoInfo, raw_name
 from facecut.timeline import frame_rate, start_seconds, time_base
 
@@ -150,14 +150,6 @@ def _identities(rels: list[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _ffmpeg_line(ex: Exception) -> str:
-    """FFmpeg's own last log line if PyAV kept it (needs av.logging level >= ERROR)."""
-    entry = getattr(ex, "log", None)
-    if entry and len(entry) == 3 and entry[2]:
-        return str(entry[2]).strip()
-    return getattr(ex, "strerror", None) or str(ex)
-
-
 _MP4_BOXES = (b"ftyp", b"mdat", b"moov", b"wide", b"free", b"skip")
 
 
@@ -187,7 +179,7 @@ def _has_top_box(path: Path, kind: bytes, limit: int = 4096) -> bool:
 
 
 def _open_failure_reason(path: Path, ex: Exception) -> str:
-    detail = _ffmpeg_line(ex)
+    detail = ffmpeg_reason(ex)
     script = refusal_reason(path)
     if script:
         return script
@@ -338,7 +330,7 @@ def _probe_open(container, base: dict) -> VideoInfo:
                         break
                 except (av.FFmpegError, ValueError) as ex:
                     errors += 1
-                    last_error = _ffmpeg_line(ex)
+                    last_error = ffmpeg_reason(ex)
             if first is not None and len(pts) >= _VFR_PACKETS:
                 break
             if first is None and n >= _FIRST_FRAME_PACKETS:
@@ -349,9 +341,9 @@ def _probe_open(container, base: dict) -> VideoInfo:
                     first = frame
                     break
             except (av.FFmpegError, ValueError) as ex:
-                last_error = _ffmpeg_line(ex)
+                last_error = ffmpeg_reason(ex)
     except (av.FFmpegError, OSError) as ex:
-        last_error = _ffmpeg_line(ex)
+        last_error = ffmpeg_reason(ex)
     if first is None:
         why = last_error or "no packets"
         return VideoInfo(**info, status="failed", reason=f"no decodable video frame ({why})")
