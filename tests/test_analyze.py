@@ -188,6 +188,22 @@ def test_shot_frames_sample_planes_like_swscale(media_dir):
     assert not np.array_equal(shifted, fast(frames[0]))
 
 
+def test_shot_frames_of_nv12_equal_those_of_yuv420p(media_dir):
+    """NV12 (what hardware decoders hand back): the same pixels interleaved, so the
+    shot detector sees exactly the same small frames, through the planes path."""
+    import av
+    import numpy as np
+
+    from facecut.decode import ShotFrames
+
+    planar, semi = ShotFrames(256), ShotFrames(256)
+    with av.open(str(media_dir / "rotated.mp4")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % 7 == 0:
+                assert np.array_equal(planar(f), semi(f.reformat(format="nv12")))
+    assert semi.planes_ok  # never fell back to swscale
+
+
 def test_thumbnails_from_analysed_frames(analyzed):
     work, _ = analyzed
     thumbs = list((WorkDir(work).thumbs_dir / video_key("basic.mp4")).glob("*.jpg"))
