@@ -115,6 +115,25 @@ def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
     return out
 
 
+def analyse_levels(corpus: Path, cfg_for, tmp: Path, levels, repeats: int
+                   ) -> tuple[dict[str, Path], dict[str, list[dict]]]:
+    """``analyze`` of the corpus at each level, ``repeats`` times, levels
+    interleaved (the host's drift hits them alike): the work folder of each
+    level's first run (kept for :func:`results`) and every run's figures."""
+    import shutil
+
+    works: dict[str, Path] = {}
+    runs: dict[str, list[dict]] = {level: [] for level in levels}
+    for _ in range(repeats):
+        for level in levels:
+            a = bench_analyze(corpus, cfg_for(level), tmp)
+            if level in works:
+                shutil.rmtree(a["work"], ignore_errors=True)
+            works.setdefault(level, Path(a["work"]))
+            runs[level].append(a)
+    return works, runs
+
+
 def run(corpus: Path, videos, cfg_for, tmp: Path, *, fps: float, max_side: int, repeats: int) -> dict:
     """The whole comparison. ``cfg_for(level)``: the AnalyzeConfig of a level.
     Each level is decoded and analysed ``repeats`` times, levels interleaved."""
@@ -125,13 +144,7 @@ def run(corpus: Path, videos, cfg_for, tmp: Path, *, fps: float, max_side: int, 
         for level in FAST_DECODE:
             decode[level].append(bench_decode(videos, corpus, decoders=1, fps=fps, max_side=max_side,
                                               detector="adaptive", fast=level))
-    works: dict[str, Path] = {}
-    analyze: dict[str, list[dict]] = {level: [] for level in FAST_DECODE}
-    for _ in range(repeats):  # interleaved as well
-        for level in FAST_DECODE:
-            a = bench_analyze(corpus, cfg_for(level), tmp)
-            works.setdefault(level, Path(a["work"]))
-            analyze[level].append(a)
+    works, analyze = analyse_levels(corpus, cfg_for, tmp, FAST_DECODE, repeats)
     found = results(corpus, works)
     out = {}
     # Speeds in video seconds per second: ref-frames decodes fewer frames of the same video.

@@ -179,24 +179,19 @@ def _sweep_decode(corpus: Path, base: dict, best: dict, best_row: dict | None, r
     """At the best counts: each of SWEEP_DECODE against off, back to back, on the
     sweep corpus; a level is kept when it is faster in video seconds per second
     and its cuts and clips equal off's (facecut.bench.decode_options.results)."""
-    from facecut.bench.decode_options import results
-    from facecut.bench.stages import bench_analyze
+    from facecut.bench.decode_options import analyse_levels, results
 
     if best_row is None:
         return best, best_row
-    works: dict[str, Path] = {}
-    runs: dict[str, list[float]] = {}
-    for _ in range(rounds):  # levels interleaved: single runs differ by several percent
-        for level in ("off", *SWEEP_DECODE):
-            r = bench_analyze(corpus, _analyze_cfg(base, **best, fast_decode=level), tmp)
-            if level in works:
-                shutil.rmtree(r["work"], ignore_errors=True)
-            works.setdefault(level, Path(r["work"]))
-            runs.setdefault(level, []).append(r["video_s_per_s"])
+    # levels interleaved over the rounds: single runs differ by several percent
+    works, runs = analyse_levels(corpus, lambda level: _analyze_cfg(base, **best, fast_decode=level), tmp,
+                                 ("off", *SWEEP_DECODE), rounds)
+    for level, rs in runs.items():
+        for r in rs:
             rows.append({**best, "fast_decode": level, "wall_s": r["wall_s"], "samples_per_s": r["samples_per_s"],
                          "video_s_per_s": r["video_s_per_s"], "bottleneck": r.get("bottleneck", "")})
             console.print(f"  sweep {best} fast_decode={level} -> {r['video_s_per_s']:.1f}x")
-    speed = {lv: sum(v) / len(v) for lv, v in runs.items()}
+    speed = {lv: sum(r["video_s_per_s"] for r in rs) / len(rs) for lv, rs in runs.items()}
     found = results(corpus, works)
     for w in works.values():
         shutil.rmtree(w, ignore_errors=True)

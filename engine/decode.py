@@ -401,17 +401,16 @@ def apply_fast_decode(cc, fast: str) -> None:
 def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
-        container, how = open_decoding(job.path, job.hwaccel)
+        container, device, fallback = open_decoding(job.path, job.hwaccel)
     except (av.FFmpegError, OSError) as ex:
         return Decoded("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
-    if how.startswith("software (") and how not in _SAID:
-        _SAID.add(how)
-        log.warning("%s: decoding in %s", job.rel, how)
+    if fallback and fallback not in _SAID:
+        _SAID.add(fallback)
+        log.warning("%s: decoding in software (%s)", job.rel, fallback)
     with container:
         r = _decode(job, container, sink)
-        if job.hwaccel != "none" and how != "software" and not how.startswith("software (") \
-                and not container.streams[job.stream_index].codec_context.is_hwaccel:
-            log.info("%s: %s cannot decode this stream: decoded in software", job.rel, how)
+        if device and not container.streams[job.stream_index].codec_context.is_hwaccel:
+            log.info("%s: %s cannot decode this stream: decoded in software", job.rel, device)
         return r
 
 

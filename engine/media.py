@@ -9,6 +9,7 @@ network; here it is refused with a reason a person can act on.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import av
@@ -74,25 +75,25 @@ def hwaccel_for(name: str):
 
 
 def open_decoding(path: Path | str, hwaccel: str = "none"):
-    """(container, how its video is decoded): ``open_input`` with the hardware
-    decoder asked for; when its device cannot be opened (no GPU, no driver, no
-    permission), the software decoder and the reason."""
+    """(container, device, fallback): ``open_input`` with the hardware decoder
+    asked for. ``device``: the device type in use ("" for software);
+    ``fallback``: why the asked-for device could not be opened (no GPU, no
+    driver, no permission) and software decodes instead, else ""."""
     hw, device = hwaccel_for(hwaccel)
     if hw is None:
-        return open_input(path), "software"
+        return open_input(path), "", ""
     try:
-        return open_input(path, hwaccel=hw), device
+        return open_input(path, hwaccel=hw), device, ""
     except (av.FFmpegError, OSError, RuntimeError) as ex:
-        return open_input(path), f"software ({device} unavailable: {ex})"
+        return open_input(path), "", f"{device} unavailable: {ex}"
 
 
-def hwaccel_check(device: str) -> str | None:
-    """None when ``device`` decodes a small H.264 stream made here, else why not
-    (for ``facecut doctor``; strict: no software fallback)."""
+@functools.lru_cache(maxsize=1)
+def _probe_stream() -> bytes:
+    """A 4-frame 256 x 144 H.264 MP4, made once per process."""
     import io
 
     import numpy as np
-    from av.codec.hwaccel import HWAccel
 
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
@@ -104,7 +105,17 @@ def hwaccel_check(device: str) -> str | None:
                 out.mux(p)
         for p in st.encode():
             out.mux(p)
-    buf.seek(0)
+    return buf.getvalue()
+
+
+def hwaccel_check(device: str) -> str | None:
+    """None when ``device`` decodes a small H.264 stream made here, else why not
+    (for ``facecut doctor``; strict: no software fallback)."""
+    import io
+
+    from av.codec.hwaccel import HWAccel
+
+    buf = io.BytesIO(_probe_stream())
     try:
         with av.open(buf, hwaccel=HWAccel(device_type=device, allow_software_fallback=False)) as c:
             n = sum(1 for _ in c.decode(video=0))

@@ -176,7 +176,7 @@ def test_hardware_decode_gives_every_frame(media_dir):
     from facecut.media import open_decoding
 
     device = _working_devices()[0]
-    container, how = open_decoding(media_dir / "basic.mp4", device)
+    container, how, _ = open_decoding(media_dir / "basic.mp4", device)
     with container:
         frames = sum(1 for _ in container.decode(video=0))
         assert how == device and container.streams.video[0].codec_context.is_hwaccel

@@ -115,9 +115,10 @@ class ScrfdDetector:
             if len(boxed) < self.batch:  # fixed shape: pad with blank frames
                 blob = np.concatenate([blob, np.zeros((self.batch - len(boxed), *blob.shape[1:]), blob.dtype)])
             outs = self.sess.run(blob)
-            outs = [outs[i] for i in self.order]
+            # per frame: a batch axis, or (insightface's 2-d layout) equal runs of rows
+            per_frame = [o if o.ndim == 3 else np.split(o, self.batch) for o in (outs[i] for i in self.order)]
             for j, (_, det_scale) in enumerate(boxed):
-                mine = [o[j] if o.ndim == 3 else np.split(o, self.batch)[j] for o in outs]
+                mine = [o[j] for o in per_frame]
                 out.append(scrfd_decode(mine, size, det_scale, self.det_thresh, self.nms_thresh))
         return out
 
@@ -186,15 +187,21 @@ class Scrfd(FaceModel):
         return found.folder, files
 
     @staticmethod
-    def _survey(model_dir: Path | None) -> Found:
-        if model_dir is None:
-            env = os.environ.get(ENV_DIR)
-            if not env:
-                raise ModelError("--model scrfd needs a model folder: --model-dir FOLDER or "
-                                 f"${ENV_DIR} (an insightface pack, roop-unleashed's models folder, "
-                                 "FaceFusion's .assets/models, or a folder with an SCRFD .onnx file)")
-            model_dir = Path(env)
-        return find_models(Path(model_dir))
+    def _folder(model_dir: Path | None) -> Path | None:
+        """The folder asked for: ``model_dir``, else ``$FACECUT_MODEL_DIR``, else None."""
+        if model_dir is not None:
+            return Path(model_dir)
+        env = os.environ.get(ENV_DIR)
+        return Path(env) if env else None
+
+    @classmethod
+    def _survey(cls, model_dir: Path | None) -> Found:
+        folder = cls._folder(model_dir)
+        if folder is None:
+            raise ModelError("--model scrfd needs a model folder: --model-dir FOLDER or "
+                             f"${ENV_DIR} (an insightface pack, roop-unleashed's models folder, "
+                             "FaceFusion's .assets/models, or a folder with an SCRFD .onnx file)")
+        return find_models(folder)
 
     @staticmethod
     def _missing(folder: Path) -> str:
@@ -208,9 +215,9 @@ class Scrfd(FaceModel):
         try:
             folder, files = cls.files_in(model_dir)
         except ModelError as ex:
-            given = model_dir is not None or bool(os.environ.get(ENV_DIR))
+            given = cls._folder(model_dir)
             return {"files": {}, "missing": ["an SCRFD detector"] if given else [],
-                    "model_dir": str(model_dir or os.environ.get(ENV_DIR, "")),
+                    "model_dir": str(given or ""),
                     "provider": PROVIDERS[resolve_provider(provider)], "has_embeddings": False, "error": str(ex)}
         return {"files": {r: str(p) for r, p in files.items()}, "missing": [], "model_dir": str(folder),
                 "provider": PROVIDERS[resolve_provider(provider)], "has_embeddings": "recognition" in files,
