@@ -234,7 +234,12 @@ MARKERS = (WORK_MARKER, OUT_MARKER)
 
 
 def mark_folder(folder: Path, marker: str) -> None:
+    """Write ``folder/marker`` once; a temp file of it left by a killed writer goes."""
+    from facecut.procs import pid_alive
+
     path = Path(folder) / marker
+    own = re.compile(rf"^\.{re.escape(marker)}\.(?P<pid>\d+)\.tmp$")
+    remove_temp_files(path.parent, alive=pid_alive, pattern=own)
     if not path.exists():
         atomic_write_text(path, "written by facecut: scans of an input folder skip this folder\n")
 

@@ -43,3 +43,21 @@ def test_fingerprint_reads_size_head_and_tail(tmp_path):
     assert fingerprint(tmp_path / "longer.bin") != fp
     assert fingerprint(tmp_path / "middle.bin") == fp
     assert fp.startswith(f"{size:x}-")
+
+
+def test_marking_a_folder_removes_its_marker_half_written_by_a_dead_run(tmp_path):
+    """A run killed while writing OUT's marker left `..facecut-output.<pid>.tmp`
+    in OUT for good (seen in a kill/resume test). The next marking removes it, and
+    nothing that is not its own or whose writer lives."""
+    import os
+
+    from facecut.fsio import OUT_MARKER, mark_folder
+
+    dead = tmp_path / f".{OUT_MARKER}.999999999.tmp"
+    live = tmp_path / f".{OUT_MARKER}.{os.getppid()}.tmp"  # a live process (not this one: its own temp name)
+    other = tmp_path / ".notes.txt.999999999.tmp"
+    for p in (dead, live, other):
+        p.write_text("half")
+    mark_folder(tmp_path, OUT_MARKER)
+    assert (tmp_path / OUT_MARKER).is_file()
+    assert not dead.exists() and live.exists() and other.exists()
