@@ -19,7 +19,7 @@ from rich.table import Table
 
 from facecut.bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
 from facecut.config import FAST_DECODE
-from facecut.coordinator import infer_processes
+from facecut.profile import infer_processes
 
 console = Console(stderr=True)
 STAGES = ("decode", "decode-options", "formats", "inference", "ring", "log", "analyze", "chain", "scale")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from facecut.procs import CTX
-from facecut.records import DecodeJob, VideoInfo
+from facecut.protocol import DecodeJob
+from facecut.records import VideoInfo
 
 # --------------------------------------------------------------------------- decode
 

@@ -287,28 +287,15 @@ def _analyze_config(kw: dict, work: Path | None = None):
     if vals["model_dir"] is not None:
         vals["model_dir"] = str(vals["model_dir"])
     # Counts not given on the command line (or env) come from this machine's bench profile.
-    from facecut.profile import load_profile
+    from facecut.profile import fill_from_profile
 
-    try:
-        from facecut.models import resolve_provider
-
-        provider = resolve_provider(vals["provider"])
-    except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
-        provider = vals["provider"]
     chosen = vals["fast_decode"] is not None
-    for k, v in load_profile(provider).items():
-        if vals.get(k) is None:
-            vals[k] = v
-            log.info("%s=%s from the bench profile", k, v)
+    vals = fill_from_profile(vals, vals["provider"])
     if not chosen and work is not None:
         logged = _logged_fast_decode(work)
         if logged is not None and logged != (vals["fast_decode"] or "off"):
             log.info("--fast-decode %s, as the logs in %s were made", logged, work)
             vals["fast_decode"] = logged
-    if vals["decoders"] is None:
-        from facecut.procs import cpu_count
-
-        vals["decoders"] = max(1, cpu_count() // 2)
     return build(AnalyzeConfig, **vals)
 
 

@@ -67,16 +67,18 @@ from pathlib import Path
 import msgspec
 
 from facecut import __version__
-from facecut.config import AnalyzeConfig, build
+from facecut.config import AnalyzeConfig
 from facecut.coordinator import AnalyzeResult, Coordinator
 from facecut.errors import ConfigError, EnvironmentProblem, FacecutError
 from facecut.fsio import WorkDir, replace_with_retry, video_key, write_json
+from facecut.profile import COUNTS, machine_config
 from facecut.records import VideoInfo, os_name
+from facecut.resume import ResumePlan, plan_run
 from facecut.stats import DecoderStats, RingStats, RunStats
+from facecut.telemetry import STATS_EVERY, Bookkeeping, ProgressLine, batch_progress, make_heartbeat
 
 log = logging.getLogger(__name__)
 
-COUNTS = ("decoders", "infer_procs", "batch", "infer_threads", "ring_slots")  # per-machine counts
 LEASE_TTL = 120.0  # s without a refresh after which a lease is stale (clocks must agree within this)
 PATH_MAP_ENV = "FACECUT_PATH_MAP"
 PROBE = "cluster-probe-{}.json"  # in WORK/logs, per run: proves a worker sees *this* work folder
@@ -91,10 +93,7 @@ LOCAL_CONFIG = {
     # The statistical profiler samples the coordinator's thread every 10 ms (~5 % measured).
     "distributed.worker.profile.enabled": False,
 }
-_STATS_EVERY = 0.25  # s between client snapshots
 _EVENT_EVERY = 1.0  # s between a task's progress events
-_HEARTBEAT_EVERY = 2.0
-_PROGRESS_EVERY = 10.0
 
 
 class ClusterError(EnvironmentProblem):
@@ -150,33 +149,6 @@ def local_path(path: str, mapping: list[tuple[str, str]] | None = None) -> Path:
         if ca == cb or ca.startswith(cb if cb.endswith("/") else cb + "/"):
             return Path(dst).joinpath(*[x for x in a[len(b):].split("/") if x])
     return Path(path)
-
-
-# --------------------------------------------------------------------------- per-machine config
-
-
-def machine_config(cfg: AnalyzeConfig, pinned: Iterable[str] | None) -> AnalyzeConfig:
-    """``cfg`` with the counts not in ``pinned`` taken from this machine: its bench
-    profile for its provider, else the defaults a local ``facecut run`` uses here.
-    ``pinned=None``: use ``cfg`` exactly as given."""
-    if pinned is None:
-        return cfg
-    from facecut.procs import cpu_count
-    from facecut.profile import load_profile
-
-    try:
-        from facecut.models import resolve_provider
-
-        provider = resolve_provider(cfg.provider)
-    except Exception:  # noqa: BLE001 - the inference process reports provider problems properly
-        provider = cfg.provider
-    prof = load_profile(provider)
-    defaults = AnalyzeConfig()
-    vals = msgspec.structs.asdict(cfg)
-    for k in COUNTS:
-        if k not in pinned:
-            vals[k] = prof.get(k, max(1, cpu_count() // 2) if k == "decoders" else getattr(defaults, k))
-    return build(AnalyzeConfig, **vals)
 
 
 # --------------------------------------------------------------------------- checks (on the worker)
@@ -591,8 +563,7 @@ def analyze_on_cluster(
     """
     wd = work if isinstance(work, WorkDir) else WorkDir(Path(work))
     t0 = time.perf_counter()
-    planner = Coordinator(wd, cfg, only=None, bookkeeping=False)
-    planner.plan()  # exactly a local run's decisions (and its settings check)
+    planner = plan_run(wd, cfg)  # exactly a local run's decisions (and its settings check)
     # A file changed since the scan is probed again here, as a local run does just
     # before its analysis, so the workers check the size the client now sees.
     todo = [vr for vr in planner.queue if planner.unchanged_or_reprobed(vr)]
@@ -611,7 +582,7 @@ def analyze_on_cluster(
 class _Batch:
     """The client side of one cluster analysis."""
 
-    def __init__(self, client, wd: WorkDir, cfg: AnalyzeConfig, pinned, planner: Coordinator, todo, on_stats,
+    def __init__(self, client, wd: WorkDir, cfg: AnalyzeConfig, pinned, planner: ResumePlan, todo, on_stats,
                  on_video_done, t0: float) -> None:
         self.client, self.wd, self.cfg, self.pinned = client, wd, cfg, pinned
         self.planner, self.todo, self.on_stats, self.on_video_done, self.t0 = planner, todo, on_stats, on_video_done, t0
@@ -627,9 +598,9 @@ class _Batch:
         self.durations = {v.info.path: v.info.duration for v in planner.videos}
         self.warnings = planner.warnings
         self.samples = self.faces = 0
-        self.before = sum(v.info.duration for v in planner.videos if v.status in ("ok", "partial", "failed"))
         self.snapshot: RunStats | None = None
-        self._last_hb = self._last_progress = self._last_members = 0.0
+        self.bookkeeping = Bookkeeping(wd)
+        self._last_members = 0.0
         self.members: dict[str, str] = {}  # worker address -> host, refreshed every few seconds
         self.hosts: dict[str, str] = {}  # worker address -> its host name (from its own reports)
 
@@ -678,7 +649,7 @@ class _Batch:
             left = len(futures)
             while left:
                 try:
-                    fut = done_q.get(timeout=_STATS_EVERY)
+                    fut = done_q.get(timeout=STATS_EVERY)
                 except queue.Empty:
                     fut = None
                 if fut is not None:
@@ -694,7 +665,7 @@ class _Batch:
                 self.client.unsubscribe_topic(self.topic)
             except Exception as ex:  # noqa: BLE001 - the scheduler may be gone already
                 log.debug("unsubscribe %s: %s", self.topic, ex)
-            self.wd.heartbeat.unlink(missing_ok=True)
+            self.bookkeeping.close()
         return ClusterResult(self.planner.videos, time.perf_counter() - self.t0, self.snapshot,
                              tasks=self.tasks, workers=self.workers)
 
@@ -776,37 +747,19 @@ class _Batch:
         for vr in videos:
             if vr.status == "pending" and vr.info.path in running:
                 vr.status = "running"
-        total = sum(v.info.duration for v in videos)
-        done_s = sum(v.info.duration for v in videos if v.status in ("ok", "partial", "failed"))
-        running_s = sum(running.values())
-        this_run = done_s - self.before + running_s
-        speed = this_run / elapsed if elapsed > 0 else 0.0
-        left = max(0.0, total - done_s - running_s)
         snap = RunStats(
             time=time.time(), elapsed=elapsed, decoders=decs, infer=infs, ring=ring,
             bottleneck="; ".join(bottlenecks) or ("finished" if final else "waiting for workers"),
-            videos_total=len(videos), videos_done=sum(v.status == "ok" for v in videos),
-            videos_partial=sum(v.status == "partial" for v in videos),
-            videos_failed=sum(v.status == "failed" for v in videos),
-            video_seconds_total=total, video_seconds_done=done_s + running_s, video_seconds_this_run=this_run,
-            speed=speed, eta_s=(left / speed) if speed > 0 else None,
+            **batch_progress(videos, self.planner.done_seconds_before, sum(running.values()), elapsed),
             samples_written=self.samples + live_samples, faces_found=self.faces + live_faces,
             warnings=list(self.warnings)[-8:],
         )
         self.snapshot = snap
         if self.on_stats is not None:
             self.on_stats(snap)
-        if now - self._last_progress >= _PROGRESS_EVERY:
-            self._last_progress = now
-            line = {"time": snap.time, "video_seconds": snap.video_seconds_done, "samples": snap.samples_written}
-            with open(self.wd.logs_dir / "progress.jsonl", "a") as f:
-                f.write(json.dumps(line) + "\n")
-        if not final and now - self._last_hb >= _HEARTBEAT_EVERY:
-            self._last_hb = now
-            write_json(self.wd.heartbeat, {
-                "pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "stage": "analyze",
-                "cluster": str(getattr(self.client.scheduler, "address", "")),
-                "workers": {a: w["pid"] for a, w in self.workers.items()},
-                "running": {f"{m['worker']} {k}": m["video"] for k, m in list(self.live.items())
-                            if k not in self.finished_keys},
-            })
+        line = ProgressLine(time=snap.time, video_seconds=snap.video_seconds_done, samples=snap.samples_written)
+        self.bookkeeping.tick(now, line, None if final else lambda: make_heartbeat(
+            {a: w["pid"] for a, w in self.workers.items()},
+            {f"{m['worker']} {k}": m["video"] for k, m in list(self.live.items()) if k not in self.finished_keys},
+            cluster=str(getattr(self.client.scheduler, "address", "")),
+        ))

@@ -8,15 +8,8 @@ For every decoded frame:
     frame rate), which is converted to BGR, capped to ``max_side``, turned
     upright (display rotation) and written straight into a free ring slot.
 
-Messages to the coordinator (tuples, small numbers only):
-  ("start", job_id, t0)  first frame of a fresh video: times below are relative to t0
-  ("ready", slot, seq, job_id, n, k, pts, time, scale, h, w, cuts)
-      cuts: [(pts, time), ...] found since the previous sample (so the log order
-      of cuts and samples is deterministic)
-  ("done", job_id, status, reason, n_samples, frames, errors, duration, t0, cuts)
-  ("stat", job_id, frames, samples, position_s, blocked_s, decode_s)
-  ("fatal", traceback) via procs._bootstrap
-Messages from the coordinator: ("job", DecodeJob), ("slot", id), ("cancel", job_id), ("stop",)
+Talks to the coordinator in the messages of facecut.protocol (Job, Slot,
+Cancel, Stop in; Started, Ready, Progress, JobDone, Cancelled out).
 
 Never imports onnxruntime.
 """
@@ -27,7 +20,6 @@ import logging
 import math
 import time
 from collections import deque
-from typing import NamedTuple
 
 import av
 import cv2
@@ -38,7 +30,8 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
 from facecut.media import open_decoding
 from facecut.procs import CoordinatorGone, recv_or_parent_death
-from facecut.records import DecodeJob
+from facecut import protocol
+from facecut.protocol import DecodeJob, DecodeResult
 from facecut.ring import FrameRing
 from facecut.timeline import FrameClock, frame_rate, time_base
 
@@ -191,15 +184,14 @@ class _Decoder:
 
     # -------------------------------------------------------------- messages
 
-    def _handle(self, msg, job_id: int | None) -> None:
-        kind = msg[0]
-        if kind == "slot":
-            self.slots.append(msg[1])
-        elif kind == "cancel":
-            self.cancelled.add(msg[1])
-        elif kind == "stop":
+    def _handle(self, msg: protocol.Message, job_id: int | None) -> None:
+        if isinstance(msg, protocol.Slot):
+            self.slots.append(msg.slot)
+        elif isinstance(msg, protocol.Cancel):
+            self.cancelled.add(msg.job_id)
+        elif isinstance(msg, protocol.Stop):
             self.stopping = True
-        elif kind == "job":
+        elif isinstance(msg, protocol.Job):
             raise RuntimeError("decoder got a job while busy")
         if job_id is not None and (self.stopping or job_id in self.cancelled):
             raise _Stop() if self.stopping else _Cancelled()
@@ -207,7 +199,7 @@ class _Decoder:
     def poll(self, job_id: int) -> None:
         """Drain pending messages without blocking."""
         while self.conn.poll():
-            self._handle(self.conn.recv(), job_id)
+            self._handle(protocol.recv(self.conn), job_id)
 
     def take_slot(self, job_id: int) -> int:
         """A free slot; blocks (back-pressure from a full ring) until the coordinator gives one."""
@@ -221,8 +213,8 @@ class _Decoder:
             self.blocked += time.perf_counter() - t
         return self.slots.popleft()
 
-    def send(self, msg) -> None:
-        self.conn.send(msg)
+    def send(self, msg: protocol.Message) -> None:
+        protocol.send(self.conn, msg)
 
 
 def decoder_main(conn, ring_spec) -> None:
@@ -232,12 +224,11 @@ def decoder_main(conn, ring_spec) -> None:
     try:
         while not dec.stopping:
             msg = recv_or_parent_death(conn, timeout=None)
-            if msg[0] == "job":
-                job: DecodeJob = msg[1]
+            if isinstance(msg, protocol.Job):
                 try:
-                    run_job(dec, job)
+                    run_job(dec, msg.job)
                 except _Cancelled:
-                    dec.send(("cancelled", job.job_id))
+                    dec.send(protocol.Cancelled(msg.job.job_id))
                 except _Stop:
                     break
             else:
@@ -309,17 +300,6 @@ class Sink:
         """Called about every ``_STAT_EVERY`` seconds."""
 
 
-class Decoded(NamedTuple):
-    status: str  # ok | partial | failed
-    reason: str
-    samples: int
-    frames: int
-    errors: int
-    end_time: float  # seconds relative to t0: end of the last frame
-    t0: float | None
-    cuts: list[tuple[int, float]]  # cuts found after the last sample
-
-
 def frame_to_bgr(frame, max_side: int, reformatter: VideoReformatter | None = None,
                  max_pixels: int = 0) -> tuple[np.ndarray, float]:
     """Upright BGR pixels of a frame with the long side capped, and the scale used.
@@ -358,7 +338,7 @@ class _RingSink(Sink):
         self.t_start = time.perf_counter()
 
     def start(self, t0: float) -> None:
-        self.dec.send(("start", self.job.job_id, t0))
+        self.dec.send(protocol.Started(self.job.job_id, t0))
 
     def sample(self, k, frame, pts, t, cuts) -> None:
         dec = self.dec
@@ -367,13 +347,13 @@ class _RingSink(Sink):
         dec.seq += 1
         h, w = img.shape[:2]
         dec.ring.write(slot, dec.seq, img)
-        dec.send(("ready", slot, dec.seq, self.job.job_id, self.n, k, pts, t, scale, h, w, cuts))
+        dec.send(protocol.Ready(slot, dec.seq, self.job.job_id, self.n, k, pts, t, scale, h, w, cuts))
         self.n += 1
 
     def progress(self, frames, samples, position) -> None:
         self.dec.poll(self.job.job_id)
         elapsed = time.perf_counter() - self.t_start
-        self.dec.send(("stat", self.job.job_id, frames, samples, position, self.dec.blocked, elapsed))
+        self.dec.send(protocol.Progress(self.job.job_id, frames, samples, position, self.dec.blocked, elapsed))
 
 
 def run_job(dec: _Decoder, job: DecodeJob) -> None:
@@ -381,7 +361,7 @@ def run_job(dec: _Decoder, job: DecodeJob) -> None:
     sink = _RingSink(dec, job)
     r = decode_video(job, sink)
     sink.progress(r.frames, r.samples, max(0.0, r.end_time))
-    dec.send(("done", job.job_id, r.status, r.reason, r.samples, r.frames, r.errors, r.end_time, r.t0, r.cuts))
+    dec.send(protocol.JobDone(job.job_id, r))
 
 
 _SAID: set[str] = set()  # hardware-decode fallbacks already reported by this process
@@ -398,12 +378,12 @@ def apply_fast_decode(cc, fast: str) -> None:
         raise ValueError(f"unknown fast-decode level {fast!r}")
 
 
-def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
+def decode_video(job: DecodeJob, sink: Sink) -> DecodeResult:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
         container, device, fallback = open_decoding(job.path, job.hwaccel)
     except (av.FFmpegError, OSError) as ex:
-        return Decoded("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
+        return DecodeResult("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
     if fallback and fallback not in _SAID:
         _SAID.add(fallback)
         log.warning("%s: decoding in software (%s)", job.rel, fallback)
@@ -414,7 +394,7 @@ def decode_video(job: DecodeJob, sink: Sink) -> Decoded:
         return r
 
 
-def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
+def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
     stream.codec_context.thread_count = job.threads
@@ -536,4 +516,4 @@ def _decode(job: DecodeJob, container, sink: Sink) -> Decoded:
         status, reason = "partial", f"{errors} corrupt packet(s) skipped (last: {last_err})"
     if status == "ok" and frames == 0 and job.start_k == 0:
         status, reason = "failed", "no frame could be decoded"
-    return Decoded(status, reason, n, frames, errors, end_time, t0, pending_cuts[:])
+    return DecodeResult(status, reason, n, frames, errors, end_time, t0, pending_cuts[:])

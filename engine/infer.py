@@ -1,15 +1,7 @@
 """Inference process: batches of ring slots -> face model -> encoded Sample records.
 
-Protocol with the coordinator (tuples over this process's pipe):
-  <- ("batch", [(slot, seq, job_id, n, k, pts, time, scale, thumb_path | None), ...])
-  <- ("stop",)
-  -> ("model", name, provider, has_embeddings)   once, after loading
-  -> ("model_error", message, exit_code)         when the model cannot load
-  -> ("want",)                                   ready for the next batch
-  -> ("release", [slot, ...])                    pixels copied out: slots are free again
-  -> ("results", [(job_id, n, payload | None, n_faces, error), ...], busy_s, starved_s)
-      error: "" or why the model failed on that frame alone (payload None)
-  -> ("warn", text)                              a per-item problem that was contained
+Talks to the coordinator in the messages of facecut.protocol (Batch, Stop in;
+ModelLoaded, ModelFailed, Want, Release, Results, Warn out).
 
 The slots of a batch are copied out and released *before* the model runs, and
 the next batch is asked for at the same moment, so decoders never wait on the
@@ -29,6 +21,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from facecut import protocol
 from facecut.errors import FacecutError
 from facecut.fsio import replace_with_retry, temp_name
 from facecut.procs import recv_or_parent_death
@@ -52,46 +45,46 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
     try:
         model = load_model(**model_opts)
     except FacecutError as ex:
-        conn.send(("model_error", str(ex), ex.exit_code))
+        protocol.send(conn, protocol.ModelFailed(str(ex), ex.exit_code))
         return
-    conn.send(("model", model.name, model.provider, model.has_embeddings))
+    protocol.send(conn, protocol.ModelLoaded(model.name, model.provider, model.has_embeddings))
     ring = FrameRing.attach(ring_spec)
     enc = msgspec.msgpack.Encoder()
     thumb_errors = 0
     try:
-        conn.send(("want",))
+        protocol.send(conn, protocol.Want())
         waited_since = time.perf_counter()
         while True:
             msg = recv_or_parent_death(conn, timeout=None)
-            if msg[0] == "stop":
+            if isinstance(msg, protocol.Stop):
                 break
-            if msg[0] != "batch":
+            if not isinstance(msg, protocol.Batch):
                 continue
             starved = time.perf_counter() - waited_since
-            items = msg[1]
-            frames = [ring.read(it[0], it[1]) for it in items]
-            conn.send(("release", [it[0] for it in items]))
-            conn.send(("want",))
+            items = msg.items
+            frames = [ring.read(it.slot, it.seq) for it in items]
+            protocol.send(conn, protocol.Release([it.slot for it in items]))
+            protocol.send(conn, protocol.Want())
             t = time.perf_counter()
-            faces = detect_each(model, frames, [it[7] for it in items])
+            faces = detect_each(model, frames, [it.scale for it in items])
             busy = time.perf_counter() - t
             out = []
             for it, img, ff in zip(items, frames, faces):
-                _slot, _seq, job_id, n, k, pts, tt, scale, thumb = it
                 if isinstance(ff, Exception):
-                    out.append((job_id, n, None, 0, f"{type(ff).__name__}: {ff}"))
+                    out.append(protocol.Result(it.job_id, it.n, None, 0, f"{type(ff).__name__}: {ff}"))
                     continue
-                payload = enc.encode(Sample(k=k, pts=pts, time=tt, scale=scale, faces=tuple(ff)))
-                out.append((job_id, n, payload, len(ff), ""))
-                if thumb and ff:
+                payload = enc.encode(Sample(k=it.k, pts=it.pts, time=it.time, scale=it.scale, faces=tuple(ff)))
+                out.append(protocol.Result(it.job_id, it.n, payload, len(ff), ""))
+                if it.thumb and ff:
                     try:
-                        write_thumbnail(Path(thumb), img, thumb_side)
+                        write_thumbnail(Path(it.thumb), img, thumb_side)
                     except (OSError, ValueError) as ex:  # disk full, a file held open (Windows)...
                         thumb_errors += 1
                         if thumb_errors == 1 or thumb_errors % 100 == 0:
-                            conn.send(("warn", f"thumbnail not written ({thumb_errors} so far): {ex}"))
+                            text = f"thumbnail not written ({thumb_errors} so far): {ex}"
+                            protocol.send(conn, protocol.Warn(text))
             waited_since = time.perf_counter()
-            conn.send(("results", out, busy, starved))
+            protocol.send(conn, protocol.Results(out, busy, starved))
     finally:
         model.close()
         ring.close()

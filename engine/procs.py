@@ -4,7 +4,8 @@ Every worker is started with the ``spawn`` method (the only one on Windows,
 the default from Python 3.14 on Linux): expensive objects (ONNX sessions, open
 containers) are created inside the child. A worker talks to the coordinator
 over its own duplex pipe (no shared queues: a process killed while holding a
-``multiprocessing.Queue`` lock hangs everyone else). Workers ignore SIGINT; the
+``multiprocessing.Queue`` lock hangs everyone else), in the messages of
+facecut.protocol. Workers ignore SIGINT; the
 coordinator decides when they stop. A worker whose coordinator disappears sees
 EOF on its pipe and exits.
 """
@@ -19,9 +20,11 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from facecut import protocol
 
 CTX = multiprocessing.get_context("spawn")
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ def _bootstrap(target: Callable, conn, args: tuple, fault_path: str | None, log_
         pass  # the coordinator went away: nothing left to report to
     except BaseException:
         try:
-            conn.send(("fatal", traceback.format_exc()))
+            protocol.send(conn, protocol.Fatal(traceback.format_exc()))
         except Exception:
             pass
         sys.exit(1)
@@ -91,16 +94,16 @@ class Worker:
     process: Any
     conn: Any
     fault_path: Path | None = None
-    state: dict = field(default_factory=dict)  # coordinator bookkeeping
+    state: Any = None  # the coordinator's view: protocol.DecoderState | protocol.InferState
 
     @property
     def sentinel(self):
         return self.process.sentinel
 
-    def send(self, msg) -> bool:
+    def send(self, msg: protocol.Message) -> bool:
         """Send, returning False instead of raising when the worker is gone."""
         try:
-            self.conn.send(msg)
+            protocol.send(self.conn, msg)
             return True
         except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
             return False
@@ -148,7 +151,7 @@ def start_worker(
 def stop_workers(workers: list[Worker], timeout: float = 5.0) -> None:
     """Ask politely, then terminate, then kill; always returns."""
     for w in workers:
-        w.send(("stop",))
+        w.send(protocol.Stop())
     deadline = timeout
     for w in workers:
         w.process.join(max(0.1, deadline))
@@ -166,7 +169,7 @@ def stop_workers(workers: list[Worker], timeout: float = 5.0) -> None:
             pass
 
 
-def recv_or_parent_death(conn, timeout: float | None = None):
+def recv_or_parent_death(conn, timeout: float | None = None) -> protocol.Message | None:
     """Child side: wait for a message; raise CoordinatorGone when the parent dies.
 
     Returns None on timeout.
@@ -177,7 +180,7 @@ def recv_or_parent_death(conn, timeout: float | None = None):
     if not ready:
         return None
     if conn in ready:
-        return conn.recv()
+        return protocol.recv(conn)
     raise CoordinatorGone()
 
 

@@ -1,8 +1,10 @@
-"""Per-machine tuning profile written by ``facecut bench --sweep --save-profile``.
+"""What a machine runs with: its provider, its process counts, its tuning profile.
 
-``facecut run`` / ``analyze`` take their decoder / inference-process / batch /
-thread counts, and the ``--fast-decode`` level (only one the sweep found to
-leave cuts and clips unchanged), from it when the options are not given. One profile per
+The one home of per-machine settings. The profile is written by ``facecut bench
+--sweep --save-profile``: ``facecut run`` / ``analyze`` (and each cluster worker,
+:func:`machine_config`) take their decoder / inference-process / batch / thread
+counts, and the ``--fast-decode`` level (only one the sweep found to leave cuts
+and clips unchanged), from it when the options are not given. One profile per
 execution provider, in the user's config folder (platformdirs).
 """
 
@@ -16,7 +18,80 @@ from platformdirs import user_config_dir
 
 log = logging.getLogger(__name__)
 
-KEYS = ("decoders", "infer_procs", "batch", "infer_threads", "ring_slots", "fast_decode")
+COUNTS = ("decoders", "infer_procs", "batch", "infer_threads", "ring_slots")  # the per-machine counts
+KEYS = (*COUNTS, "fast_decode")  # what a profile holds
+
+
+def machine_provider(provider: str) -> str:
+    """The short provider name (``dml``/``cuda``/``cpu``) ``provider`` means on this
+    machine; as given when onnxruntime cannot tell (the inference process then
+    reports the problem properly)."""
+    try:
+        from facecut.models import resolve_provider
+
+        return resolve_provider(provider)
+    except Exception:  # noqa: BLE001 - see above
+        return provider
+
+
+def on_gpu(provider: str) -> bool:
+    """Whether inference runs on a GPU provider (then one process, and the CPU is the decoders')."""
+    return machine_provider(provider) in ("dml", "cuda")
+
+
+def default_decoders() -> int:
+    """Decoder processes without a profile: half the cores."""
+    from facecut.procs import cpu_count
+
+    return max(1, cpu_count() // 2)
+
+
+def infer_processes(cfg) -> int:
+    """Inference processes of a run (``cfg``: an AnalyzeConfig): as configured, else
+    1 on a GPU (DirectML must not run sessions concurrently) and one single-thread
+    model per core on CPU, below the decoders' priority (measured on 2 cores:
+    1 decoder + 2 models 14.1 s, + 1 model 17.9 s)."""
+    from facecut.procs import cpu_count
+
+    if cfg.infer_procs:
+        return cfg.infer_procs
+    return 1 if on_gpu(cfg.provider) else cpu_count()
+
+
+def fill_from_profile(vals: dict, provider: str, pinned=None) -> dict:
+    """``vals`` (AnalyzeConfig fields) with what is not set taken from this machine:
+    its profile for ``provider``, else the defaults. Not set: None in ``vals`` or,
+    when ``pinned`` is given, every count not named in it."""
+    from facecut.config import AnalyzeConfig
+
+    prof = load_profile(machine_provider(provider))
+    defaults = AnalyzeConfig()
+    out = dict(vals)
+    for k in KEYS:
+        unset = out.get(k) is None if pinned is None else (k in COUNTS and k not in pinned)
+        if unset:
+            if k in prof:
+                out[k] = prof[k]
+                log.info("%s=%s from the bench profile", k, prof[k])
+            elif k == "decoders":
+                out[k] = default_decoders()
+            elif pinned is not None:
+                out[k] = getattr(defaults, k)
+    return out
+
+
+def machine_config(cfg, pinned):
+    """``cfg`` (an AnalyzeConfig) with the counts not in ``pinned`` taken from this
+    machine: its bench profile for its provider, else the defaults a local
+    ``facecut run`` uses here. ``pinned=None``: use ``cfg`` exactly as given."""
+    if pinned is None:
+        return cfg
+    import msgspec
+
+    from facecut.config import AnalyzeConfig, build
+
+    vals = fill_from_profile(msgspec.structs.asdict(cfg), cfg.provider, pinned)
+    return build(AnalyzeConfig, **vals)
 
 
 def profile_path(provider: str) -> Path:

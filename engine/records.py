@@ -1,4 +1,5 @@
-"""Every msgspec Struct that crosses a process or file boundary.
+"""Every msgspec Struct written to a file (logs, markers, scan.json, plan.json);
+the messages between processes are in facecut.protocol.
 
 Units, unless a field says otherwise: times in seconds (float, for display and
 scoring) next to the exact integer ``pts`` in the stream's time base; boxes and
@@ -18,7 +19,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 from msgspec import Struct
+
+from facecut.fsio import video_key
 
 SCHEMA = 1
 
@@ -81,6 +85,13 @@ class VideoInfo(Struct, frozen=True, kw_only=True):
     audio: tuple[AudioInfo, ...] = ()
     duplicate_of: str = ""  # path of the first file with the same content
     raw_path: str = ""  # the real name when ``path`` is not it (see raw_name); "" otherwise
+    # The work folder's name for this video (fsio.video_key of ``path``): computed
+    # once, when the record is made or read (scan.json written before it existed).
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            msgspec.structs.force_setattr(self, "key", video_key(self.path))
 
     def fs_path(self, input_dir: str | Path) -> Path:
         """The file itself: ``input_dir`` joined with the real relative name."""
@@ -216,37 +227,6 @@ class Shot(Struct, frozen=True, kw_only=True):
     index: int
     start: float  # seconds relative to t0
     end: float
-
-
-# --------------------------------------------------------------------------- process messages
-
-
-class DecodeJob(Struct, frozen=True, kw_only=True):
-    """What a decoder process is asked to do with one video (pickled to it)."""
-
-    job_id: int  # unique per attempt; stale messages of a cancelled job are recognised by it
-    path: str  # absolute
-    rel: str
-    stream_index: int
-    fps: float  # sampling rate
-    max_side: int  # long-side cap of sampled frames, 0 = none
-    start_k: int = 0  # first grid index still to sample (resume)
-    t0: float | None = None  # first-frame time known from an earlier run's header
-    # Resume. Monotonic timestamps: seek to the keyframe before the last logged cut
-    # (resume_cut_pts), restart the shot detector there, drop cuts at or before it.
-    # Otherwise (resume_cut_pts None): decode from the start and drop cuts at or
-    # before resume_cut_time (the decoder's unwrapped, monotonic time).
-    resume_cut_pts: int | None = None
-    resume_cut_time: float | None = None
-    last_sample_pts: int | None = None  # seek-resume: frames up to this pts were already sampled
-    detector: str = "adaptive"  # "adaptive" | "content" | "none"
-    threshold: float | None = None  # detector threshold (None: the detector's default)
-    min_scene_len: int = 15  # frames
-    shot_width: int = 256  # width of the frames fed to the shot detector
-    error_budget: int = 50  # corrupt packets tolerated before the video is failed
-    threads: int = 1  # decoder threads (FFmpeg frame threading)
-    fast: str = "off"  # facecut.config.FAST_DECODE: what the decoder may skip
-    hwaccel: str = "none"  # facecut.media.HWACCELS: hardware decoder to try
 
 
 # --------------------------------------------------------------------------- plan (track + score -> cut + report)

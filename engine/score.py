@@ -45,7 +45,8 @@ from facecut.config import ScoreConfig
 from facecut.fsio import WorkDir, clip_id, video_key, write_json
 from facecut.logio import read_first
 from facecut.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
-from facecut.track import Track, VideoLog, link, log_status
+from facecut.resume import log_status
+from facecut.track import Track, VideoLog, link
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,14 @@ another terminal, on a finished batch and on one that was killed.
 
 from __future__ import annotations
 
-import json
-import socket
-import time
-
 import msgspec
 
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, read_json, video_key
-from facecut.procs import pid_alive
+from facecut.fsio import WorkDir, read_json
 from facecut.records import VideoDone
 from facecut.scan import load_scan
-
-HEARTBEAT_STALE = 30.0  # s without a heartbeat: the run is not alive
-RATE_WINDOW = 300.0  # s of progress history the rates are computed over
+from facecut.telemetry import read_heartbeat, read_rates
+from facecut.videolog import read_log_state
 
 
 class VideoStatus(msgspec.Struct, kw_only=True):
@@ -54,64 +48,26 @@ class BatchStatus(msgspec.Struct, kw_only=True):
     failures: list[str] = []
 
 
-def read_heartbeat(work: WorkDir) -> tuple[bool, dict]:
-    try:
-        hb = json.loads(work.heartbeat.read_text())
-    except (FileNotFoundError, ValueError):
-        return False, {}
-    age = time.time() - float(hb.get("time", 0))
-    alive = age < HEARTBEAT_STALE
-    if alive and hb.get("host") == socket.gethostname() and hb.get("pid"):
-        alive = pid_alive(int(hb["pid"]))
-    hb["age"] = age
-    return alive, hb
-
-
-def _rates(work: WorkDir) -> tuple[float | None, float | None]:
-    path = work.logs_dir / "progress.jsonl"
-    try:
-        lines = path.read_bytes().splitlines()[-200:]
-    except FileNotFoundError:
-        return None, None
-    pts = []
-    for ln in lines:
-        try:
-            d = json.loads(ln)
-            pts.append((d["time"], d["video_seconds"], d["samples"]))
-        except (ValueError, KeyError):
-            continue
-    if len(pts) < 2:
-        return None, None
-    end = pts[-1]
-    start = next((p for p in pts if end[0] - p[0] <= RATE_WINDOW), pts[0])
-    dt = end[0] - start[0]
-    if dt <= 0:
-        return None, None
-    return (end[1] - start[1]) / dt, (end[2] - start[2]) / dt
-
-
 def batch_status(work: WorkDir) -> BatchStatus:
     if not work.root.is_dir():
         raise ConfigError(f"work folder not found: {work.root}")
-    alive, hb = read_heartbeat(work)
+    alive, hb, age = read_heartbeat(work)
     scan = load_scan(work)
-    running = set((hb.get("running") or {}).values()) if alive else set()
-    out = BatchStatus(work=str(work.root), alive=alive, pid=hb.get("pid"), host=hb.get("host"),
-                      heartbeat_age=hb.get("age"), stage=hb.get("stage"))
+    running = set(hb.running.values()) if alive and hb else set()
+    out = BatchStatus(work=str(work.root), alive=alive, pid=hb and hb.pid, host=hb and hb.host,
+                      heartbeat_age=age, stage=hb and hb.stage)
     for info in scan.videos:
         if info.status != "ok":
             out.videos.append(VideoStatus(path=info.path, status="duplicate" if info.status == "duplicate"
                                           else "unreadable", reason=info.reason))
             continue
-        key = video_key(info.path)
+        key = info.key
         vs = VideoStatus(path=info.path, status="pending", duration=info.duration)
         done_path = work.done_path(key)
         if done_path.exists():
             d = read_json(done_path, VideoDone)
             vs.status, vs.reason, vs.samples, vs.analysed = d.status, d.reason, d.samples, info.duration
         elif work.log_path(key).exists():
-            from facecut.coordinator import read_log_state
-
             try:
                 st = read_log_state(work.log_path(key))
                 vs.samples = st.samples
@@ -130,7 +86,7 @@ def batch_status(work: WorkDir) -> BatchStatus:
     out.video_seconds_done = sum(v.analysed for v in ok_videos)
     out.failures = [f"{v.path}: {v.status}: {v.reason}" for v in out.videos if v.status in ("failed", "partial", "unreadable")]
     if alive:
-        out.speed, out.infer_fps = _rates(work)
+        out.speed, out.infer_fps = read_rates(work)
         if out.speed:
             out.eta_s = max(0.0, out.video_seconds_total - out.video_seconds_done) / out.speed
     return out

@@ -30,6 +30,8 @@ import numpy as np
 
 from facecut.config import TrackConfig
 from facecut.records import Cut, Done, LogHeader, Sample, Shot
+from facecut.resume import log_status
+from facecut.videolog import shots_from_cuts
 
 _EPS = 1e-6
 
@@ -89,13 +91,6 @@ def _embeddings(raw: list[bytes | None]) -> np.ndarray | None:
     out = np.full((len(raw), d), np.nan, np.float32)
     out[have] = np.frombuffer(b"".join(raw[i] for i in have), "<f2").reshape(len(have), d)
     return out
-
-
-def shots_from_cuts(cut_times, duration: float) -> list[Shot]:
-    """Shots between the cuts (seconds); cuts outside (0, duration) are ignored."""
-    inner = sorted({float(t) for t in cut_times if 0.0 < t < duration})
-    bounds = [0.0, *inner, max(float(duration), 0.0)]
-    return [Shot(index=i, start=a, end=b) for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]
 
 
 @dataclass(eq=False)
@@ -364,42 +359,6 @@ def summarise(video: VideoLog, tracks: list[Track]) -> dict:
 
 
 # --------------------------------------------------------------------------- work folder
-
-
-def log_status(work, info) -> tuple[str, str, list | None]:
-    """(status, reason, records) of one scanned video's log in ``work``.
-
-    status: ``failed`` (scan or analysis failed; reason says why), ``pending``
-    (not analysed, unfinished, or analysed from a file that has changed since),
-    or the Done record's ``ok``/``partial`` with the records. A damaged log is
-    ``failed`` with the damage as reason (per-item failure is data).
-    """
-    from facecut.errors import LogCorruption
-    from facecut.fsio import video_key
-    from facecut.logio import read_records
-    from facecut.records import LogRecord
-
-    if info.status != "ok":
-        return "failed", info.reason, None
-    path = work.log_path(video_key(info.path))
-    if not path.exists():
-        return "pending", "not analysed yet", None
-    try:
-        records = read_records(path, LogRecord)
-    except LogCorruption as ex:
-        return "failed", f"analysis log damaged: {ex}", None
-    header = records[0] if records and type(records[0]) is LogHeader else None
-    if header is None:
-        return "pending", "analysis not started", None
-    if header.fingerprint != info.fingerprint:
-        return "pending", "file changed since it was analysed", None
-    done = records[-1] if type(records[-1]) is Done else None
-    if done is None:
-        n = sum(type(r) is Sample for r in records)
-        return "pending", f"analysis not finished ({n} samples so far)", None
-    if done.status == "failed":
-        return "failed", done.reason, None
-    return done.status, done.reason, records
 
 
 def track_work(work, cfg: TrackConfig | None = None) -> list[dict]:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from facecut.config import AnalyzeConfig
-from facecut.coordinator import analyze, read_log_state
+from facecut.coordinator import analyze
+from facecut.videolog import read_log_state
 from facecut.fsio import WorkDir, fingerprint, video_key
 from facecut.logio import iter_frames, read_records
 from facecut.records import Cut, Done, LogHeader, LogRecord, Sample
@@ -559,13 +560,13 @@ def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tm
 def test_finished_videos_are_recognised_from_their_markers_not_their_records(analyzed, monkeypatch):
     """Resuming a batch of thousands of finished videos must not read every record
     of every log: the completion marker and the log's first frame say enough."""
-    import facecut.coordinator as coordinator
+    import facecut.resume as resume
 
     work, _ = analyzed
     before = log_bytes(work)
     read = []
-    real = coordinator.read_log_state
-    monkeypatch.setattr(coordinator, "read_log_state", lambda path: read.append(path) or real(path))
+    real = resume.read_log_state
+    monkeypatch.setattr(resume, "read_log_state", lambda path, keep=False: read.append(path) or real(path, keep))
     result = analyze(WorkDir(work), AnalyzeConfig(**CFG))
     assert result.exit_code == 0 and read == []
     assert [v.status for v in result.videos] and all(v.status == "ok" for v in result.videos)

@@ -33,7 +33,8 @@ from facecut.cluster import (
     path_map,
 )
 from facecut.config import AnalyzeConfig
-from facecut.coordinator import analyze, read_log_state
+from facecut.coordinator import analyze
+from facecut.videolog import read_log_state
 from facecut.errors import ConfigError
 from facecut.fsio import WorkDir, video_key
 from facecut.scan import load_scan, save_scan, scan

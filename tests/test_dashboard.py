@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from facecut.cli import main
-from facecut.coordinator import read_log_state
+from facecut.videolog import read_log_state
 from facecut.dashboard import Reporter, plain_line, render, summary_table
 from facecut.fsio import WorkDir, video_key
 from facecut.scan import save_scan, scan

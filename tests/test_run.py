@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from facecut.cli import main
-from facecut.coordinator import read_log_state
+from facecut.videolog import read_log_state
 from facecut.fsio import WorkDir, output_folder, read_json, video_key
 from facecut.records import Plan
 

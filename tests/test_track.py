@@ -8,7 +8,8 @@ import pytest
 
 from facecut.config import TrackConfig
 from facecut.records import SCHEMA, Cut, Done, Face, LogHeader, Sample, embedding_to_bytes
-from facecut.track import VideoLog, greedy_pairs, shots_from_cuts, track_video
+from facecut.track import VideoLog, greedy_pairs, track_video
+from facecut.videolog import shots_from_cuts
 
 FPS = 2.0
 
