@@ -40,6 +40,16 @@ def _path(**kw):
 
 
 WORK_OPT = opt("-w", "--work", type=_path(file_okay=False), required=True, help="Work folder (logs, plan, report).")
+# Options more than one command takes, declared once (help texts may say what they are for there).
+MIN_FACE_OPT = opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels.")
+
+
+def provider_opt(help: str = "onnxruntime execution provider."):
+    return opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help=help)
+
+
+def model_dir_opt(help: str):
+    return opt("--model-dir", type=_path(), default=None, help=help)
 
 
 def scan_options(f):
@@ -236,12 +246,12 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
 def analyze_options(f):
     """Options of the analysis stage (shared by `analyze` and `run`)."""
     from facecut.config import FAST_DECODE, HWACCELS
-    from facecut.procs import cpu_count
+    from facecut.profile import default_decoders
 
     opts = [
         opt("--fps", type=float, default=2.0, help="Frames sampled per second of video."),
         opt("--max-side", type=int, default=1280, help="Downscale analysed frames whose long side exceeds this (0 = never)."),
-        opt("--decoders", type=int, default=None, help=f"Decoder processes [default: bench profile, else {max(1, cpu_count() // 2)}]."),
+        opt("--decoders", type=int, default=None, help=f"Decoder processes [default: bench profile, else {default_decoders()}]."),
         opt("--infer-procs", type=int, default=None, help="Inference processes [default: bench profile, else 1 on GPU, one per core on CPU (below the decoders' priority)]."),
         opt("--infer-threads", type=int, default=None, help="onnxruntime threads per inference process [default: bench profile, else 1]."),
         opt("--batch", type=int, default=None, help="Frames per inference batch [default: bench profile, else 8]."),
@@ -250,11 +260,10 @@ def analyze_options(f):
         opt("--model", type=click.Choice(["mtcnn", "buffalo_l", "scrfd"]), default="mtcnn",
             help="Face model backend: mtcnn (embedded), buffalo_l (insightface's pack), scrfd (any SCRFD file, "
                  "with 1k3d68 and ArcFace when its folder has them)."),
-        opt("--model-dir", type=_path(), default=None,
-            help="Model folder: an insightface pack, a roop-unleashed install or its models folder, FaceFusion's "
-                 ".assets/models [default: ~/.insightface/models/buffalo_l]."),
-        opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="onnxruntime execution provider."),
-        opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels."),
+        model_dir_opt("Model folder: an insightface pack, a roop-unleashed install or its models folder, FaceFusion's "
+                      ".assets/models [default: ~/.insightface/models/buffalo_l]."),
+        provider_opt(),
+        MIN_FACE_OPT,
         opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
         opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
         opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
@@ -292,29 +301,14 @@ def _analyze_config(kw: dict, work: Path | None = None):
     chosen = vals["fast_decode"] is not None
     vals = fill_from_profile(vals, vals["provider"])
     if not chosen and work is not None:
-        logged = _logged_fast_decode(work)
+        from facecut.fsio import WorkDir
+        from facecut.resume import logged_fast_decode
+
+        logged = logged_fast_decode(WorkDir(work))
         if logged is not None and logged != (vals["fast_decode"] or "off"):
             log.info("--fast-decode %s, as the logs in %s were made", logged, work)
             vals["fast_decode"] = logged
     return build(AnalyzeConfig, **vals)
-
-
-def _logged_fast_decode(work: Path) -> str | None:
-    """The ``--fast-decode`` level of the first log in ``work`` (None: no log)."""
-    import json
-
-    from facecut.fsio import WorkDir
-    from facecut.logio import read_first
-    from facecut.records import LogHeader, LogRecord
-
-    for path in sorted(WorkDir(work).analysis_dir.glob("*.fclog")):
-        h = read_first(path, LogRecord)
-        if isinstance(h, LogHeader):
-            try:
-                return json.loads(h.model_params).get("fast_decode", "off")
-            except ValueError:
-                return None
-    return None
 
 
 def progress_options(f):
@@ -399,20 +393,25 @@ def gate_options(f):
         opt("--identity", type=_path(exists=True), default=None,
             help="Keep only this person: an image, a folder of images or a roop-unleashed .fsz face set."),
         opt("--identity-threshold", type=float, default=None, help="Largest cosine distance to the identity [0.65]."),
-    ] + track_opts()
+    ]
+    f = track_options(f)
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def track_opts():
-    return [
+def track_options(f):
+    """The tracker's options (`track`, and through gate_options `score` and `run`)."""
+    opts = [
         opt("--track-iou", type=float, default=None, help="Least IoU to link a face to a track [0.3]."),
         opt("--track-max-gap", type=float, default=None, help="Seconds without detection a track survives [1]."),
         opt("--stitch-sim", type=float, default=None, help="Least embedding cosine to stitch a gap [0.5]."),
         opt("--stitch-shift", type=float, default=None, help="Largest centre shift to stitch, in face sizes [1]."),
         opt("--stitch-size", type=float, default=None, help="Largest size ratio to stitch [1.5]."),
     ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
 
 
 _TRACK_KEYS = {"track_iou": "iou", "track_max_gap": "max_gap", "stitch_sim": "stitch_sim",
@@ -441,11 +440,7 @@ def _score_config(kw: dict, *, min_face, model_dir, provider):
 @main.command()
 @WORK_OPT
 @opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--track-iou", envvar="FACECUT_TRACK_IOU", type=float, default=None, help="Least IoU to link [0.3].")
-@click.option("--track-max-gap", envvar="FACECUT_TRACK_MAX_GAP", type=float, default=None, help="Seconds a track survives without detection [1].")
-@click.option("--stitch-sim", envvar="FACECUT_STITCH_SIM", type=float, default=None, help="Least embedding cosine to stitch [0.5].")
-@click.option("--stitch-shift", envvar="FACECUT_STITCH_SHIFT", type=float, default=None, help="Largest centre shift to stitch, face sizes [1].")
-@click.option("--stitch-size", envvar="FACECUT_STITCH_SIZE", type=float, default=None, help="Largest size ratio to stitch [1.5].")
+@track_options
 @handle_errors
 def track(work: Path, as_json: bool, **kw) -> int:
     """Link faces into tracks within each shot (from the logs; writes nothing)."""
@@ -473,9 +468,9 @@ def track(work: Path, as_json: bool, **kw) -> int:
 @main.command()
 @WORK_OPT
 @gate_options
-@opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels.")
-@opt("--model-dir", type=_path(), default=None, help="Model folder, for --identity (the analysis's model folder).")
-@opt("--provider", type=click.Choice(["auto", "dml", "cuda", "cpu"]), default="auto", help="Provider for --identity.")
+@MIN_FACE_OPT
+@model_dir_opt("Model folder, for --identity (the analysis's model folder).")
+@provider_opt("Provider for --identity.")
 @handle_errors
 @writes_work("score")
 def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
@@ -708,8 +703,7 @@ def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
 
 
 @main.command()
-@opt("--model-dir", type=_path(), default=None,
-     help="Model folder to check (buffalo_l / scrfd) [default: ~/.insightface/models/buffalo_l].")
+@model_dir_opt("Model folder to check (buffalo_l / scrfd) [default: ~/.insightface/models/buffalo_l].")
 @opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def doctor(model_dir: Path | None, as_json: bool) -> int:

@@ -15,6 +15,7 @@ decodes from the start and drops what is already committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -26,7 +27,8 @@ import msgspec
 from facecut.config import AnalyzeConfig
 from facecut.errors import ConfigError, LogCorruption
 from facecut.fsio import WorkDir, replace_with_retry
-from facecut.records import LogHeader, ScanResult, VideoInfo
+from facecut.logio import read_first
+from facecut.records import LogHeader, LogRecord, ScanResult, VideoInfo
 from facecut.scan import load_scan, probe
 from facecut.videolog import LogState, VideoRun, finished_state, read_log_state, write_markers
 
@@ -174,3 +176,16 @@ def log_status(work: WorkDir, info: VideoInfo) -> tuple[str, str, list | None]:
     if st.done.status == "failed":
         return "failed", st.done.reason, None
     return st.done.status, st.done.reason, st.records
+
+
+def logged_fast_decode(work: WorkDir) -> str | None:
+    """The ``--fast-decode`` level the logs in ``work`` were made with (None: no log
+    yet): a level from the bench profile yields to it, so a resume is never refused."""
+    for path in sorted(work.analysis_dir.glob("*.fclog")):
+        h = read_first(path, LogRecord)
+        if isinstance(h, LogHeader):
+            try:
+                return json.loads(h.model_params).get("fast_decode", "off")
+            except ValueError:
+                return None
+    return None
