@@ -24,7 +24,8 @@ import av
 
 from facecut.bench.common import default_cache, figure, generated_corpus, machine, save_json
 from facecut.cut import cut_plan
-from facecut.fsio import WorkDir, clip_id, fingerprint, video_key, write_json
+from facecut.fsio import clip_id, fingerprint, video_key, write_json
+from facecut.workdir import WorkDir
 from facecut.records import Clip, ClipStats, Plan, SourcePlan
 
 

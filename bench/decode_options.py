@@ -36,15 +36,14 @@ def _iou(a, b) -> float:
 
 def _logs(work: Path) -> dict[str, tuple[list, dict]]:
     """video -> (cut times, {grid index k: Sample})."""
-    from facecut.fsio import WorkDir, video_key
+    from facecut.workdir import WorkDir
     from facecut.logio import read_records
     from facecut.records import Cut, LogRecord, Sample
-    from facecut.scan import load_scan
 
     wd = WorkDir(work)
     out = {}
-    for v in load_scan(wd).videos:
-        path = wd.log_path(video_key(v.path))
+    for v in wd.load_scan().videos:
+        path = wd.log_path(v.key)
         if not path.exists():
             continue
         recs = read_records(path, LogRecord)
@@ -68,7 +67,7 @@ def _cut_match(cuts: list[float], truth: list[float], frame: float) -> tuple[int
 
 def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
     """Per level: what the analysis found, compared with the ``off`` level's."""
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
     from facecut.score import ScoreConfig, plan_from_work
     from facecut.tools.make_media import load_truth
 

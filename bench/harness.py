@@ -55,14 +55,14 @@ def _analyze_cfg(base: dict, **over):
 def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     """scan + analyze + score + cut + report, timed per stage, on a fresh work folder."""
     from facecut.coordinator import analyze
-    from facecut.fsio import WorkDir
-    from facecut.scan import save_scan, scan
+    from facecut.workdir import WorkDir
+    from facecut.scan import scan
 
     work = WorkDir(tempfile.mkdtemp(prefix="chain-", dir=tmp))
     out = Path(tempfile.mkdtemp(prefix="clips-", dir=tmp))
     t = {}
     s = time.perf_counter()
-    save_scan(work, scan(corpus))
+    work.save_scan(scan(corpus))
     t["scan_s"] = time.perf_counter() - s
     s = time.perf_counter()
     analyze(work, cfg)
@@ -70,11 +70,11 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     plan = None
     try:
         from facecut.config import ScoreConfig
-        from facecut.score import plan_from_work, write_plan
+        from facecut.score import plan_from_work
 
         s = time.perf_counter()
         plan = plan_from_work(work, ScoreConfig())
-        write_plan(work, plan)
+        work.save_plan(plan)
         t["score_s"] = time.perf_counter() - s
     except ImportError as ex:
         t["score_s"] = None

@@ -88,7 +88,8 @@ def _batch_rates(work: Path) -> dict:
 
 
 def bench_scale(cache: Path, *, pieces: int, seconds: float, run_args: list[str], repeats: int = 1) -> dict:
-    from facecut.fsio import WorkDir, read_json
+    from facecut.fsio import read_json
+    from facecut.workdir import WorkDir
     from facecut.records import Plan
 
     pieces_dir, joined_dir = scale_corpus(cache, pieces, seconds)

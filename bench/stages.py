@@ -8,6 +8,7 @@ ring transport, log writes, and ``analyze`` end to end.
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ from facecut.records import VideoInfo
 def decode_jobs(videos: list[VideoInfo], root: Path, *, fps: float, max_side: int, detector: str,
                 threads: int = 1, fast: str = "off") -> list[DecodeJob]:
     return [
-        DecodeJob(job_id=i, path=str(root / v.path), rel=v.path, stream_index=v.stream_index, fps=fps,
+        DecodeJob(job_id=i, path=os.fsencode(root / v.path), rel=v.path, stream_index=v.stream_index, fps=fps,
                   max_side=max_side, detector=detector, threads=threads, fast=fast)
         for i, v in enumerate(videos)
     ]
@@ -303,13 +304,13 @@ def bench_log_write(n: int = 20000, batch: int = 8, with_embedding: bool = True)
 def bench_analyze(corpus: Path, cfg, work_root: Path) -> dict:
     """``analyze`` end to end on a fresh work folder (scan not timed)."""
     from facecut.coordinator import analyze
-    from facecut.fsio import WorkDir
-    from facecut.scan import save_scan, scan
+    from facecut.workdir import WorkDir
+    from facecut.scan import scan
 
     work = Path(tempfile.mkdtemp(prefix="analyze-", dir=work_root))
     wd = WorkDir(work)
     res = scan(corpus)
-    save_scan(wd, res)
+    wd.save_scan(res)
     t = time.perf_counter()
     result = analyze(wd, cfg)
     wall = time.perf_counter() - t

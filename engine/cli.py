@@ -226,13 +226,13 @@ def scan_cmd(input_dir: Path, work: Path, extensions: str, filter_from, skip_pat
     """Find and probe the videos in INPUT_DIR; write WORK/scan.json."""
     import msgspec
 
-    from facecut.fsio import WorkDir
-    from facecut.scan import save_scan, scan
+    from facecut.workdir import WorkDir
+    from facecut.scan import scan
 
     wd = WorkDir(work)
     result = scan(input_dir, extensions=extensions.split(","), filter_from=filter_from, skip_pattern=skip_pattern,
                   exclude=[wd.root], progress=_scan_progress())
-    save_scan(wd, result)
+    wd.save_scan(result)
     if as_json:
         click.echo(msgspec.json.format(msgspec.json.encode(result), indent=1).decode())
     else:
@@ -301,7 +301,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
     chosen = vals["fast_decode"] is not None
     vals = fill_from_profile(vals, vals["provider"])
     if not chosen and work is not None:
-        from facecut.fsio import WorkDir
+        from facecut.workdir import WorkDir
         from facecut.resume import logged_fast_decode
 
         logged = logged_fast_decode(WorkDir(work))
@@ -329,7 +329,7 @@ def _log_to_work(work: Path, command: str) -> None:
     """Also log to WORK/logs/<command>-<time>.log (INFO and up)."""
     import time
 
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
 
     logs = WorkDir(work).ensure().logs_dir
     handler = logging.FileHandler(logs / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log", encoding="utf-8")
@@ -350,7 +350,7 @@ def _run_analysis(work, cfg, reporter) -> int:
 
     from facecut.coordinator import analyze as run_analyze
     from facecut.dashboard import summary_table
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
 
     _log_to_work(work, "analyze")
     with reporter:
@@ -448,7 +448,7 @@ def track(work: Path, as_json: bool, **kw) -> int:
     from rich.table import Table
 
     from facecut.dashboard import shown
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
     from facecut.track import track_work
 
     rows = track_work(WorkDir(work), _track_config(kw))
@@ -477,14 +477,14 @@ def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
     """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
     import time
 
-    from facecut.fsio import WorkDir
-    from facecut.score import plan_from_work, write_plan
+    from facecut.workdir import WorkDir
+    from facecut.score import plan_from_work
 
     cfg = _score_config(kw, min_face=min_face, model_dir=model_dir, provider=provider)
     t = time.perf_counter()
     wd = WorkDir(work)
     plan = plan_from_work(wd, cfg)
-    write_plan(wd, plan)
+    wd.save_plan(plan)
     secs = sum(c.end - c.start for c in plan.clips)
     rejected = ", ".join(f"{k} {v}" for k, v in plan.rejected.items() if v) or "none"
     click.echo(f"{len(plan.clips)} clips ({secs / 60:.1f} min) from {len(plan.sources)} sources; "
@@ -537,13 +537,13 @@ def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_l
     """Cut the planned clips by stream copy: OUT/<source folder>/<clip id>.mp4, one read per source."""
     from facecut.cut import cut_plan
     from facecut.errors import ConfigError
-    from facecut.fsio import WorkDir, read_json
+    from facecut.workdir import WorkDir
 
     wd = WorkDir(work)
     if out is None:
         try:
-            out = Path(read_json(wd.plan_json)["params"]["cut"]["out_dir"])
-        except (FileNotFoundError, KeyError, TypeError) as ex:
+            out = Path(wd.load_plan().params["cut"]["out_dir"])
+        except (KeyError, TypeError) as ex:
             raise ConfigError("no output folder: give -o OUT (none recorded in plan.json yet)") from ex
     result = cut_plan(wd, out, accurate=accurate, sidecar=write_sidecar, max_lead_in=max_lead_in)
     _print_cut(result)
@@ -559,7 +559,7 @@ def cut(work: Path, out: Path | None, accurate: bool, write_sidecar: bool, max_l
 @writes_work("report")
 def report(work: Path, out: Path | None) -> int:
     """Write the HTML report WORK/report/index.html (no second decode of the sources)."""
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
     from facecut.report import write_report
 
     path = write_report(WorkDir(work), out)
@@ -581,7 +581,7 @@ def status(work: Path, as_json: bool, watch: bool, interval: float) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
     from facecut.status import batch_status, render_status
 
     wd = WorkDir(work)
@@ -630,7 +630,7 @@ def run(input_dir: Path, out: Path, work: Path | None, extensions: str, filter_f
         accurate: bool, write_sidecar: bool, max_lead_in: float, no_dashboard: bool, json_progress: bool,
         dry_run: bool, cluster: str | None, **kw) -> int:
     """Run the whole chain on INPUT_DIR, writing clips to OUT (resumable: run it again to continue)."""
-    from facecut.fsio import WorkDir
+    from facecut.workdir import WorkDir
     from facecut.pipeline import scan_exclusions
     from facecut.worklock import WorkLock
 
@@ -675,7 +675,7 @@ def _run_locked(input_dir, out, wd, scan_opts, acfg, scfg, pinned, cluster, no_d
 
 
 def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
-    from facecut.fsio import display_name, video_key
+    from facecut.fsio import display_name
     from facecut.scan import scan
 
     result = scan(input_dir, **scan_opts)
@@ -685,7 +685,7 @@ def _dry_run(input_dir: Path, wd, scan_opts: dict) -> int:
     for v in result.videos:
         if v.status != "ok":
             continue
-        if wd.done_path(video_key(v.path)).exists():
+        if wd.done_path(v.key).exists():
             done += 1
         else:
             todo += 1

@@ -70,7 +70,8 @@ from facecut import __version__
 from facecut.config import AnalyzeConfig
 from facecut.coordinator import AnalyzeResult, Coordinator
 from facecut.errors import ConfigError, EnvironmentProblem, FacecutError
-from facecut.fsio import WorkDir, replace_with_retry, video_key, write_json
+from facecut.fsio import replace_with_retry, video_key, write_json
+from facecut.workdir import WorkDir
 from facecut.profile import COUNTS, machine_config
 from facecut.records import VideoInfo, os_name
 from facecut.resume import ResumePlan, plan_run

@@ -12,6 +12,7 @@ videos resume from their last committed sample) and publishes stats snapshots
 from __future__ import annotations
 
 import logging
+import os
 import multiprocessing.connection
 import time
 from collections import deque
@@ -23,7 +24,7 @@ from facecut import protocol as P
 from facecut.config import AnalyzeConfig
 from facecut.decode import capped_size, decoder_main
 from facecut.errors import EXIT_OK, EXIT_SOME_FAILED, FacecutError, ModelError
-from facecut.fsio import WorkDir
+from facecut.workdir import WorkDir
 from facecut.infer import infer_main
 from facecut.procs import Worker, cpu_count, start_worker, stop_workers
 from facecut.profile import infer_processes, on_gpu
@@ -59,6 +60,13 @@ class AnalyzeResult:
 
 
 class Coordinator:
+    # Every message a worker sends (facecut.protocol), and the method that takes it.
+    HANDLERS = {
+        P.Ready: "_on_ready", P.Started: "_on_started", P.Progress: "_on_progress", P.JobDone: "_on_job_done",
+        P.Cancelled: "_on_cancelled", P.Results: "_on_results", P.Warn: "_on_warn", P.Release: "_on_release",
+        P.Want: "_on_want", P.ModelLoaded: "_on_model", P.ModelFailed: "_on_model_failed", P.Fatal: "_on_fatal",
+    }
+
     def __init__(
         self,
         work: WorkDir,
@@ -96,12 +104,7 @@ class Coordinator:
         self.faces_found = 0
         self._last_stats = 0.0
         self.snapshot: RunStats | None = None
-        self._handlers = {
-            P.Ready: self._on_ready, P.Started: self._on_started, P.Progress: self._on_progress,
-            P.JobDone: self._on_job_done, P.Cancelled: self._on_cancelled, P.Results: self._on_results,
-            P.Warn: self._on_warn, P.Release: self._on_release, P.Want: self._on_want,
-            P.ModelLoaded: self._on_model, P.ModelFailed: self._on_model_failed, P.Fatal: self._on_fatal,
-        }
+        self._handlers = {t: getattr(self, name) for t, name in self.HANDLERS.items()}
 
     # ------------------------------------------------------------------ setup
 
@@ -350,14 +353,14 @@ class Coordinator:
                     self.free.append(it[0].slot)
             self.ready = keep
 
-    def _thumb_path(self, vr: VideoRun, k: int) -> str | None:
+    def _thumb_path(self, vr: VideoRun, k: int) -> bytes | None:
         every = self.cfg.thumb_every
         if every <= 0:
             return None
         stride = max(1, round(every * self.cfg.fps))
         if k % stride:
             return None
-        return str(self.work.thumbs_dir / vr.key / f"{k:07d}.jpg")
+        return os.fsencode(self.work.thumbs_dir / vr.key / f"{k:07d}.jpg")
 
     def _start_job(self, vr: VideoRun, w: Worker) -> None:
         st = vr.state
@@ -372,7 +375,7 @@ class Coordinator:
             self._warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
         job = P.DecodeJob(
             job_id=job_id,
-            path=str(vr.info.fs_path(self.input_dir)),
+            path=os.fsencode(vr.info.fs_path(self.input_dir)),
             rel=vr.info.path,
             stream_index=vr.info.stream_index,
             fps=self.cfg.fps,

@@ -59,7 +59,6 @@ from facecut.errors import ConfigError
 from facecut.fsio import (
     OUT_MARKER,
     UnsafePath,
-    WorkDir,
     atomic_write_bytes,
     display_name,
     fingerprint,
@@ -77,6 +76,7 @@ from facecut.media import ffmpeg_reason, open_input, refusal_reason
 from facecut.procs import pid_alive
 from facecut.records import Clip, Plan, SourcePlan
 from facecut.timeline import FrameClock, Unwrapper, frame_rate, start_seconds, time_base
+from facecut.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 

@@ -381,7 +381,7 @@ def apply_fast_decode(cc, fast: str) -> None:
 def decode_video(job: DecodeJob, sink: Sink) -> DecodeResult:
     """Decode one video once, sequentially: shot cuts and samples go to ``sink``."""
     try:
-        container, device, fallback = open_decoding(job.path, job.hwaccel)
+        container, device, fallback = open_decoding(job.file, job.hwaccel)
     except (av.FFmpegError, OSError) as ex:
         return DecodeResult("failed", f"cannot open: {ex}", 0, 0, 0, 0.0, None, [])
     if fallback and fallback not in _SAID:

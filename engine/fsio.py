@@ -1,4 +1,5 @@
-"""Files: atomic writes, the work-folder layout, stable keys and ids.
+"""Files: atomic writes, safe names, stable keys and ids (the work folder's
+layout and loaders: facecut.workdir).
 
 Every output is written to a temporary name in the same folder and renamed
 into place (``os.replace``), retried on Windows where a player, indexer or
@@ -242,65 +243,3 @@ def mark_folder(folder: Path, marker: str) -> None:
     remove_temp_files(path.parent, alive=pid_alive, pattern=own)
     if not path.exists():
         atomic_write_text(path, "written by facecut: scans of an input folder skip this folder\n")
-
-
-class WorkDir:
-    """Layout of a work folder (everything facecut writes except clips)::
-
-        WORK/scan.json                  scan result (ScanResult)
-        WORK/analysis/<key>.fclog       append-only analysis log per video
-        WORK/analysis/<key>.done        completion marker (write-then-rename)
-        WORK/analysis/<key>.shots.json  the video's shots, from its logged cuts
-        WORK/analysis/<key>.lease       cluster runs: which worker analyses the video
-        WORK/thumbs/<key>/...           thumbnails captured during analysis
-        WORK/plan.json                  clip plan (track + score)
-        WORK/report/index.html          HTML report
-        WORK/logs/progress.jsonl        progress snapshots of runs (and cluster probe files)
-        WORK/heartbeat.json             pid, workers and time of a live run (`status` reads it)
-        WORK/.facecut.lock              one writer at a time (facecut.worklock)
-        WORK/.facecut-work              marker: a scan never walks into this folder
-        WORK/.<name>.<pid>.tmp          a file being written; the lock removes dead ones
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser().resolve()
-
-    def ensure(self) -> "WorkDir":
-        for d in (self.root, self.analysis_dir, self.logs_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        mark_folder(self.root, WORK_MARKER)
-        return self
-
-    @property
-    def scan_json(self) -> Path:
-        return self.root / "scan.json"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.root / "analysis"
-
-    def log_path(self, key: str) -> Path:
-        return self.analysis_dir / f"{key}.fclog"
-
-    def done_path(self, key: str) -> Path:
-        return self.analysis_dir / f"{key}.done"
-
-    @property
-    def thumbs_dir(self) -> Path:
-        return self.root / "thumbs"
-
-    @property
-    def plan_json(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def heartbeat(self) -> Path:
-        return self.root / "heartbeat.json"

@@ -15,6 +15,7 @@ Never imports av.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
                 out.append(protocol.Result(it.job_id, it.n, payload, len(ff), ""))
                 if it.thumb and ff:
                     try:
-                        write_thumbnail(Path(it.thumb), img, thumb_side)
+                        write_thumbnail(Path(os.fsdecode(it.thumb)), img, thumb_side)
                     except (OSError, ValueError) as ex:  # disk full, a file held open (Windows)...
                         thumb_errors += 1
                         if thumb_errors == 1 or thumb_errors % 100 == 0:

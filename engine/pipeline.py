@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import msgspec
 
 from facecut.config import AnalyzeConfig, ScoreConfig
 from facecut.errors import EXIT_OK, EXIT_SOME_FAILED, ConfigError
-from facecut.fsio import WorkDir, video_key
+from facecut.workdir import WorkDir
 from facecut.records import Plan, ScanResult
 from facecut.stats import RunStats
 
@@ -82,12 +81,11 @@ class _Streamer:
 
     def write_plan_so_far(self) -> None:
         """plan.json from the videos scored so far (an interrupted run)."""
-        from facecut.score import write_plan
-
+        
         if self.scored:
             sources = [s for s, _ in self.scored.values()]
             clips = [c for _, cl in self.scored.values() for c in cl]
-            write_plan(self.work, Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips))
+            self.work.save_plan(Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips))
 
     def _run(self) -> None:
         while True:
@@ -106,7 +104,7 @@ class _Streamer:
         from facecut.records import LogRecord
         from facecut.score import score_video
 
-        records = read_records(self.work.log_path(video_key(info.path)), LogRecord)
+        records = read_records(self.work.log_path(info.key), LogRecord)
         source, clips = score_video(info, records, self.cfg, work=self.work, identity=self.identity)
         del records
         self.scored[info.path] = (source, clips)
@@ -151,8 +149,8 @@ def run_batch(
     from facecut.coordinator import analyze
     from facecut.cut import cut_plan
     from facecut.report import write_report
-    from facecut.scan import save_scan, scan
-    from facecut.score import plan_from_work, write_plan
+    from facecut.scan import scan
+    from facecut.score import plan_from_work
 
     t0 = time.perf_counter()
     stage = on_stage or (lambda s: None)
@@ -162,7 +160,7 @@ def run_batch(
 
     stage("scan")
     result = RunResult(scan=scan(input_dir, **scan_opts, exclude=exclude))
-    save_scan(work, result.scan)
+    work.save_scan(result.scan)
 
     identity = None
     if score_cfg.identity:
@@ -200,10 +198,10 @@ def run_batch(
 
     stage("score")
     plan = plan_from_work(work, score_cfg, identity=identity)
-    write_plan(work, plan)
+    work.save_plan(plan)
     stage("cut")
     result.cut = cut_plan(work, out_dir, **cut_opts, cache=streamer.cache)
-    result.plan = msgspec.json.decode(work.plan_json.read_bytes(), type=Plan)
+    result.plan = work.load_plan()
     stage("report")
     result.report = write_report(work, out_dir)
     result.elapsed = time.perf_counter() - t0

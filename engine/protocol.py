@@ -57,6 +57,7 @@ wait on the model. The coordinator's view of each worker is typed per kind
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Union
@@ -71,7 +72,7 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     """What a decoder process is asked to do with one video."""
 
     job_id: int  # unique per attempt; stale messages of a cancelled job are recognised by it
-    path: str  # absolute
+    path: bytes  # absolute, os.fsencode'd: a file name need not be valid text (see ``file``)
     rel: str
     stream_index: int
     fps: float  # sampling rate
@@ -93,6 +94,10 @@ class DecodeJob(Struct, frozen=True, kw_only=True):
     threads: int = 1  # decoder threads (FFmpeg frame threading)
     fast: str = "off"  # facecut.config.FAST_DECODE: what the decoder may skip
     hwaccel: str = "none"  # facecut.media.HWACCELS: hardware decoder to try
+
+    @property
+    def file(self) -> str:
+        return os.fsdecode(self.path)
 
 
 CutMark = tuple[int, float]  # a shot cut: (pts of its first frame, seconds relative to t0)
@@ -188,7 +193,7 @@ class Item(Struct, array_like=True, frozen=True):
     pts: int
     time: float
     scale: float
-    thumb: str | None  # where its thumbnail goes (None: no thumbnail for this sample)
+    thumb: bytes | None  # where its thumbnail goes, os.fsencode'd (None: no thumbnail for this sample)
 
 
 class Batch(_Msg):
@@ -260,7 +265,23 @@ def decode(data: bytes) -> Message:
 
 
 def send(conn, msg: Message) -> None:
-    conn.send_bytes(_ENC.encode(msg))
+    try:
+        data = _ENC.encode(msg)
+    except UnicodeEncodeError:  # text for people (a reason, a traceback) naming a file that is not valid text
+        data = _ENC.encode(_printable(msgspec.to_builtins(msg)))
+    conn.send_bytes(data)
+
+
+def _printable(obj):
+    """Strings made encodable: undecodable bytes of file names shown escaped.
+    Paths travel as bytes (DecodeJob.path, Item.thumb), so only text for people changes."""
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, list | tuple):
+        return [_printable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {_printable(k): _printable(v) for k, v in obj.items()}
+    return obj
 
 
 def recv(conn) -> Message:

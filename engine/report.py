@@ -28,10 +28,9 @@ from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
-import msgspec
 
-from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, atomic_write_text, ignored_summary, read_json, replace_with_retry, temp_name
+from facecut.fsio import atomic_write_text, ignored_summary, replace_with_retry, temp_name
+from facecut.workdir import WorkDir
 from facecut.records import Clip, Plan, ScanResult, SourcePlan
 
 log = logging.getLogger(__name__)
@@ -87,24 +86,6 @@ def _fmt_duration(seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def load_plan(work: WorkDir) -> Plan:
-    if not work.plan_json.exists():
-        raise ConfigError(f"no plan in {work.root} (run `facecut score -w {work.root}` first)")
-    return read_json(work.plan_json, Plan)
-
-
-def _load_scan(work: WorkDir) -> ScanResult | None:
-    """The scan, if there is one (it lists inputs that failed before analysis).
-    Read directly rather than through facecut.scan, which would import av."""
-    if not work.scan_json.exists():
-        return None
-    try:
-        return read_json(work.scan_json, ScanResult)
-    except (OSError, msgspec.DecodeError) as ex:  # the report is still useful without it
-        log.warning("cannot read %s: %s", work.scan_json, ex)
-        return None
 
 
 def _thumb_source(work: WorkDir, clip: Clip) -> Path | None:
@@ -562,7 +543,7 @@ def write_report(work: WorkDir, out_dir: Path | None = None) -> Path:
     it). Without it, ``plan.params["out_dir"]`` is used when the plan records
     one; otherwise the page lists clip files without links.
     """
-    plan = load_plan(work)
+    plan = work.load_plan()
     if out_dir is None:
         cut = plan.params.get("cut")
         recorded = cut.get("out_dir") if isinstance(cut, dict) else plan.params.get("out_dir")
@@ -574,7 +555,7 @@ def write_report(work: WorkDir, out_dir: Path | None = None) -> Path:
     thumbs = _sync_thumbs(work, plan)
     page = render(
         plan,
-        scan=_load_scan(work),
+        scan=work.load_scan(required=False),
         thumbs=thumbs,
         out_dir=out_dir,
         report_dir=report_dir.resolve(),

@@ -26,10 +26,11 @@ import msgspec
 
 from facecut.config import AnalyzeConfig
 from facecut.errors import ConfigError, LogCorruption
-from facecut.fsio import WorkDir, replace_with_retry
+from facecut.fsio import replace_with_retry
+from facecut.workdir import WorkDir
 from facecut.logio import read_first
 from facecut.records import LogHeader, LogRecord, ScanResult, VideoInfo
-from facecut.scan import load_scan, probe
+from facecut.scan import probe
 from facecut.videolog import LogState, VideoRun, finished_state, read_log_state, write_markers
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def plan_run(work: WorkDir, cfg: AnalyzeConfig, *, scan: ScanResult | None = Non
     """Decide, per scanned video (``only``: just these relative paths), whether it
     is done, resumes, or starts. Raises ConfigError when a log was made with
     other settings, LogCorruption when one is damaged beyond its tail."""
-    scan = scan or load_scan(work)
+    scan = scan or work.load_scan()
     plan = ResumePlan(work=work, cfg=cfg, input_dir=Path(scan.input_dir))
     for info in scan.videos:
         if info.status != "ok" or (only is not None and info.path not in only):

@@ -21,7 +21,7 @@ import av.logging
 import msgspec
 
 from facecut.errors import ConfigError
-from facecut.fsio import MARKERS, WorkDir, fingerprint, read_json, text_name, write_json
+from facecut.fsio import MARKERS, fingerprint, text_name
 from facecut.media import ffmpeg_reason, open_input, refusal_reason
 from facecut.records import AudioInfo, ScanResult, VideoInfo, raw_name
 from facecut.timeline import frame_rate, start_seconds, time_base
@@ -411,15 +411,3 @@ def _settle(info: VideoInfo, rel: str, raw: str, first: dict) -> VideoInfo:
                                            reason=f"duplicate of {same} (same content): not analysed again")
             log.warning("%s: %s", rel, info.reason)
     return info
-
-
-def save_scan(work: WorkDir, result: ScanResult) -> Path:
-    work.ensure()
-    write_json(work.scan_json, result)
-    return work.scan_json
-
-
-def load_scan(work: WorkDir) -> ScanResult:
-    if not work.scan_json.exists():
-        raise ConfigError(f"no scan in {work.root} (run `facecut scan INPUT_DIR -w {work.root}` first)")
-    return read_json(work.scan_json, ScanResult)

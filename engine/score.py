@@ -36,13 +36,13 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import msgspec
 import numpy as np
 
 from facecut.config import ScoreConfig
-from facecut.fsio import WorkDir, clip_id, video_key, write_json
+from facecut.fsio import clip_id
+from facecut.workdir import WorkDir
 from facecut.logio import read_first
 from facecut.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
 from facecut.resume import log_status
@@ -256,7 +256,7 @@ def score_video(
     finished video (streaming); :func:`plan_from_work` calls it for every video.
     """
     video = VideoLog.from_records(records)
-    key = video_key(info.path)
+    key = info.key
     h, done = video.header, video.done
     if done is None or done.status == "failed":  # as plan_from_work lists them: no clips
         return SourcePlan(
@@ -328,10 +328,9 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
     once. Videos not (completely) analysed are listed as ``pending``, failed ones
     with their reason. ``identity``: a path (image, folder, ``.fsz``), an
     :class:`facecut.identity.Identity`, or None for ``cfg.identity``."""
-    from facecut.scan import load_scan
 
     cfg = cfg or ScoreConfig()
-    scan = load_scan(work)
+    scan = work.load_scan()
     videos = [v for v in scan.videos if v.status != "duplicate"]  # a duplicate's twin is planned
     # Pass 1, headers only (the first frame of each log): the model and settings
     # the plan records, and what --identity needs. Pass 2 holds one video's
@@ -344,7 +343,7 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
         status, reason, records = log_status(work, info)
         if records is None:
             sources.append(
-                SourcePlan(path=info.path, key=video_key(info.path), status=status, reason=reason,
+                SourcePlan(path=info.path, key=info.key, status=status, reason=reason,
                            duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
                            size=info.size, mtime_ns=info.mtime_ns)
             )
@@ -368,7 +367,7 @@ def _header(work: WorkDir, info: VideoInfo) -> LogHeader | None:
     """The log header of a scanned video analysed from this very file (None: none)."""
     if info.status != "ok":
         return None
-    h = read_first(work.log_path(video_key(info.path)), LogRecord)
+    h = read_first(work.log_path(info.key), LogRecord)
     return h if isinstance(h, LogHeader) and h.fingerprint == info.fingerprint else None
 
 
@@ -432,9 +431,3 @@ def _warn_min_face(headers, cfg: ScoreConfig) -> None:
                 "--min-face %g is below the analysis' %g: faces smaller than the analysis' gate may be "
                 "missing from the logs (re-analyse to lower it)", cfg.min_face, analysed,
             )
-
-
-def write_plan(work: WorkDir, plan: Plan) -> Path:
-    """Write WORK/plan.json atomically; returns its path."""
-    write_json(work.plan_json, plan)
-    return work.plan_json

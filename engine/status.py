@@ -11,9 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, read_json
-from facecut.records import VideoDone
-from facecut.scan import load_scan
+from facecut.workdir import WorkDir
 from facecut.telemetry import read_heartbeat, read_rates
 from facecut.videolog import read_log_state
 
@@ -52,7 +50,7 @@ def batch_status(work: WorkDir) -> BatchStatus:
     if not work.root.is_dir():
         raise ConfigError(f"work folder not found: {work.root}")
     alive, hb, age = read_heartbeat(work)
-    scan = load_scan(work)
+    scan = work.load_scan()
     running = set(hb.running.values()) if alive and hb else set()
     out = BatchStatus(work=str(work.root), alive=alive, pid=hb and hb.pid, host=hb and hb.host,
                       heartbeat_age=age, stage=hb and hb.stage)
@@ -63,9 +61,8 @@ def batch_status(work: WorkDir) -> BatchStatus:
             continue
         key = info.key
         vs = VideoStatus(path=info.path, status="pending", duration=info.duration)
-        done_path = work.done_path(key)
-        if done_path.exists():
-            d = read_json(done_path, VideoDone)
+        d = work.load_done(key)
+        if d is not None:
             vs.status, vs.reason, vs.samples, vs.analysed = d.status, d.reason, d.samples, info.duration
         elif work.log_path(key).exists():
             try:

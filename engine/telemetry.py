@@ -22,7 +22,8 @@ from typing import Callable, Iterable
 
 import msgspec
 
-from facecut.fsio import WorkDir, write_json
+from facecut.fsio import write_json
+from facecut.workdir import WorkDir
 from facecut.procs import pid_alive
 from facecut.stats import DecoderStats, InferStats
 

@@ -364,11 +364,10 @@ def summarise(video: VideoLog, tracks: list[Track]) -> dict:
 def track_work(work, cfg: TrackConfig | None = None) -> list[dict]:
     """``facecut track``: one row per scanned video with its status and, for
     analysed ones, :func:`summarise` counts. Reads each log once; writes nothing."""
-    from facecut.scan import load_scan
 
     cfg = cfg or TrackConfig()
     rows = []
-    for info in load_scan(work).videos:
+    for info in work.load_scan().videos:
         status, reason, records = log_status(work, info)
         row = {"path": info.path, "status": status, "reason": reason}
         if records is not None:

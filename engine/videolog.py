@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
 
 from facecut.config import AnalyzeConfig
-from facecut.fsio import WorkDir, read_json, write_json
+from facecut.fsio import write_json
+from facecut.workdir import WorkDir
 from facecut.logio import LogWriter, read_first, read_records
 from facecut.protocol import CutMark, DecodeJob, DecodeResult, Progress
 from facecut.records import SCHEMA, Cut, Done, LogHeader, LogRecord, Sample, Shot, VideoDone, VideoInfo
@@ -85,12 +85,8 @@ def finished_state(work: WorkDir, key: str) -> LogState | None:
     """A finished video's state from its completion marker and the log's first
     frame, without reading its records (a batch of thousands of finished videos
     resumes in moments); None when there is no marker (read the log)."""
-    done_path = work.done_path(key)
-    if not done_path.exists():
-        return None
-    try:
-        marker = read_json(done_path, VideoDone)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+    marker = work.load_done(key)
+    if marker is None:
         return None
     header = read_first(work.log_path(key), LogRecord)
     if not isinstance(header, LogHeader):
@@ -117,7 +113,7 @@ def shots_from_cuts(cut_times, duration: float) -> list[Shot]:
 
 def write_markers(work: WorkDir, info: VideoInfo, key: str, cuts: list[Cut], done: Done) -> None:
     """The shot list and the completion marker, both derived from the log."""
-    write_json(work.analysis_dir / f"{key}.shots.json", shots_from_cuts([c.time for c in cuts], done.duration))
+    write_json(work.shots_path(key), shots_from_cuts([c.time for c in cuts], done.duration))
     write_json(
         work.done_path(key),
         VideoDone(video=info.path, key=key, status=done.status, reason=done.reason, samples=done.samples,

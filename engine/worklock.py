@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, remove_temp_files
+from facecut.fsio import remove_temp_files
+from facecut.workdir import WorkDir
 
 LOCK_NAME = ".facecut.lock"
 _WIN_OFFSET = 1 << 20  # the byte locked on Windows (beyond the text, which stays readable)

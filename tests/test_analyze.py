@@ -17,10 +17,11 @@ import pytest
 from facecut.config import AnalyzeConfig
 from facecut.coordinator import analyze
 from facecut.videolog import read_log_state
-from facecut.fsio import WorkDir, fingerprint, video_key
+from facecut.fsio import fingerprint, video_key
+from facecut.workdir import WorkDir
 from facecut.logio import iter_frames, read_records
 from facecut.records import Cut, Done, LogHeader, LogRecord, Sample
-from facecut.scan import load_scan, save_scan, scan
+from facecut.scan import scan
 from facecut.tools.make_media import Shot, load_truth, make_video
 
 CFG = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
@@ -29,7 +30,7 @@ LINUX = sys.platform.startswith("linux")
 
 def run_analysis(media: Path, work: Path, **kw) -> object:
     wd = WorkDir(work)
-    save_scan(wd, scan(media))
+    wd.save_scan(scan(media))
     return analyze(wd, AnalyzeConfig(**{**CFG, **kw}))
 
 
@@ -315,7 +316,7 @@ def wait_for_samples(path: Path, n: int, proc: subprocess.Popen, timeout: float 
 @pytest.mark.parametrize("moment", [1, 23, 61])
 def test_sigkill_and_resume_gives_identical_logs(long_media, long_reference, tmp_path, moment):
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     wait_for_samples(log, moment, proc)
@@ -344,7 +345,7 @@ def test_sigkill_between_videos_resumes_without_touching_the_finished_one(long_m
     with the uninterrupted run's logs."""
     work = tmp_path / "w"
     wd = WorkDir(work)
-    save_scan(wd, scan(long_media))
+    wd.save_scan(scan(long_media))
     proc = start_analyze(work)
     deadline = time.time() + 120
     while not (done := list(wd.analysis_dir.glob("*.done"))):
@@ -407,7 +408,7 @@ def test_killed_while_writing_the_markers_resumes_to_the_same_markers(long_refer
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tmp_path):
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     wait_for_samples(log, 5, proc)
@@ -429,7 +430,7 @@ def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_re
     """The dead process's batch is re-analysed from the last committed sample:
     nothing written twice, nothing lost (was: samples logged twice)."""
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     wait_for_samples(log, moment, proc)
@@ -446,7 +447,7 @@ def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_re
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_video_in_hand_at_two_inference_deaths_fails_and_the_batch_goes_on(long_media, tmp_path):
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     killed = []
@@ -475,7 +476,7 @@ def test_a_video_in_hand_at_two_inference_deaths_fails_and_the_batch_goes_on(lon
 @pytest.mark.skipif(not LINUX, reason="SIGINT to a process group")
 def test_ctrl_c_stops_cleanly_and_resumes(long_media, long_reference, tmp_path):
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     wait_for_samples(log, 10, proc)
@@ -503,7 +504,7 @@ def test_stale_segments_of_dead_runs_are_removed(media_dir, tmp_path):
     try:
         work = tmp_path / "w"
         wd = WorkDir(work)
-        save_scan(wd, scan(media_dir, skip_pattern="^(?!basic)"))
+        wd.save_scan(scan(media_dir, skip_pattern="^(?!basic)"))
         assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
         assert shm_segments() == []
         assert not Path(f"/dev/shm/{shm.name}").exists()
@@ -543,8 +544,8 @@ def test_a_file_replaced_between_scan_and_analysis_is_probed_again(media_dir, tm
     src.mkdir()
     shutil.copy(media_dir / "basic.mp4", src / "a.mp4")
     wd = WorkDir(tmp_path / "w")
-    save_scan(wd, scan(src))
-    old = load_scan(wd).videos[0]
+    wd.save_scan(scan(src))
+    old = wd.load_scan().videos[0]
     shutil.copy(media_dir / "vfr.mp4", src / "a.mp4")  # another video under the same name
     os.utime(src / "a.mp4", ns=(old.mtime_ns + 10**9, old.mtime_ns + 10**9))
     with caplog.at_level("WARNING"):
@@ -579,7 +580,7 @@ def test_a_coordinator_killed_alone_leaves_no_worker_and_no_shared_memory(long_m
     from facecut.procs import pid_alive
 
     work = tmp_path / "w"
-    save_scan(WorkDir(work), scan(long_media))
+    WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
     proc = start_analyze(work)
     wait_for_samples(log, 5, proc)

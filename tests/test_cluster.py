@@ -36,8 +36,9 @@ from facecut.config import AnalyzeConfig
 from facecut.coordinator import analyze
 from facecut.videolog import read_log_state
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, video_key
-from facecut.scan import load_scan, save_scan, scan
+from facecut.fsio import video_key
+from facecut.workdir import WorkDir
+from facecut.scan import scan
 from facecut.score import plan_from_work
 from facecut.tools.make_media import Shot, make_video
 
@@ -47,7 +48,7 @@ VIDEOS = ["basic.mp4", "long.mp4", "rotated.mp4", "sub/nofaces.mkv", "vfr.mp4"]
 
 def fresh_work(media: Path, work: Path) -> WorkDir:
     wd = WorkDir(work)
-    save_scan(wd, scan(media))
+    wd.save_scan(scan(media))
     return wd
 
 
@@ -92,7 +93,7 @@ def test_local2_gives_the_same_logs_and_plan_as_a_local_run(batch, reference, tm
     t = time.perf_counter()
     res = analyze_on_cluster(wd, CFG, "local:2", on_stats=snaps.append, on_video_done=lambda i: done.append(i.path))
     seconds = time.perf_counter() - t
-    video_s = sum(v.duration for v in load_scan(wd).videos)
+    video_s = sum(v.duration for v in wd.load_scan().videos)
     print(f"\nwall time on the same batch ({video_s:.0f} s of video, {os.cpu_count()} cores): "
           f"local analyze {ref_seconds:.2f} s, analyze_on_cluster local:2 {seconds:.2f} s (cluster start included)")
 
@@ -173,7 +174,7 @@ def test_a_path_workers_cannot_see_fails_before_any_work(batch, tmp_path):
     from distributed import Client
 
     wd = fresh_work(batch, tmp_path / "w")
-    input_dir = load_scan(wd).input_dir
+    input_dir = wd.load_scan().input_dir
     other = tmp_path / "other"  # the worker has a folder at its mapped path, but not the shared one
     other.mkdir()
     # This worker mounts the shares elsewhere: its FACECUT_PATH_MAP sends the client's
@@ -216,7 +217,7 @@ def test_a_worker_seeing_another_size_is_refused_and_its_task_says_why(batch, tm
     from facecut.cluster import PROBE, PathNotVisible, analyze_video
 
     wd = fresh_work(batch, tmp_path / "w")
-    input_dir = load_scan(wd).input_dir
+    input_dir = wd.load_scan().input_dir
     stale = tmp_path / "stale"
     shutil.copytree(batch, stale)
     data = (stale / "vfr.mp4").read_bytes()
@@ -353,7 +354,7 @@ def test_a_video_failing_twice_is_reported_and_left_pending(batch, tmp_path):
     files are missing there), not the video's: failed for this run, with its reason,
     and left pending on disk so the next run retries it."""
     wd = WorkDir(tmp_path / "w")
-    save_scan(wd, scan(batch, skip_pattern="^(?!basic)"))
+    wd.save_scan(scan(batch, skip_pattern="^(?!basic)"))
     models = tmp_path / "models"  # visible to the workers, but empty
     models.mkdir()
     cfg = AnalyzeConfig(provider="cpu", decoders=1, infer_procs=1, model="buffalo_l", model_dir=str(models))

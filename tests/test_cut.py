@@ -24,7 +24,8 @@ from facecut import cut as cutmod
 from facecut.cli import main
 from facecut.cut import cut_plan, read_clip_tag
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, clip_id, fingerprint, output_folder, read_json, video_key, write_json
+from facecut.fsio import clip_id, fingerprint, output_folder, read_json, video_key, write_json
+from facecut.workdir import WorkDir
 from facecut.records import Clip, ClipStats, Plan, SourcePlan
 from facecut.tools.make_media import Shot, load_truth, make_video
 
@@ -197,7 +198,7 @@ def test_many_clips_from_one_source_open_it_once(basic_cut):
 
 def test_copied_clips_decode_last_their_cut_and_keep_audio(basic_cut, media_dir):
     wd, out, _, _ = basic_cut
-    plan = load_plan(wd)
+    plan = wd.load_plan()
     truth = load_truth(media_dir / "basic.mp4")
     assert plan.params["cut"] == {"out_dir": str(out), "accurate": False, "max_lead_in": 2.0}
     for clip in plan.clips:
@@ -212,7 +213,7 @@ def test_copied_clips_decode_last_their_cut_and_keep_audio(basic_cut, media_dir)
 def test_copied_clip_shows_the_planned_frame_at_its_lead_in(basic_cut, media_dir):
     wd, out, _, _ = basic_cut
     times, images = source_frames(media_dir / "basic.mp4")
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         info = decode_clip(out / clip.file)
         k = int(np.argmin([abs(t - clip.lead_in) for t in info["times"]]))
         s = int(np.argmin([abs(t - clip.start) for t in times]))
@@ -223,7 +224,7 @@ def test_copied_clip_shows_the_planned_frame_at_its_lead_in(basic_cut, media_dir
 def test_shot_cut_starts_need_no_lead_in(basic_cut):
     """x264 puts keyframes on hard cuts: spans starting there cut cleanly."""
     wd, _, _, _ = basic_cut
-    by_start = {c.start: c for c in load_plan(wd).clips}
+    by_start = {c.start: c for c in wd.load_plan().clips}
     for start in (0.0, 3.0, 5.0):
         assert by_start[start].lead_in == pytest.approx(0.0, abs=1e-6)
     assert by_start[3.4].lead_in == pytest.approx(0.4, abs=1e-6)
@@ -231,7 +232,7 @@ def test_shot_cut_starts_need_no_lead_in(basic_cut):
 
 def test_sidecar_holds_the_plan_entry(basic_cut):
     wd, out, _, _ = basic_cut
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         side = read_json((out / clip.file).with_suffix(".json"), Clip)
         assert side == clip
 
@@ -249,7 +250,7 @@ def test_rerun_skips_everything_without_opening_the_source(basic_cut):
 
 def test_clip_tag_describes_the_clip(basic_cut):
     wd, out, _, _ = basic_cut
-    clip = load_plan(wd).clips[2]
+    clip = wd.load_plan().clips[2]
     tag, dur = read_clip_tag(out / clip.file)
     assert tag["id"] == clip.id and tag["mode"] == "copy" and tag["source"] == "basic.mp4"
     assert tag["cut_start"] == pytest.approx(clip.cut_start)
@@ -260,12 +261,12 @@ def test_damaged_or_foreign_file_is_cut_again(media_dir, tmp_path):
     wd = new_work(tmp_path / "w", make_plan(media_dir, {"basic.mp4": [(3.0, 4.9), (5.0, 7.96)]}))
     out = tmp_path / "out"
     cut_plan(wd, out)
-    a, b = load_plan(wd).clips
+    a, b = wd.load_plan().clips
     (out / a.file).write_bytes((out / a.file).read_bytes()[:5000])  # truncated by someone
     (out / b.file).write_bytes((out / a.file).read_bytes())  # another file under its name
     again = cut_plan(wd, out)
     assert again.written == 2 and again.skipped == 0 and again.opens == 1
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         check_clip(out, clip, FRAME, audio=True)
 
 
@@ -275,11 +276,11 @@ def test_finished_clips_unknown_to_the_plan_are_adopted(media_dir, tmp_path):
     wd = new_work(tmp_path / "w", plan)
     out = tmp_path / "out"
     cut_plan(wd, out)
-    done = load_plan(wd)
+    done = wd.load_plan()
     write_json(wd.plan_json, plan)  # the plan as it was before the cut
     again = cut_plan(wd, out)
     assert again.skipped == 2 and again.written == 0 and again.opens == 0
-    for got, want in zip(load_plan(wd).clips, done.clips):
+    for got, want in zip(wd.load_plan().clips, done.clips):
         assert got.file == want.file and got.cut_start == pytest.approx(want.cut_start)
         assert got.cut_end == pytest.approx(want.cut_end, abs=FRAME)
 
@@ -292,7 +293,7 @@ def test_rotation_is_kept(media_dir, tmp_path):
         wd = new_work(tmp_path / f"w{accurate}", make_plan(media_dir, {"rotated.mp4": [(0.4, 2.0), (3.0, 4.6)]}))
         out = tmp_path / f"out{accurate}"
         assert cut_plan(wd, out, accurate=accurate).ok
-        for clip in load_plan(wd).clips:
+        for clip in wd.load_plan().clips:
             info = decode_clip(out / clip.file)
             assert info["rotation"] == 90
             assert info["images"][0].shape == (288, 512)  # coded 512x288; players turn it upright
@@ -308,7 +309,7 @@ def test_mkv_and_vfr_sources(media_dir, tmp_path):
     assert snaps[-1] == ("vfr.mp4", 3, 3) and ("sub/nofaces.mkv", 2, 2) in snaps
     assert [s[1] for s in snaps if s[0] == "vfr.mp4"] == sorted(s[1] for s in snaps if s[0] == "vfr.mp4")
     vfr_frame = 2 * FRAME  # make_media's VFR runs go down to half rate
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         truth = load_truth(media_dir / clip.source)
         assert clip.file.startswith(output_folder(clip.source) + "/")
         check_clip(out, clip, vfr_frame if truth.vfr else FRAME, audio=True, src_end=truth.duration)
@@ -321,7 +322,7 @@ def test_vp8_falls_back_to_mkv_and_says_so(extra_media, tmp_path):
     src = result.sources[0]
     assert src.status == "ok" and src.container == "mkv"
     assert any("MKV" in n for n in src.notes)
-    clip = load_plan(wd).clips[0]
+    clip = wd.load_plan().clips[0]
     assert clip.container == "mkv" and clip.file.endswith(".mkv")
     info = decode_clip(out / clip.file)
     assert len(info["times"]) >= 40 and info["audio"] > 1.5
@@ -332,7 +333,7 @@ def test_avi_mpeg4_with_b_frames_remuxes(extra_media, tmp_path):
     wd = new_work(tmp_path / "w", make_plan(extra_media, {"old.avi": [(0.0, 1.0), (1.0, 2.0)]}))
     out = tmp_path / "out"
     assert cut_plan(wd, out).ok
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         assert clip.container == "mp4"
         info = check_clip(out, clip, FRAME, audio=False, src_end=2.0)
         assert len(info["times"]) == pytest.approx((clip.cut_end - clip.cut_start) * FPS, abs=1)
@@ -355,7 +356,7 @@ def test_timestamp_jump_is_never_cut_across(extra_media, tmp_path):
     src = result.sources[0]
     assert result.ok and src.written == 3
     assert any("jump" in n for n in src.notes)
-    before, across, after = load_plan(wd).clips
+    before, across, after = wd.load_plan().clips
     assert across.cut_end == pytest.approx(4.0, abs=FRAME)  # stops at the jump
     assert any("discontinuity" in n and across.id in n for n in src.notes)
     times, images = source_frames(extra_media / "part.mp4")
@@ -379,7 +380,7 @@ def test_accurate_clips_start_and_end_on_the_planned_frames(media_dir, tmp_path)
     result = cut_plan(wd, out, accurate=True)
     assert result.ok and result.written == 4 and result.opens == 1
     times, images = source_frames(media_dir / "basic.mp4")
-    for clip, first in zip(load_plan(wd).clips, (2.96, 3.0, 5.0, 8.2)):
+    for clip, first in zip(wd.load_plan().clips, (2.96, 3.0, 5.0, 8.2)):
         assert clip.cut_start == pytest.approx(first, abs=1e-3)
         assert clip.lead_in == pytest.approx(clip.start - first, abs=1e-3)
         assert abs(clip.cut_start - clip.start) < FRAME
@@ -403,7 +404,7 @@ def test_accurate_timestamp_jump_is_never_cut_across(extra_media, tmp_path):
     result = cut_plan(wd, out, accurate=True)
     src = result.sources[0]
     assert result.ok and src.written == 3, src
-    before, across, after = load_plan(wd).clips
+    before, across, after = wd.load_plan().clips
     assert across.cut_start == pytest.approx(3.0, abs=FRAME)
     assert across.cut_end == pytest.approx(4.0, abs=FRAME)  # stops at the jump
     assert any("discontinuity" in n and across.id in n for n in src.notes)
@@ -430,7 +431,7 @@ def test_spans_past_the_end_of_the_source(media_dir, tmp_path, accurate):
     result = cut_plan(wd, out, accurate=accurate)
     sc = result.sources[0]
     assert sc.status == "partial" and sc.written == 2 and sc.failed == 1, sc
-    tail, beyond, inside_ = load_plan(wd).clips
+    tail, beyond, inside_ = wd.load_plan().clips
     assert beyond.file is None and "starts after the end of the source" in sc.failures[beyond.id]
     assert tail.cut_end == pytest.approx(end, abs=FRAME + 1e-3)
     info = check_clip(out, tail, FRAME, audio=True, bframes=0 if accurate else 2, src_end=end)
@@ -446,7 +447,7 @@ def test_accurate_vfr(media_dir, tmp_path):
     wd = new_work(tmp_path / "w", make_plan(media_dir, {"vfr.mp4": spans}))
     out = tmp_path / "out"
     assert cut_plan(wd, out, accurate=True).ok
-    for clip, (a, b) in zip(load_plan(wd).clips, ((30, 60), (100, 140))):
+    for clip, (a, b) in zip(wd.load_plan().clips, ((30, 60), (100, 140))):
         assert clip.cut_start == pytest.approx(ft[a], abs=1e-3)
         assert clip.cut_end == pytest.approx(ft[b], abs=1e-3)
         info = check_clip(out, clip, 2 * FRAME, audio=True, bframes=0)
@@ -458,10 +459,10 @@ def test_switching_mode_recuts_and_replaces(media_dir, tmp_path):
     wd = new_work(tmp_path / "w", make_plan(media_dir, {"basic.mp4": [(3.4, 4.0)]}))
     out = tmp_path / "out"
     cut_plan(wd, out)
-    assert load_plan(wd).clips[0].lead_in == pytest.approx(0.4)
+    assert wd.load_plan().clips[0].lead_in == pytest.approx(0.4)
     acc = cut_plan(wd, out, accurate=True)
     assert acc.written == 1 and acc.skipped == 0
-    assert load_plan(wd).clips[0].lead_in == pytest.approx(0.0, abs=1e-3)
+    assert wd.load_plan().clips[0].lead_in == pytest.approx(0.0, abs=1e-3)
     assert cut_plan(wd, out, accurate=True).skipped == 1
     assert len(list((out / BASIC).glob("*.mp4"))) == 1
 
@@ -477,7 +478,7 @@ def test_missing_source_is_reported_and_others_go_on(media_dir, tmp_path):
     assert gone.status == "failed" and "not found" in gone.reason and gone.opens == 0
     assert basic.status == "ok" and basic.written == 1
     assert not result.ok
-    clips = {c.source: c for c in load_plan(wd).clips}
+    clips = {c.source: c for c in wd.load_plan().clips}
     assert clips["gone.mp4"].file is None and clips["basic.mp4"].file
 
 
@@ -540,7 +541,7 @@ def test_a_really_truncated_source_keeps_the_clips_before_the_damage(tmp_path):
     result = cut_plan(wd, out)
     sc = result.sources[0]
     assert sc.status == "partial" and sc.written == 1 and sc.failed == 1, sc
-    first, second = load_plan(wd).clips
+    first, second = wd.load_plan().clips
     assert first.file and second.file is None and sc.failures[second.id]
     with av.open(str(out / first.file)) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 24  # a second of 25 fps, decoded to its end
@@ -579,7 +580,7 @@ def test_source_failing_mid_read_keeps_finished_clips_only(media_dir, tmp_path, 
     assert basic.status == "partial" and basic.written == 2 and basic.failed == 1
     assert "Input/output error" in basic.reason
     assert vfr.status == "ok" and vfr.written == 1
-    clips = load_plan(wd).clips
+    clips = wd.load_plan().clips
     assert [c.file is not None for c in clips] == [True, True, False, True]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     monkeypatch.setattr(cutmod, "_check_and_open", real)
@@ -611,7 +612,7 @@ KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
 from facecut.cut import cut_plan
-from facecut.fsio import WorkDir
+from facecut.workdir import WorkDir
 cut_plan(WorkDir(Path(sys.argv[1])), Path(sys.argv[2]), progress=lambda p: time.sleep(0.1))
 """
 
@@ -641,7 +642,7 @@ def test_killed_cut_resumes_to_complete_clips(media_dir, tmp_path):
     assert result.ok and result.opens == 1
     assert result.skipped == len(finished)  # adopted, not cut again
     assert result.written == len(KILL_SPANS) - len(finished)
-    plan = load_plan(wd)
+    plan = wd.load_plan()
     names = sorted(p.name for p in (out / BASIC).iterdir())
     assert names == sorted(f"{c.id}.mp4" for c in plan.clips)  # every clip once, no temp files
     truth = load_truth(media_dir / "basic.mp4")
@@ -676,7 +677,7 @@ def test_cut_killed_inside_a_clip_write_ends_as_an_uninterrupted_cut(media_dir, 
     assert not (out / BASIC / f"{caught}.mp4").exists()  # the half clip has no final name
 
     assert cut_plan(wd, out).ok
-    ref, got = load_plan(ref_wd), load_plan(wd)
+    ref, got = ref_wd.load_plan(), wd.load_plan()
     assert [c.file for c in got.clips] == [c.file for c in ref.clips]
     assert sorted(p.name for p in (out / BASIC).iterdir()) == sorted(p.name for p in (ref_out / BASIC).iterdir())
     for clip in ref.clips:
@@ -695,7 +696,7 @@ def test_audio_stays_in_sync(media_dir, tmp_path, accurate):
     wd = new_work(tmp_path / "w", make_plan(media_dir, {"basic.mp4": [(2.2, 4.4)]}))
     out = tmp_path / "out"
     assert cut_plan(wd, out, accurate=accurate).ok
-    clip = load_plan(wd).clips[0]
+    clip = wd.load_plan().clips[0]
     cut_at = 3.0 - clip.cut_start  # the shot cut, in clip time
     with av.open(str(out / clip.file)) as c:
         rate = c.streams.audio[0].sample_rate
@@ -722,7 +723,7 @@ def test_the_same_span_twice_makes_one_file(media_dir, tmp_path):
     out = tmp_path / "out"
     result = cut_plan(wd, out)
     assert result.ok and result.written == 1 and result.skipped == 1
-    a, b = load_plan(wd).clips
+    a, b = wd.load_plan().clips
     assert a.file == b.file and a.cut_end == b.cut_end
     assert len(list((out / BASIC).iterdir())) == 1
 
@@ -733,8 +734,8 @@ def test_source_without_audio(extra_media, tmp_path, accurate):
     out = tmp_path / "out"
     result = cut_plan(wd, out, accurate=accurate)
     assert result.ok and result.written == 3
-    for clip in load_plan(wd).clips:
+    for clip in wd.load_plan().clips:
         check_clip(out, clip, FRAME, audio=False, bframes=0 if accurate else 2, src_end=2.0)
         with av.open(str(out / clip.file)) as c:
             assert not c.streams.audio
-    assert load_plan(wd).clips[2].cut_end == pytest.approx(2.0, abs=1e-3)  # the end of the source
+    assert wd.load_plan().clips[2].cut_end == pytest.approx(2.0, abs=1e-3)  # the end of the source

@@ -19,8 +19,9 @@ from rich.console import Console
 from facecut.cli import main
 from facecut.videolog import read_log_state
 from facecut.dashboard import Reporter, plain_line, render, summary_table
-from facecut.fsio import WorkDir, video_key
-from facecut.scan import save_scan, scan
+from facecut.fsio import video_key
+from facecut.workdir import WorkDir
+from facecut.scan import scan
 from facecut.stats import DecoderStats, InferStats, RingStats, RunStats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +97,7 @@ def test_json_reporter_writes_parsable_lines(capsys):
 @pytest.fixture()
 def work(media_dir, tmp_path) -> Path:
     w = tmp_path / "work"
-    save_scan(WorkDir(w), scan(media_dir))
+    WorkDir(w).save_scan(scan(media_dir))
     return w
 
 
@@ -168,7 +169,7 @@ def test_status_of_a_running_then_killed_batch(tmp_path):
     shots = [Shot("face", 5.0, "astronaut", face_px=130), Shot("noface", 3.0, "coffee")] * 8
     make_video(media / "long.mp4", shots, seed=9)
     w = tmp_path / "w"
-    save_scan(WorkDir(w), scan(media))
+    WorkDir(w).save_scan(scan(media))
     # --fps 8: many samples, so the run is still going when we look at it
     proc = subprocess.Popen([sys.executable, "-m", "facecut", "analyze", "-w", str(w), *ARGS, "--batch", "1",
                              "--fps", "8", "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ from facecut.config import FAST_DECODE, AnalyzeConfig
 from facecut.coordinator import analyze
 from facecut.decode import apply_fast_decode
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir
+from facecut.workdir import WorkDir
 
 
 PICT = {1: "I", 2: "P", 3: "B"}  # AVPictureType
@@ -72,7 +72,7 @@ def test_a_work_folder_never_mixes_levels(media_dir, tmp_path):
     """Logs made with one level are not resumed or extended with another: the
     analysis saw other pixels. ``off`` adds nothing to the logged parameters, so
     work folders from before the option still match."""
-    from facecut.scan import save_scan, scan
+    from facecut.scan import scan
 
     cfg = dict(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)
     off = AnalyzeConfig(**cfg)
@@ -81,7 +81,7 @@ def test_a_work_folder_never_mixes_levels(media_dir, tmp_path):
     one = tmp_path / "in"
     one.mkdir()
     (one / "basic.mp4").write_bytes((media_dir / "basic.mp4").read_bytes())
-    save_scan(wd, scan(one))
+    wd.save_scan(scan(one))
     assert analyze(wd, AnalyzeConfig(**cfg, fast_decode="deblock-noref")).exit_code == 0
     with pytest.raises(ConfigError, match="fast_decode"):
         analyze(wd, off)
@@ -140,7 +140,7 @@ def _working_devices() -> list[str]:
 
 def test_a_device_that_cannot_open_falls_back_to_software_with_the_same_logs(media_dir, tmp_path, caplog):
     from facecut.media import hwaccel_check, hwaccel_devices
-    from facecut.scan import save_scan, scan
+    from facecut.scan import scan
 
     broken = [d for d in hwaccel_devices() if hwaccel_check(d) is not None]
     if not broken:
@@ -152,7 +152,7 @@ def test_a_device_that_cannot_open_falls_back_to_software_with_the_same_logs(med
     logs = {}
     for hw in ("none", broken[0]):
         wd = WorkDir(tmp_path / hw)
-        save_scan(wd, scan(src))
+        wd.save_scan(scan(src))
         with caplog.at_level("WARNING"):
             assert analyze(wd, AnalyzeConfig(**cfg, hwaccel=hw)).exit_code == 0
         logs[hw] = [p.read_bytes() for p in sorted(wd.analysis_dir.glob("*.fclog"))]

@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from facecut.cli import main
-from facecut.fsio import WorkDir, read_json
+from facecut.fsio import read_json
+from facecut.workdir import WorkDir
 from facecut.logio import read_records
 from facecut.records import LogRecord, Plan, Sample, ScanResult
 from facecut.tools.make_media import FORMAT_MATRIX, load_truth

@@ -23,11 +23,12 @@ from facecut.cli import main
 from facecut.config import AnalyzeConfig
 from facecut.coordinator import analyze
 from facecut.errors import ConfigError, ModelError
-from facecut.fsio import WorkDir, read_json
+from facecut.fsio import read_json
+from facecut.workdir import WorkDir
 from facecut.models import load_model
 from facecut.models.folders import find_models, model_kind, survey
 from facecut.records import Plan, embedding_from_bytes
-from facecut.scan import save_scan, scan
+from facecut.scan import scan
 from facecut.score import ScoreConfig, plan_from_work
 from facecut.tools.make_media import PHOTOS, load_photo, load_truth
 from facecut.tools.tiny_onnx import build_buffalo_l, build_template_arcface, build_w600k_r50
@@ -320,7 +321,7 @@ def with_embeddings(media_dir, weights, tmp_path_factory) -> tuple[WorkDir, Path
     shutil.copy(weights, folder / "scrfd.onnx")
     build_template_arcface(folder / "recogniser.onnx")
     wd = WorkDir(tmp_path_factory.mktemp("scrfd_rec_work"))
-    save_scan(wd, scan(media_dir))
+    wd.save_scan(scan(media_dir))
     cfg = AnalyzeConfig(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0, model="scrfd",
                         model_dir=str(folder))
     assert analyze(wd, cfg).exit_code == 0

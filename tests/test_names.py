@@ -21,7 +21,6 @@ from facecut.cut import CutResult, SourceCut, cut_plan
 from facecut.dashboard import render, summary_table
 from facecut.fsio import (
     UnsafePath,
-    WorkDir,
     clip_id,
     display_name,
     fingerprint,
@@ -38,6 +37,7 @@ from facecut.scan import scan
 from facecut.stats import DecoderStats, RunStats
 from tests.conftest import write_audio_only
 from facecut.tools.make_media import Shot, make_video
+from facecut.workdir import WorkDir
 
 ARGS = ["--provider", "cpu", "--decoders", "1", "--infer-procs", "1", "--no-dashboard"]
 WIDE = {"COLUMNS": "300"}  # rich tables: no name cut short

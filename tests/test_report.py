@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, clip_id, video_key, write_json
+from facecut.fsio import clip_id, video_key, write_json
+from facecut.workdir import WorkDir
 from facecut.records import (
     Clip,
     ClipStats,

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from facecut.cli import main
 from facecut.videolog import read_log_state
-from facecut.fsio import WorkDir, output_folder, read_json, video_key
+from facecut.fsio import output_folder, read_json, video_key
+from facecut.workdir import WorkDir
 from facecut.records import Plan
 
 REPO = Path(__file__).resolve().parents[1]

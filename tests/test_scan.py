@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from facecut.cli import main
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir
-from facecut.scan import load_scan, probe, scan, walk
+from facecut.workdir import WorkDir
+from facecut.scan import probe, scan, walk
 from facecut.tools.make_media import load_truth
 
 BAD = {
@@ -123,7 +123,7 @@ def test_cli_scan_table_exit_code_and_saved_result(scan_dir, tmp_path):
     for name in ["basic.mp4", "rotated.mp4", "audio_only.mp4", "truncated.mp4", "notes.mp4", "empty.mp4"]:
         assert name in res.output
     assert "4 failed" in res.output
-    saved = load_scan(WorkDir(work))
+    saved = WorkDir(work).load_scan()
     assert sum(v.status == "failed" for v in saved.videos) == 4
     assert {v.path for v in saved.videos if v.status == "ok"} >= {"basic.mp4", "vfr.mp4", "sub/nofaces.mkv"}
 

@@ -18,14 +18,15 @@ from test_track import face, log, unit
 from facecut.config import AnalyzeConfig, ScoreConfig, build
 from facecut.coordinator import analyze
 from facecut.errors import ConfigError
-from facecut.fsio import WorkDir, clip_id, video_key
+from facecut.fsio import clip_id, video_key
+from facecut.workdir import WorkDir
 from facecut.identity import Identity, build_identity, load_reference_images
 from facecut.logio import LogWriter, read_records
 from facecut.models import FaceModel, load_model, make_session
 from facecut.models.postproc import ARCFACE_DST, umeyama
 from facecut.records import LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
-from facecut.scan import save_scan, scan
-from facecut.score import REASONS, plan_from_work, score_video, span, write_plan
+from facecut.scan import scan
+from facecut.score import REASONS, plan_from_work, score_video, span
 from facecut.track import VideoLog
 from facecut.tools.make_media import PHOTOS, load_photo, load_truth
 
@@ -214,7 +215,7 @@ VIDEOS = ["basic.mp4", "vfr.mp4", "rotated.mp4", "sub/nofaces.mkv"]
 @pytest.fixture(scope="module")
 def analysed(media_dir, tmp_path_factory) -> WorkDir:
     wd = WorkDir(tmp_path_factory.mktemp("score_work"))
-    save_scan(wd, scan(media_dir))
+    wd.save_scan(scan(media_dir))
     assert analyze(wd, AnalyzeConfig(**CFG)).exit_code == 0
     return wd
 
@@ -268,7 +269,7 @@ def test_clips_get_the_nearest_thumbnail_inside_them(plan, analysed):
 
 
 def test_plan_json_round_trips_and_rerun_gives_the_same_ids(plan, analysed):
-    write_plan(analysed, plan)
+    analysed.save_plan(plan)
     back = msgspec.json.decode(analysed.plan_json.read_bytes(), type=Plan)
     assert msgspec.to_builtins(back) == msgspec.to_builtins(plan)
     again = plan_from_work(analysed, ScoreConfig())
@@ -282,11 +283,11 @@ def file_stats(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_rescore_with_max_yaw_25_changes_the_plan_not_the_logs(analysed, plan):
-    write_plan(analysed, plan)
+    analysed.save_plan(plan)
     before = file_stats(analysed.root)
     t = time.perf_counter()
     strict = plan_from_work(analysed, build(ScoreConfig, max_yaw=25.0))
-    write_plan(analysed, strict)
+    analysed.save_plan(strict)
     elapsed = time.perf_counter() - t
     print(f"\nscore --max-yaw 25 over the test batch: {elapsed * 1000:.0f} ms")
     assert file_stats(analysed.root) == before  # logs, markers, thumbnails untouched
@@ -305,7 +306,7 @@ def test_pending_and_failed_sources_are_listed(analysed, tmp_path):
         VideoInfo(path="broken.mp4", status="failed", reason="cannot open: invalid data"),
         VideoInfo(path="later.mp4", fingerprint="f-later", duration=3.0),
     ]
-    save_scan(work, sc)
+    work.save_scan(sc)
     # basic.mp4 interrupted: its log without the Done record
     path = work.log_path(video_key("basic.mp4"))
     recs = read_records(path, LogRecord)[:-1]

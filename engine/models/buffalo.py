@@ -30,11 +30,11 @@ from pathlib import Path
 from facecut.errors import ModelError
 
 from .base import PROVIDERS, resolve_provider
-from .folders import ENV_DIR
+from .folders import BUFFALO_L_FILES, ENV_DIR
 from .scrfd import Scrfd
 
 PACK = "buffalo_l"
-FILES = {"detection": "det_10g.onnx", "landmark": "1k3d68.onnx", "recognition": "w600k_r50.onnx"}
+FILES = BUFFALO_L_FILES
 
 
 def default_model_dir() -> Path:

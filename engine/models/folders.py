@@ -35,6 +35,8 @@ ENV_FACEFUSION = "FACECUT_FACEFUSION_DIR"  # a FaceFusion install folder
 ROLES = ("detector", "landmark", "recognition")
 # Sub-folders where the known tools keep their models, searched below a given folder.
 LAYOUTS = ("", "buffalo_l", "models/buffalo_l", "models", ".assets/models")
+# The files of insightface's buffalo_l pack that facecut uses (facecut.models.buffalo).
+BUFFALO_L_FILES = {"detection": "det_10g.onnx", "landmark": "1k3d68.onnx", "recognition": "w600k_r50.onnx"}
 # Files whose names say what they are, tried first (the others are still classified).
 PREFERRED = ("det_10g.onnx", "scrfd_10g_bnkps.onnx", "scrfd_2.5g.onnx", "scrfd_2.5g_bnkps.onnx",
              "scrfd.onnx", "det_2.5g.onnx", "det_500m.onnx",
@@ -219,8 +221,6 @@ def usual_places() -> list[Path]:
 def survey() -> list[dict]:
     """For ``facecut doctor``: each usual place with its files by role and the
     backend they make (``buffalo_l`` for a complete pack, else ``scrfd``)."""
-    from facecut.models.buffalo import FILES
-
     rows = []
     for place in usual_places():
         found = find_models(place)
@@ -228,7 +228,7 @@ def survey() -> list[dict]:
             rows.append({"folder": str(place), "backend": None, "files": {}})
             continue
         names = {m.path.name for ms in found.files.values() for m in ms}
-        backend = "buffalo_l" if set(FILES.values()) <= names else ("scrfd" if found.first("detector") else None)
+        backend = "buffalo_l" if set(BUFFALO_L_FILES.values()) <= names else ("scrfd" if found.first("detector") else None)
         rows.append({
             "folder": str(found.folder), "backend": backend,
             "files": {r: [f"{m.path.name} ({m.detail})" for m in found.files.get(r, [])] for r in ROLES},
