@@ -17,7 +17,7 @@ Pos = Annotated[int, Meta(ge=1)]
 NonNeg = Annotated[int, Meta(ge=0)]
 PosF = Annotated[float, Meta(gt=0)]
 
-# How the decoder makes the shot detector's small frames (facecut.decode.ShotFrames):
+# How the decoder makes the shot detector's small frames (facecut.shotdetect.ShotFrames):
 # nearest-pixel samples, no low-pass filter, like PySceneDetect's own downscale
 # (cv2.INTER_LINEAR in its SceneManager samples single pixels at integer factors).
 # Part of ``detector_params``: logs made another way are not resumed with this one.

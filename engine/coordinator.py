@@ -26,18 +26,27 @@ from facecut.decode import capped_size, decoder_main
 from facecut.errors import EXIT_OK, EXIT_SOME_FAILED, FacecutError, ModelError
 from facecut.workdir import WorkDir
 from facecut.infer import infer_main
-from facecut.procs import Worker, cpu_count, start_worker, stop_workers
-from facecut.profile import infer_processes, on_gpu
+from facecut.procs import Worker, start_worker, stop_workers
+from facecut.profile import DECODER_CREDIT, size_run
 from facecut.records import VideoInfo
-from facecut.resume import ResumePlan, plan_run
+from facecut.resume import ResumePlan, decode_job, plan_run
 from facecut.ring import FrameRing, remove_stale_segments
-from facecut.stats import DecoderStats, InferStats, RingStats, RunStats
-from facecut.telemetry import STATS_EVERY, Bookkeeping, ProgressLine, batch_progress, bottleneck, make_heartbeat
+from facecut.stats import RunStats
+from facecut.telemetry import (
+    STATS_EVERY,
+    Bookkeeping,
+    ProgressLine,
+    batch_progress,
+    bottleneck,
+    decoder_stats,
+    infer_stats,
+    make_heartbeat,
+    ring_stats,
+)
 from facecut.videolog import Pending, VideoRun
 
 log = logging.getLogger(__name__)
 
-_DECODER_CREDIT = 2  # free slots a decoder may hold
 _MAX_INFER_RESTARTS = 10  # deaths in one run before it gives up (a broken model or machine)
 
 
@@ -46,10 +55,6 @@ class AnalyzeResult:
     videos: list[VideoRun]
     elapsed: float
     stats: RunStats | None
-
-    @property
-    def failed(self) -> list[VideoRun]:
-        return [v for v in self.videos if v.status == "failed"]
 
     @property
     def exit_code(self) -> int:
@@ -116,32 +121,22 @@ class Coordinator:
             self.input_dir = self.resume.input_dir
         self.resume.input_dir = self.input_dir
 
-    def _warn(self, text: str) -> None:
-        log.warning("%s", text)
-        self.warnings.append(text)
-
     def start(self) -> None:
         cfg = self.cfg
         remove_stale_segments()
-        self.gpu = on_gpu(cfg.provider)
-        n_infer = self.n_infer = infer_processes(cfg)
-        n_dec = self.n_dec = min(cfg.decoders, max(1, len(self.queue)))
+        sz = self.sizing = size_run(cfg, len(self.queue))
         slot_bytes = 3 * max(
             (lambda s: s[0] * s[1])(capped_size(*vr.info.display_size, cfg.max_side)) for vr in self.queue
         )
-        slots = cfg.ring_slots or (_DECODER_CREDIT * n_dec + 2 * cfg.batch * n_infer + 4)
-        self.ring = FrameRing.create(slots, slot_bytes)
-        self.free.extend(range(slots))
-        # Decoder threads: the cores not taken by CPU inference, split between decoders.
-        busy = n_dec + (0 if self.gpu else n_infer * cfg.infer_threads)
-        self.decoder_threads = cfg.decoder_threads or max(1, cpu_count() // busy)
-        for i in range(n_infer):
+        self.ring = FrameRing.create(sz.ring_slots, slot_bytes)
+        self.free.extend(range(sz.ring_slots))
+        for i in range(sz.infer_procs):
             self.infers.append(self._start_infer(i))
-        for i in range(n_dec):
+        for i in range(sz.decoders):
             self.decoders.append(self._start_decoder(i))
         log.info(
             "analyze: %d video(s), %d decoder(s) x %d thread(s), %d inference process(es), "
-            "ring %d x %.1f MiB", len(self.queue), n_dec, self.decoder_threads, n_infer, slots,
+            "ring %d x %.1f MiB", len(self.queue), sz.decoders, sz.decoder_threads, sz.infer_procs, sz.ring_slots,
             slot_bytes / 2**20,
         )
 
@@ -152,17 +147,10 @@ class Coordinator:
 
     def _start_infer(self, i: int) -> Worker:
         cfg = self.cfg
-        opts = dict(
-            name=cfg.model,
-            model_dir=Path(cfg.model_dir) if cfg.model_dir else None,
-            provider=cfg.provider,
-            threads=cfg.infer_threads,
-            min_face=cfg.min_face,
-            batch=cfg.batch,
-        )
-        lower = not self.gpu and self.n_infer * cfg.infer_threads + self.n_dec > cpu_count()
+        opts = dict(name=cfg.model, model_dir=Path(cfg.model_dir) if cfg.model_dir else None, provider=cfg.provider,
+                    threads=cfg.infer_threads, min_face=cfg.min_face, batch=cfg.batch)
         w = start_worker(
-            f"infer-{i}", "infer", infer_main, (self.ring.spec, opts, cfg.thumb_side, lower),
+            f"infer-{i}", "infer", infer_main, (self.ring.spec, opts, cfg.thumb_side, self.sizing.infer_below),
             fault_dir=self.work.logs_dir,
         )
         w.state = P.InferState()
@@ -273,7 +261,7 @@ class Coordinator:
             self._write_ready(vr)
 
     def _on_warn(self, w: Worker, msg: P.Warn) -> None:
-        self._warn(f"{w.name}: {msg.text}")
+        self.resume.warn(f"{w.name}: {msg.text}")
 
     def _on_release(self, w: Worker, msg: P.Release) -> None:
         self.free.extend(msg.slots)
@@ -308,7 +296,7 @@ class Coordinator:
         while self.free and progress:
             progress = False
             for w in busy:
-                if self.free and len(w.state.held) < _DECODER_CREDIT:
+                if self.free and len(w.state.held) < DECODER_CREDIT:
                     slot = self.free.popleft()
                     if w.send(P.Slot(slot)):
                         w.state.held.add(slot)
@@ -344,14 +332,10 @@ class Coordinator:
                     w.state.unreleased.update(it.slot for it in items)
 
     def _drop_stale_ready(self) -> None:
-        if any(r.job_id not in self.jobs for r, _ in self.ready):
-            keep = deque()
-            for it in self.ready:
-                if it[0].job_id in self.jobs:
-                    keep.append(it)
-                else:
-                    self.free.append(it[0].slot)
-            self.ready = keep
+        stale = [r.slot for r, _ in self.ready if r.job_id not in self.jobs]
+        if stale:
+            self.free.extend(stale)
+            self.ready = deque(it for it in self.ready if it[0].job_id in self.jobs)
 
     def _thumb_path(self, vr: VideoRun, k: int) -> bytes | None:
         every = self.cfg.thumb_every
@@ -367,33 +351,11 @@ class Coordinator:
         resume = st.header is not None
         job_id = self.next_job_id
         self.next_job_id += 1
-        cut = st.last_cut if resume else None
-        seek = resume and st.monotonic
         if resume and not st.monotonic:
             # Timestamps not monotonic: a seek would land anywhere. Decode from the
             # start; the decoder drops the cuts and samples already committed.
-            self._warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
-        job = P.DecodeJob(
-            job_id=job_id,
-            path=os.fsencode(vr.info.fs_path(self.input_dir)),
-            rel=vr.info.path,
-            stream_index=vr.info.stream_index,
-            fps=self.cfg.fps,
-            max_side=self.cfg.max_side,
-            start_k=st.last_k + 1,
-            t0=st.header.t0 if resume else None,
-            resume_cut_pts=cut.pts if (cut and seek) else None,
-            resume_cut_time=cut.time if cut else None,
-            last_sample_pts=st.last_pts if seek else None,
-            detector=self.cfg.detector,
-            threshold=self.cfg.threshold,
-            min_scene_len=self.cfg.min_scene_len,
-            shot_width=self.cfg.shot_width,
-            error_budget=self.cfg.error_budget,
-            threads=self.decoder_threads,
-            fast=self.cfg.fast_decode,
-            hwaccel=self.cfg.hwaccel,
-        )
+            self.resume.warn(f"{vr.info.path}: timestamps not monotonic, resuming by decoding from the start")
+        job = decode_job(vr, self.cfg, job_id, self.input_dir, self.sizing.decoder_threads)
         vr.job, vr.decoder, vr.next_n, vr.pending, vr.decoded = job, w, 0, {}, None
         vr.status = "running"
         if resume and vr.writer is None:
@@ -419,7 +381,7 @@ class Coordinator:
         if self.on_video_done is not None and result.status != "failed":
             self.on_video_done(vr.info)
         if result.status != "ok":
-            self._warn(f"{vr.info.path}: {result.status}: {result.reason}")
+            self.resume.warn(f"{vr.info.path}: {result.status}: {result.reason}")
 
     def _give_up(self, vr: VideoRun, reason: str) -> None:
         """Stop analysing ``vr`` (its decoder may still run): committed prefix kept, failed."""
@@ -445,7 +407,7 @@ class Coordinator:
             self.decoders.remove(w)
             self.free.extend(w.state.held)  # handed out, never filled
             vr = self.jobs.get(w.state.job) if w.state.job is not None else None
-            self._warn(f"{w.name} died ({reason})" + (f" while decoding {vr.info.path}" if vr else ""))
+            self.resume.warn(f"{w.name} died ({reason})" + (f" while decoding {vr.info.path}" if vr else ""))
             if vr is not None:
                 self._finish(vr, vr.failed_result(f"decoder process died ({reason})"))
             if self.queue or self.jobs:
@@ -453,7 +415,7 @@ class Coordinator:
         else:
             self.infers.remove(w)
             self.free.extend(w.state.unreleased)  # sent to it, never released
-            self._warn(f"{w.name} died ({reason})")
+            self.resume.warn(f"{w.name} died ({reason})")
             if not w.state.loaded:
                 raise ModelError(f"inference process failed before loading the model ({reason})")
             self.infer_restarts += 1
@@ -499,14 +461,9 @@ class Coordinator:
     def _publish(self, now: float) -> None:
         self._last_stats = now
         elapsed = now - self.t_start
-        decs = [self._decoder_stats(w) for w in self.decoders]
-        infs = [self._infer_stats(w, now) for w in self.infers]
-        ring = RingStats(
-            slots=self.ring.slots if self.ring else 0, free=len(self.free),
-            at_decoders=sum(len(w.state.held) for w in self.decoders), ready=len(self.ready),
-            at_infer=sum(len(w.state.out) for w in self.infers),
-            slot_mib=(self.ring.slot_bytes / 2**20) if self.ring else 0.0,
-        )
+        decs = [decoder_stats(w, self.jobs) for w in self.decoders]
+        infs = [infer_stats(w, now, self.cfg.batch) for w in self.infers]
+        ring = ring_stats(self.ring, len(self.free), len(self.ready), self.decoders, self.infers)
         running_s = sum(min(v.position, v.info.duration) for v in self.jobs.values())
         snap = RunStats(
             time=time.time(), elapsed=elapsed, decoders=decs, infer=infs, ring=ring,
@@ -524,30 +481,6 @@ class Coordinator:
                 {w.name: w.process.pid for w in self.decoders + self.infers},
                 {w.name: self.jobs[w.state.job].info.path for w in self.decoders if w.state.job in self.jobs},
             ))
-
-    def _decoder_stats(self, w: Worker) -> DecoderStats:
-        ds = DecoderStats(name=w.name, blocked_s=w.state.blocked)
-        vr = self.jobs.get(w.state.job) if w.state.job is not None else None
-        if vr is not None:
-            ds.video, ds.position, ds.duration = vr.info.path, vr.position, vr.info.duration
-            p = vr.last_stat
-            if p is not None and p.job_id == vr.job.job_id:
-                ds.frames, ds.samples = p.frames, p.samples
-                ds.decode_fps = p.frames / p.elapsed if p.elapsed > 0 else 0.0
-                ds.sample_fps = p.samples / p.elapsed if p.elapsed > 0 else 0.0
-        return ds
-
-    def _infer_stats(self, w: Worker, now: float) -> InferStats:
-        s = w.state
-        span = (now - s.first) if s.first else 0.0
-        m = s.model
-        return InferStats(
-            name=w.name, model=m.name if m else "", provider=m.provider if m else "", frames=s.frames,
-            faces=s.faces, batches=s.batches, fps=s.frames / span if span > 0 else 0.0,
-            faces_per_s=s.faces / span if span > 0 else 0.0,
-            batch_fill=(s.frames / s.batches / self.cfg.batch) if s.batches else 0.0,
-            busy_s=s.busy, starved_s=s.starved,
-        )
 
 
 def analyze(

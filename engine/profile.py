@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from platformdirs import user_config_dir
@@ -56,6 +57,37 @@ def infer_processes(cfg) -> int:
     if cfg.infer_procs:
         return cfg.infer_procs
     return 1 if on_gpu(cfg.provider) else cpu_count()
+
+
+DECODER_CREDIT = 2  # free ring slots a decoder may hold
+
+
+@dataclass(frozen=True)
+class RunSizing:
+    """The processes and ring of one analysis run on this machine."""
+
+    gpu: bool  # inference on a GPU provider
+    decoders: int
+    decoder_threads: int
+    infer_procs: int
+    infer_below: bool  # inference processes run below the decoders' priority
+    ring_slots: int
+
+
+def size_run(cfg, videos: int) -> RunSizing:
+    """How a run of ``videos`` videos with ``cfg`` (an AnalyzeConfig) is laid out here."""
+    from facecut.procs import cpu_count
+
+    gpu = on_gpu(cfg.provider)
+    n_infer = infer_processes(cfg)
+    n_dec = min(cfg.decoders, max(1, videos))
+    # Decoder threads: the cores not taken by CPU inference, split between decoders.
+    busy = n_dec + (0 if gpu else n_infer * cfg.infer_threads)
+    return RunSizing(
+        gpu=gpu, decoders=n_dec, decoder_threads=cfg.decoder_threads or max(1, cpu_count() // busy),
+        infer_procs=n_infer, infer_below=not gpu and n_infer * cfg.infer_threads + n_dec > cpu_count(),
+        ring_slots=cfg.ring_slots or (DECODER_CREDIT * n_dec + 2 * cfg.batch * n_infer + 4),
+    )
 
 
 def fill_from_profile(vals: dict, provider: str, pinned=None) -> dict:

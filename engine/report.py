@@ -19,58 +19,26 @@ through ``html.escape``; every path in a URL through ``urllib.parse.quote``.
 
 from __future__ import annotations
 
-import html
 import logging
 import os
 import shutil
 import time
 from collections import Counter
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import quote
 
-
 from facecut.fsio import atomic_write_text, ignored_summary, replace_with_retry, temp_name
-from facecut.workdir import WorkDir
 from facecut.records import Clip, Plan, ScanResult, SourcePlan
+from facecut.reportsvg import OTHER_COLOUR, REASON_COLOURS, e, fmt_time, legend, timeline
+from facecut.workdir import WorkDir
 
 log = logging.getLogger(__name__)
-
-# Colours of rejected tracks by reason (records.TrackSummary.reason); anything else: "other".
-REASON_COLOURS = {
-    "too_small": "#e67e22",
-    "pose": "#9b59b6",
-    "det_score": "#7f8c8d",
-    "too_short": "#f1c40f",
-    "too_long": "#e84393",
-    "identity": "#c0392b",
-}
-OTHER_COLOUR = "#34495e"
-ACCEPTED_COLOUR = "#27ae60"
-CLIP_COLOUR = "#2471a3"
-
-_LANES = 10  # track rows in a timeline; more overlapping tracks share rows
-_LANE_H = 9  # px
-
-
-def e(value) -> str:
-    """HTML-escape anything (quotes included: safe inside attributes)."""
-    return html.escape(str(value), quote=True)
-
 
 def _url(rel_posix: str) -> str:
     """A relative POSIX path as an escaped URL attribute value (``#``, ``?``, ``%``
     and spaces in file names must not turn into fragments or queries)."""
     return e(quote(rel_posix, safe="/"))
-
-
-def _fmt_time(seconds: float) -> str:
-    """Seconds as ``h:mm:ss.s`` (``m:ss.s`` under an hour)."""
-    seconds = max(0.0, float(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    if h >= 1:
-        return f"{int(h)}:{int(m):02d}:{s:04.1f}"
-    return f"{int(m)}:{s:04.1f}"
 
 
 def _fmt_date(unix: float) -> str:
@@ -173,179 +141,11 @@ def _clip_link(clip: Clip, out_dir: Path | None, report_dir: Path) -> tuple[str,
 COLLAPSE_ABOVE = 300  # clips in the whole report: beyond this every source starts collapsed
 COLLAPSE_SOURCE = 60  # clips of one source: beyond this that source starts collapsed
 
-# The filter/sort bar. Its script reads only numbers (data-* attributes of the cards)
-# and the lower-cased source path through dataset (text, never markup).
-_BAR = """<div id="bar" class="meta">sort <select id="sort"><option value="time">source and time</option>
-<option value="dur">longest first</option><option value="face">largest face first</option>
-<option value="yaw">most frontal first</option></select>
- · at least <input id="mindur" type="number" min="0" step="0.5" value="0"> s
- · face at least <input id="minface" type="number" min="0" step="10" value="0"> px
- · |yaw| at most <input id="maxyaw" type="number" min="0" max="180" step="5" value="180">°
- · source <input id="srcq" type="search" placeholder="part of the file name">
- · <button id="openall" type="button">open all</button> <span id="shown"></span></div>"""
-
-_JS = """(function(){
-const $=id=>document.getElementById(id);
-const key={dur:c=>-c.dataset.dur,face:c=>-c.dataset.face,yaw:c=>+c.dataset.yaw,time:c=>+c.dataset.start};
-function apply(){
- const md=+$('mindur').value||0,mf=+$('minface').value||0,my=$('maxyaw').value===''?180:+$('maxyaw').value;
- const q=$('srcq').value.trim().toLowerCase(),by=key[$('sort').value];let n=0;
- for(const s of document.querySelectorAll('section.src')){
-  const hit=!q||s.dataset.name.includes(q);s.hidden=!hit;
-  for(const c of s.querySelectorAll('.card')){
-   const ok=hit&&+c.dataset.dur>=md&&+c.dataset.face>=mf&&+c.dataset.yaw<=my;c.hidden=!ok;if(ok)n++;}
-  const g=s.querySelector('.srcbody>.grid');if(!g)continue;
-  const items=[...g.children],first=el=>el.classList.contains('card')?el:el.querySelector('.card');
-  items.sort((a,b)=>by(first(a))-by(first(b))||first(a).dataset.start-first(b).dataset.start);
-  for(const el of items)g.appendChild(el);}
- $('shown').textContent=n+' clips shown';}
-for(const id of ['sort','mindur','minface','maxyaw','srcq'])$(id).addEventListener('input',apply);
-$('openall').addEventListener('click',()=>{for(const d of document.querySelectorAll('details.srcbody'))d.open=true;});
-apply();
-addEventListener('load',()=>{document.documentElement.dataset.loadedMs=Math.round(performance.now());});})();"""
-
-_CSS = """
-:root{--fg:#1d2330;--mut:#687083;--bg:#f5f6f8;--card:#fff;--line:#dde1e7}
-*{box-sizing:border-box}
-body{margin:0;font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg)}
-header,main{max-width:1400px;margin:0 auto;padding:12px 20px}
-h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:0 0 6px;word-break:break-all}
-.meta{color:var(--mut);font-size:12px;word-break:break-all}
-.kpis{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}
-.kpi{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 14px;min-width:120px}
-.kpi b{display:block;font-size:20px}
-table{border-collapse:collapse;background:var(--card)}
-td,th{border:1px solid var(--line);padding:3px 8px;text-align:left;vertical-align:top}
-.src{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px 14px;margin:16px 0}
-.st{display:inline-block;padding:0 6px;border-radius:3px;font-size:12px;color:#fff;background:#27ae60}
-.st-partial{background:#e67e22}.st-failed{background:#c0392b}.st-pending{background:#7f8c8d}
-.reason{color:#c0392b}
-svg.tl{display:block;width:100%;background:#fafbfc;border:1px solid var(--line);margin:8px 0 4px}
-.legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;color:var(--mut);margin:4px 0 8px}
-.legend i{display:inline-block;width:12px;height:10px;margin-right:4px;vertical-align:-1px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:10px}
-#bar{margin-top:10px;position:sticky;top:0;background:var(--bg);padding:6px 0;z-index:1}
-#bar input[type=number]{width:5em}
-details.srcbody>summary{cursor:pointer;color:#2471a3;margin:4px 0}
-.group{grid-column:1/-1;border:1px dashed var(--line);border-radius:6px;padding:6px}
-.group>.meta{margin-bottom:6px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:6px;overflow:hidden;
-content-visibility:auto;contain-intrinsic-size:auto 250px auto 240px}
-.card:target{outline:3px solid #2471a3}
-.pic{aspect-ratio:16/9;background:#222;display:flex;align-items:center;justify-content:center;color:#999}
-.pic img{width:100%;height:100%;object-fit:contain;display:block}
-.card video{width:100%;aspect-ratio:16/9;background:#000;display:block;margin-top:4px}
-.card summary{cursor:pointer;color:#2471a3}
-.card .body{padding:6px 8px;font-size:12px}
-.card .body div{word-break:break-all}
-.none{color:var(--mut);font-style:italic}
-"""
-
-
-def _legend(reasons: list[str]) -> str:
-    items = [
-        ("shot", "#e8ecf1"),
-        ("accepted track", ACCEPTED_COLOUR),
-        ("clip (click: card)", CLIP_COLOUR),
-    ] + [(f"rejected: {r}", REASON_COLOURS.get(r, OTHER_COLOUR)) for r in reasons]
-    return (
-        '<div class="legend">'
-        + "".join(f'<span><i style="background:{c}"></i>{e(name)}</span>' for name, c in items)
-        + "</div>"
-    )
-
-
-def _tick_step(span: float) -> float:
-    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200):
-        if span / step <= 10:
-            return float(step)
-    return 3600.0 * max(1, round(span / 36000))
-
-
-def _pct(t: float, span: float) -> str:
-    return f"{100.0 * min(max(t, 0.0), span) / span:.3f}%"
-
-
-def _wpct(a: float, b: float, span: float) -> str:
-    """Width of [a, b] in percent, at least a sliver so short items stay visible."""
-    w = 100.0 * (min(b, span) - max(a, 0.0)) / span
-    return f"{max(w, 0.15):.3f}%"
-
-
-def _lanes(items, n: int) -> list[int]:
-    """Greedy interval packing of (start, end) items into ``n`` rows; when all
-    rows are busy the row that frees first is shared."""
-    ends = [float("-inf")] * n
-    out = [0] * len(items)
-    for i in sorted(range(len(items)), key=lambda i: (items[i].start, items[i].end)):
-        it = items[i]
-        free = [r for r in range(n) if ends[r] <= it.start]
-        r = free[0] if free else min(range(n), key=ends.__getitem__)
-        out[i] = r
-        ends[r] = max(ends[r], it.end)
-    return out
-
-
-def _timeline(src: SourcePlan, clips: list[Clip]) -> str:
-    """Inline SVG: shots as bands, tracks in rows (accepted green, rejected by
-    reason), clips on the bottom row linking to their cards. Positions are
-    percentages, so the SVG scales with the page without stretching text."""
-    span = max(
-        [src.duration]
-        + [s.end for s in src.shots]
-        + [t.end for t in src.tracks]
-        + [c.end for c in clips]
-    )
-    span = span if span > 0 else 1.0
-    lanes = min(_LANES, max(1, len(src.tracks)))
-    axis_y, top = 14, 18
-    clip_y = top + lanes * _LANE_H + 4
-    height = clip_y + 14
-    parts = [
-        f'<svg class="tl" height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">',
-        f"<title>timeline of {e(src.path)}</title>",
-    ]
-    for s in src.shots:  # alternate shades so neighbouring shots are told apart
-        fill = "#e8ecf1" if s.index % 2 == 0 else "#d5dbe3"
-        parts.append(
-            f'<rect x="{_pct(s.start, span)}" y="{top - 2}" width="{_wpct(s.start, s.end, span)}" '
-            f'height="{height - top + 2}" fill="{fill}"><title>shot {s.index}: '
-            f"{_fmt_time(s.start)}–{_fmt_time(s.end)}</title></rect>"
-        )
-    step = _tick_step(span)
-    t = 0.0
-    while t <= span + 1e-9:
-        x = _pct(t, span)
-        anchor = "start" if t == 0 else "end" if t > span * 0.97 else "middle"
-        parts.append(
-            f'<line x1="{x}" x2="{x}" y1="{axis_y - 3}" y2="{axis_y + 2}" stroke="#99a"/>'
-            f'<text x="{x}" y="{axis_y - 4}" font-size="9" fill="#667" text-anchor="{anchor}">'
-            f"{_fmt_time(t).removesuffix('.0')}</text>"
-        )
-        t += step
-    for tr, lane in zip(src.tracks, _lanes(src.tracks, lanes)):
-        if tr.status == "accepted":
-            fill, what = ACCEPTED_COLOUR, "accepted"
-        else:
-            fill, what = (
-                REASON_COLOURS.get(tr.reason, OTHER_COLOUR),
-                f"rejected: {tr.reason or '?'}",
-            )
-        parts.append(
-            f'<rect x="{_pct(tr.start, span)}" y="{top + lane * _LANE_H}" '
-            f'width="{_wpct(tr.start, tr.end, span)}" height="{_LANE_H - 2}" rx="1" fill="{fill}">'
-            f"<title>track {tr.id} ({e(what)}), {tr.frames} frames, "
-            f"{_fmt_time(tr.start)}–{_fmt_time(tr.end)}</title></rect>"
-        )
-    for c in clips:
-        parts.append(
-            f'<a href="#c-{e(c.id)}"><rect x="{_pct(c.start, span)}" y="{clip_y}" '
-            f'width="{_wpct(c.start, c.end, span)}" height="10" fill="{CLIP_COLOUR}">'
-            f"<title>clip {_fmt_time(c.start)}–{_fmt_time(c.end)} "
-            f"({c.end - c.start:.1f} s)</title></rect></a>"
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+# The page's style, and its filter/sort bar with the script behind it (engine/data/).
+# The script reads only numbers (data-* attributes of the cards) and the
+# lower-cased source path through dataset (text, never markup).
+def _asset(name: str) -> str:
+    return (files("facecut.data") / name).read_text(encoding="utf-8").strip()
 
 
 def _card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> str:
@@ -354,12 +154,12 @@ def _card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> s
     if thumb_url:
         pic = (
             f'<div class="pic"><img src="{_url(thumb_url)}" loading="lazy" decoding="async" '
-            f'alt="clip at {_fmt_time(clip.start)}"></div>'
+            f'alt="clip at {fmt_time(clip.start)}"></div>'
         )
     else:
         pic = '<div class="pic">no thumbnail</div>'
     lines = [
-        f"<div><b>{dur:.1f} s</b> · {_fmt_time(clip.start)}–{_fmt_time(clip.end)} · shot {clip.shot}</div>",
+        f"<div><b>{dur:.1f} s</b> · {fmt_time(clip.start)}–{fmt_time(clip.end)} · shot {clip.shot}</div>",
         (
             f"<div>face {st.face_short_median:.0f} px · yaw {round(st.yaw_range[0]):+d}°…"
             f"{round(st.yaw_range[1]):+d}° · {st.frames} frames</div>"
@@ -373,7 +173,7 @@ def _card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> s
         lead = clip.lead_in or 0.0
         if clip.cut_start is not None and clip.cut_end is not None:
             lines.append(
-                f"<div>cut {_fmt_time(clip.cut_start)}–{_fmt_time(clip.cut_end)}"
+                f"<div>cut {fmt_time(clip.cut_start)}–{fmt_time(clip.cut_end)}"
                 f" · lead-in {lead:.2f} s{' · ' + e(clip.container) if clip.container else ''}</div>"
             )
         if link is None:
@@ -413,7 +213,7 @@ def _source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir, collaps
     if not (src.shots or src.tracks or clips):  # failed before analysis found anything
         return head + "</section>"
     reasons = sorted({t.reason or "other" for t in src.tracks if t.status == "rejected"})
-    body = _timeline(src, clips) + _legend(reasons)
+    body = timeline(src, clips) + legend(reasons)
     if clips:
         cards, group = [], None
         for c in clips:
@@ -484,7 +284,7 @@ def render(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>facecut report: {e(plan.input_dir or work_root)}</title>",
-        f"<style>{_CSS}</style></head><body><header>",
+        f"<style>{_asset('report.css')}</style></head><body><header>",
         "<h1>facecut report</h1>",
         (
             f'<div class="meta">input {e(plan.input_dir or "?")} · work {e(work_root)}'
@@ -521,7 +321,7 @@ def render(
             + "</table>"
         )
     if plan.clips:
-        out.append(_BAR)
+        out.append(_asset("report_bar.html"))
     out.append("</header><main>")
     big = len(plan.clips) > COLLAPSE_ABOVE
     for src in plan.sources:
@@ -532,7 +332,7 @@ def render(
             path=path, key=clips[0].key, status="ok", reason="source not listed in the plan"
         )
         out.append(_source_section(ghost, clips, thumbs, out_dir, report_dir, big))
-    out.append(f"</main><script>{_JS}</script></body></html>\n")
+    out.append(f"</main><script>{_asset('report.js')}</script></body></html>\n")
     return "\n".join(out)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from facecut.errors import ConfigError, LogCorruption
 from facecut.fsio import replace_with_retry
 from facecut.workdir import WorkDir
 from facecut.logio import read_first
+from facecut.protocol import DecodeJob
 from facecut.records import LogHeader, LogRecord, ScanResult, VideoInfo
 from facecut.scan import probe
 from facecut.videolog import LogState, VideoRun, finished_state, read_log_state, write_markers
@@ -190,3 +192,33 @@ def logged_fast_decode(work: WorkDir) -> str | None:
             except ValueError:
                 return None
     return None
+
+
+def decode_job(vr: VideoRun, cfg: AnalyzeConfig, job_id: int, input_dir: Path, threads: int) -> DecodeJob:
+    """The decoder's job for ``vr``: from the start, or after its log's committed
+    prefix (see the module doc for the two ways of resuming)."""
+    st = vr.state
+    resume = st.header is not None
+    cut = st.last_cut if resume else None
+    seek = resume and st.monotonic
+    return DecodeJob(
+        job_id=job_id,
+        path=os.fsencode(vr.info.fs_path(input_dir)),
+        rel=vr.info.path,
+        stream_index=vr.info.stream_index,
+        fps=cfg.fps,
+        max_side=cfg.max_side,
+        start_k=st.last_k + 1,
+        t0=st.header.t0 if resume else None,
+        resume_cut_pts=cut.pts if (cut and seek) else None,
+        resume_cut_time=cut.time if cut else None,
+        last_sample_pts=st.last_pts if seek else None,
+        detector=cfg.detector,
+        threshold=cfg.threshold,
+        min_scene_len=cfg.min_scene_len,
+        shot_width=cfg.shot_width,
+        error_budget=cfg.error_budget,
+        threads=threads,
+        fast=cfg.fast_decode,
+        hwaccel=cfg.hwaccel,
+    )

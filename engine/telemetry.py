@@ -18,14 +18,17 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import msgspec
 
 from facecut.fsio import write_json
 from facecut.workdir import WorkDir
 from facecut.procs import pid_alive
-from facecut.stats import DecoderStats, InferStats
+from facecut.stats import DecoderStats, InferStats, RingStats
+
+if TYPE_CHECKING:
+    from facecut.procs import Worker
 
 STATS_EVERY = 0.25  # s between snapshots of a run
 HEARTBEAT_EVERY = 2.0  # s between heartbeat rewrites
@@ -148,3 +151,40 @@ def bottleneck(decs: list[DecoderStats], infs: list[InferStats], elapsed: float)
     if starved > blocked and starved > 0.2 * elapsed:
         return "decode-bound (inference waits for frames)"
     return "balanced"
+
+
+def decoder_stats(w: Worker, jobs: dict) -> DecoderStats:
+    """A decoder's line of a snapshot (``w.state``: protocol.DecoderState; ``jobs``: job id -> VideoRun)."""
+    ds = DecoderStats(name=w.name, blocked_s=w.state.blocked)
+    vr = jobs.get(w.state.job) if w.state.job is not None else None
+    if vr is not None:
+        ds.video, ds.position, ds.duration = vr.info.path, vr.position, vr.info.duration
+        p = vr.last_stat
+        if p is not None and p.job_id == vr.job.job_id:
+            ds.frames, ds.samples = p.frames, p.samples
+            ds.decode_fps = p.frames / p.elapsed if p.elapsed > 0 else 0.0
+            ds.sample_fps = p.samples / p.elapsed if p.elapsed > 0 else 0.0
+    return ds
+
+
+def infer_stats(w: Worker, now: float, batch: int) -> InferStats:
+    """An inference process's line of a snapshot (``w.state``: protocol.InferState)."""
+    s = w.state
+    span = (now - s.first) if s.first else 0.0
+    m = s.model
+    return InferStats(
+        name=w.name, model=m.name if m else "", provider=m.provider if m else "", frames=s.frames,
+        faces=s.faces, batches=s.batches, fps=s.frames / span if span > 0 else 0.0,
+        faces_per_s=s.faces / span if span > 0 else 0.0,
+        batch_fill=(s.frames / s.batches / batch) if s.batches else 0.0,
+        busy_s=s.busy, starved_s=s.starved,
+    )
+
+
+def ring_stats(ring, free: int, ready: int, decoders: list[Worker], infers: list[Worker]) -> RingStats:
+    """Where the frame ring's slots are (``ring``: the FrameRing, None before it exists)."""
+    return RingStats(
+        slots=ring.slots if ring else 0, free=free, at_decoders=sum(len(w.state.held) for w in decoders),
+        ready=ready, at_infer=sum(len(w.state.out) for w in infers),
+        slot_mib=(ring.slot_bytes / 2**20) if ring else 0.0,
+    )

@@ -145,7 +145,7 @@ def test_fast_frame_score_is_pyscenedetects_bit_for_bit(media_dir, kind):
     import av
     from scenedetect import FrameTimecode
 
-    from facecut.decode import ShotFrames, make_detector
+    from facecut.shotdetect import ShotFrames, make_detector
 
     for rel in ["basic.mp4", "vfr.mp4"]:
         fast = make_detector(kind, None, 15)
@@ -173,7 +173,7 @@ def test_shot_frames_sample_planes_like_swscale(media_dir):
     import av
     import numpy as np
 
-    from facecut.decode import ShotFrames
+    from facecut.shotdetect import ShotFrames
 
     with av.open(str(media_dir / "basic.mp4")) as c:
         frames = [f for i, f in enumerate(c.decode(video=0)) if i % 20 == 0][:6]
@@ -196,7 +196,7 @@ def test_shot_frames_of_nv12_equal_those_of_yuv420p(media_dir):
     import av
     import numpy as np
 
-    from facecut.decode import ShotFrames
+    from facecut.shotdetect import ShotFrames
 
     planar, semi = ShotFrames(256), ShotFrames(256)
     with av.open(str(media_dir / "rotated.mp4")) as c:

@@ -30,7 +30,8 @@ from facecut.records import (
     TrackSummary,
     VideoInfo,
 )
-from facecut.report import ACCEPTED_COLOUR, CLIP_COLOUR, REASON_COLOURS, write_report
+from facecut.report import write_report
+from facecut.reportsvg import ACCEPTED_COLOUR, CLIP_COLOUR, REASON_COLOURS
 
 NASTY = "talks/<script>alert(1)</script> & \"q\" 'a' #1 ?x=50% é.mp4"
 PLAIN = "plain.mkv"
@@ -315,9 +316,9 @@ def test_user_strings_are_escaped(planned, clip_video, tmp_path):
     page = Page(raw)
     assert "<1>" not in raw and "<oops>" not in raw and "<notes>" not in raw
     # One script: the filter/sort bar's, a constant that holds nothing of the batch.
-    from facecut.report import _JS
+    from facecut.report import _asset
 
-    assert raw.count("<script") == 1 and f"<script>{_JS}</script>" in raw
+    assert raw.count("<script") == 1 and f"<script>{_asset('report.js')}</script>" in raw
     text = page.joined
     for s in (NASTY, "broken <1>.mp4", "no decodable video frame (<oops>)", "bad/<notes>.mp4"):
         assert s in text, s  # shown verbatim once the entities are decoded
