@@ -29,10 +29,10 @@ from facecut.cluster import (
     fence,
     local_cluster,
     local_path,
-    machine_config,
     path_map,
 )
 from facecut.config import AnalyzeConfig
+from facecut.profile import machine_config
 from facecut.coordinator import analyze
 from facecut.videolog import read_log_state
 from facecut.errors import ConfigError

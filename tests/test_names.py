@@ -337,7 +337,7 @@ def test_names_that_are_not_utf8_are_processed_like_any_other(tmp_path):
 
 def test_cluster_workers_look_for_the_real_name(tmp_path):
     """The cluster's pre-flight check (and each task) stats the file by its real name."""
-    from facecut.cluster import _see_inputs
+    from facecut.cluster.paths import _see_inputs
     from facecut.records import raw_name
 
     if sys.platform in ("win32", "darwin"):
