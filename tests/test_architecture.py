@@ -42,6 +42,7 @@ LAYERS = [
     {"facecut.cluster.client"},
     {"facecut.cluster"},
     {"facecut.pipeline"},
+    {"facecut.cli.options", "facecut.cli.support"},
     {"facecut.cli", "facecut.__main__"},
 ]
 

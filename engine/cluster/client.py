@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+
 from facecut import __version__
 from facecut.cluster.paths import PATH_MAP_ENV, PROBE, check_worker
 from facecut.cluster.task import _cluster_workers, analyze_video

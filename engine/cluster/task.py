@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import msgspec
+
 from facecut.cluster.lease import Lease, fence
 from facecut.cluster.paths import PathNotVisible, _see_inputs, _see_work
 from facecut.config import AnalyzeConfig
