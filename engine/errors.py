@@ -19,9 +19,7 @@ class FacecutError(Exception):
 
 
 class ConfigError(FacecutError):
-    """Bad option values or an unusable work folder."""
-
-    exit_code = EXIT_USAGE
+    """Bad option values or an unusable work folder (exit 2, as every FacecutError)."""
 
 
 class ModelError(FacecutError):
@@ -31,9 +29,7 @@ class ModelError(FacecutError):
 
 
 class ProviderUnavailable(ModelError):
-    """The onnxruntime execution provider asked for is not usable here."""
-
-    exit_code = EXIT_ENVIRONMENT
+    """The onnxruntime execution provider asked for is not usable here (exit 4)."""
 
 
 class EnvironmentProblem(FacecutError):

@@ -43,6 +43,10 @@ calls except an fsync of the parent directory when a new log is created with
 
 from __future__ import annotations
 
+# Long module: one file format with its reader and its writer. They share the
+# frame rules and the torn-tail rule above (the writer truncates exactly what a
+# reader would stop at), so they stay side by side; a third of it is this doc.
+
 import gc
 import logging
 import os

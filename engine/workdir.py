@@ -36,21 +36,14 @@ class WorkDir:
     """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser().resolve()
-
-    def ensure(self) -> "WorkDir":
-        for d in (self.root, self.analysis_dir, self.logs_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        mark_folder(self.root, WORK_MARKER)
-        return self
-
-    @property
-    def scan_json(self) -> Path:
-        return self.root / "scan.json"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.root / "analysis"
+        self.root = r = Path(root).expanduser().resolve()
+        self.scan_json = r / "scan.json"
+        self.analysis_dir = r / "analysis"
+        self.thumbs_dir = r / "thumbs"
+        self.plan_json = r / "plan.json"
+        self.report_dir = r / "report"
+        self.logs_dir = r / "logs"
+        self.heartbeat = r / "heartbeat.json"
 
     def log_path(self, key: str) -> Path:
         return self.analysis_dir / f"{key}.fclog"
@@ -58,28 +51,14 @@ class WorkDir:
     def done_path(self, key: str) -> Path:
         return self.analysis_dir / f"{key}.done"
 
-    @property
-    def thumbs_dir(self) -> Path:
-        return self.root / "thumbs"
-
-    @property
-    def plan_json(self) -> Path:
-        return self.root / "plan.json"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def heartbeat(self) -> Path:
-        return self.root / "heartbeat.json"
-
     def shots_path(self, key: str) -> Path:
         return self.analysis_dir / f"{key}.shots.json"
+
+    def ensure(self) -> "WorkDir":
+        for d in (self.root, self.analysis_dir, self.logs_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        mark_folder(self.root, WORK_MARKER)
+        return self
 
     # ------------------------------------------------------------------ typed loaders
 

@@ -31,38 +31,25 @@ class WorkInUse(ConfigError):
     """Another live process holds the work folder (exit 2)."""
 
 
-def _try_lock(fd: int) -> bool:
+def _lock(fd: int, take: bool) -> bool:
+    """Take (non-blocking) or give back the lock on ``fd``; False when another holds it."""
     if sys.platform == "win32":
         import msvcrt
 
         os.lseek(fd, _WIN_OFFSET, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held by another open file (process)
-        return False
-    return True
-
-
-def _unlock(fd: int) -> None:
-    if sys.platform == "win32":
-        import msvcrt
-
-        os.lseek(fd, _WIN_OFFSET, os.SEEK_SET)
-        try:
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        except OSError:
-            pass
+        mode = msvcrt.LK_NBLCK if take else msvcrt.LK_UNLCK
     else:
         import fcntl
 
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        mode = fcntl.LOCK_EX | fcntl.LOCK_NB if take else fcntl.LOCK_UN
+    try:
+        if sys.platform == "win32":
+            msvcrt.locking(fd, mode, 1)
+        else:
+            fcntl.flock(fd, mode)
+    except OSError:  # BlockingIOError: held by another open file (process)
+        return False
+    return True
 
 
 def holder(root: Path) -> dict | None:
@@ -97,7 +84,7 @@ class WorkLock:
             return self
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
+        if not _lock(fd, True):
             os.close(fd)
             raise WorkInUse(f"{self.root} is in use by {describe(holder(self.root))}: "
                             "one facecut command at a time may write to a work folder "
@@ -122,7 +109,7 @@ class WorkLock:
         if fd is None:
             return
         try:
-            _unlock(fd)
+            _lock(fd, False)
         finally:
             os.close(fd)
 

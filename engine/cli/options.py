@@ -25,6 +25,17 @@ def opt(*decls: str, **kw):
     return click.option(*decls, **kw)
 
 
+def options(*opts):
+    """One decorator for several options, shown in ``--help`` in this order."""
+
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
 def _path(**kw):
     return click.Path(path_type=Path, **kw)
 
@@ -95,9 +106,7 @@ def analyze_options(f):
                  "`facecut doctor` lists the ones that work here)."),
         opt("--retry-failed", is_flag=True, help="Analyse videos that failed in an earlier run again."),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return options(*opts)(f)
 
 
 def _analyze_config(kw: dict, work: Path | None = None):
@@ -153,10 +162,7 @@ def gate_options(f):
             help="Keep only this person: an image, a folder of images or a roop-unleashed .fsz face set."),
         opt("--identity-threshold", type=float, default=None, help="Largest cosine distance to the identity [0.65]."),
     ]
-    f = track_options(f)
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return options(*opts)(track_options(f))
 
 
 def track_options(f):
@@ -168,9 +174,8 @@ def track_options(f):
         opt("--stitch-shift", type=float, default=None, help="Largest centre shift to stitch, in face sizes [1]."),
         opt("--stitch-size", type=float, default=None, help="Largest size ratio to stitch [1.5]."),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return options(*opts)(f)
+
 
 _TRACK_KEYS = {"track_iou": "iou", "track_max_gap": "max_gap", "stitch_sim": "stitch_sim",
                "stitch_shift": "stitch_shift", "stitch_size": "stitch_size"}

@@ -63,9 +63,9 @@ class _TaskWorkDir(WorkDir):
     (``<name>.fault``) go to ``logs/<host>-<pid>/``, so two coordinators sharing the
     folder never open, truncate or remove each other's trace files."""
 
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs" / f"{socket.gethostname()}-{os.getpid()}"
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.logs_dir = self.root / "logs" / f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _cluster_workers(client) -> dict[str, dict]:
