@@ -68,7 +68,8 @@ def _cut_match(cuts: list[float], truth: list[float], frame: float) -> tuple[int
 def results(corpus: Path, works: dict[str, Path]) -> dict[str, dict]:
     """Per level: what the analysis found, compared with the ``off`` level's."""
     from facecut.workdir import WorkDir
-    from facecut.score import ScoreConfig, plan_from_work
+    from facecut.config import ScoreConfig
+    from facecut.plan import plan_from_work
     from facecut.tools.make_media import load_truth
 
     truth = {}

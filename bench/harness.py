@@ -70,7 +70,7 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     plan = None
     try:
         from facecut.config import ScoreConfig
-        from facecut.score import plan_from_work
+        from facecut.plan import plan_from_work
 
         s = time.perf_counter()
         plan = plan_from_work(work, ScoreConfig())

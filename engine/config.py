@@ -65,6 +65,9 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # report support
     thumb_every: Annotated[float, Meta(ge=0)] = 2.0  # s between thumbnails of face frames (0 = none)
     thumb_side: Annotated[int, Meta(ge=32)] = 320
+    # quality score support: measure each face's sharpness in the inference processes
+    # (facecut.quality; off only to measure what it costs: bench --stages quality)
+    sharpness: bool = True
     retry_failed: bool = False
 
     def model_params(self) -> str:
@@ -143,6 +146,7 @@ class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     merge_gap               ``--merge-gap``            ``FACECUT_MERGE_GAP``              2 (s)
     identity                ``--identity PATH``        ``FACECUT_IDENTITY``               none
     identity_threshold      ``--identity-threshold``   ``FACECUT_IDENTITY_THRESHOLD``     0.65
+    people_threshold        ``--people-threshold``     ``FACECUT_PEOPLE_THRESHOLD``       0.6
     model_dir               ``--model-dir``            ``FACECUT_MODEL_DIR``              none
     provider                ``--provider``             ``FACECUT_PROVIDER``               auto
     track                   the ``TrackConfig`` options above
@@ -167,8 +171,9 @@ class ScoreConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     long: Literal["split", "reject"] = "split"
     bridge_gap: Annotated[float, Meta(ge=0)] = 3.0  # s, failing stretches shorter than this are bridged
     merge_gap: Annotated[float, Meta(ge=0)] = 2.0  # s, segments of one shot closer than this are fused
-    identity: str | None = None  # image, folder of images, or roop-unleashed face set (.fsz)
+    identity: str | None = None  # image, folder of images, roop-unleashed face set (.fsz), or person:K
     identity_threshold: Annotated[float, Meta(ge=0, le=2)] = 0.65  # most cosine distance
+    people_threshold: Annotated[float, Meta(ge=0, le=2)] = 0.6  # most cosine distance within a people group
     model_dir: str | None = None
     provider: Literal["auto", "dml", "cuda", "cpu"] = "auto"
     track: TrackConfig = TrackConfig()

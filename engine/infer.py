@@ -26,13 +26,15 @@ from facecut import protocol
 from facecut.errors import FacecutError
 from facecut.fsio import replace_with_retry, temp_name
 from facecut.procs import recv_or_parent_death
+from facecut.quality import sharpness
 from facecut.records import Sample
 from facecut.ring import FrameRing
 
 log = logging.getLogger(__name__)
 
 
-def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priority: bool = False) -> None:
+def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priority: bool = False,
+               measure_sharpness: bool = True) -> None:
     """Entry point of an inference process (see procs.start_worker)."""
     from facecut.models import load_model
 
@@ -74,6 +76,8 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
                 if isinstance(ff, Exception):
                     out.append(protocol.Result(it.job_id, it.n, None, 0, f"{type(ff).__name__}: {ff}"))
                     continue
+                if measure_sharpness:
+                    ff = [msgspec.structs.replace(f, sharp=sharpness(img, f.box, it.scale)) for f in ff]
                 payload = enc.encode(Sample(k=it.k, pts=it.pts, time=it.time, scale=it.scale, faces=tuple(ff)))
                 out.append(protocol.Result(it.job_id, it.n, payload, len(ff), ""))
                 if it.thumb and ff:

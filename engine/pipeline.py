@@ -150,7 +150,7 @@ def run_batch(
     from facecut.cut import cut_plan
     from facecut.report import write_report
     from facecut.scan import scan
-    from facecut.score import plan_from_work
+    from facecut.plan import plan_from_work
 
     t0 = time.perf_counter()
     stage = on_stage or (lambda s: None)

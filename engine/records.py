@@ -139,6 +139,9 @@ class Face(Struct, frozen=True, array_like=True, gc=False):
     roll: float  # degrees
     short: float  # short side of the box, source pixels
     emb: bytes | None = None  # L2-normalised embedding as little-endian float16, or None
+    # Variance of the Laplacian of the face, gray, resized to 64 x 64 (facecut.quality);
+    # -1: not measured (an older log, or an analysis run without it).
+    sharp: float = -1.0
 
 
 def embedding_to_bytes(vec) -> bytes:
@@ -244,6 +247,19 @@ class ClipStats(Struct, kw_only=True):
     det_score_median: float = 0.0
 
 
+class ClipQuality(Struct, kw_only=True):
+    """How well a clip will swap: its parts and their score (facecut.quality)."""
+
+    score: float  # 0-100, higher swaps better
+    face_px: float  # median short side of the main face, source pixels
+    yaw: float  # median |yaw|, degrees
+    pitch: float  # median |pitch|, degrees
+    sharpness: float | None  # median variance of the Laplacian (None: not measured)
+    stability: float  # median movement between samples, face sizes
+    presence: float  # share of the span's samples with the main face
+    crowded: float  # share of the span's samples with another sizeable face
+
+
 class Clip(Struct, kw_only=True):
     id: str  # UUID from source fingerprint + start + end (fsio.clip_id)
     source: str  # relative path of the source video
@@ -267,6 +283,8 @@ class Clip(Struct, kw_only=True):
     group: str = ""
     # filled by cut: why this clip was re-encoded instead of stream-copied ("" = copied)
     encoded: str = ""
+    quality: ClipQuality | None = None  # None: a plan written before quality scores
+    person: int | None = None  # people group of its main face (embedding models only)
 
 
 class TrackSummary(Struct, kw_only=True):
@@ -300,6 +318,25 @@ class SourcePlan(Struct, kw_only=True):
         return Path(input_dir) / os_name(self.path, self.raw_path)
 
 
+class PersonFace(Struct, kw_only=True):
+    """Where a person's face is shown: a thumbnail (relative to WORK) and the face
+    box in it as fractions of the picture (x, y, width, height)."""
+
+    clip: str  # the clip it comes from
+    thumb: str
+    box: tuple[float, float, float, float]
+
+
+class Person(Struct, kw_only=True):
+    """A people group: the clips whose main face is one person (facecut.people)."""
+
+    id: int  # stable across re-scores of one work folder
+    clips: int
+    seconds: float  # planned seconds of their clips
+    face: PersonFace | None = None
+    centroid: list[float] = []  # mean embedding; the next re-score matches its groups to these
+
+
 class Plan(Struct, kw_only=True):
     schema: int = SCHEMA
     created: float = 0.0
@@ -309,3 +346,4 @@ class Plan(Struct, kw_only=True):
     sources: list[SourcePlan] = []
     clips: list[Clip] = []
     rejected: dict[str, int] = {}  # reason -> number of tracks
+    people: list[Person] = []  # people groups (an embedding model's logs only)

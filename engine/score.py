@@ -33,8 +33,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
-from collections import Counter
 from dataclasses import dataclass
 
 import msgspec
@@ -43,9 +41,9 @@ import numpy as np
 from facecut.config import ScoreConfig
 from facecut.fsio import clip_id
 from facecut.workdir import WorkDir
-from facecut.logio import read_first
-from facecut.records import Clip, ClipStats, LogHeader, LogRecord, Plan, SourcePlan, TrackSummary, VideoInfo
-from facecut.resume import log_status
+from facecut.people import ClipFace
+from facecut.quality import clip_quality
+from facecut.records import Clip, ClipQuality, ClipStats, PersonFace, SourcePlan, TrackSummary, VideoInfo
 from facecut.track import Track, VideoLog, link
 
 log = logging.getLogger(__name__)
@@ -210,6 +208,68 @@ def _stats(video: VideoLog, seg: _Segment, ok_all: np.ndarray) -> ClipStats:
     )
 
 
+@dataclass
+class _Main:
+    """The main face of each sample of a clip's span: the largest face of its tracks."""
+
+    rows: np.ndarray  # face rows, in sample order
+    n_span: int  # samples in the span
+    crowded: int  # of them, those with another face at least half the main face's size
+
+
+def _main_faces(video: VideoLog, seg: _Segment) -> _Main:
+    f = video.faces
+    g = video.k * video.dt  # grid time of each sample
+    in_span = (g >= seg.start - _EPS) & (g < seg.end - _EPS)
+    rows = seg.rows[in_span[f.sample[seg.rows]]]
+    rows = rows[np.lexsort((-f.short[rows], f.sample[rows]))]
+    first = np.ones(len(rows), bool)
+    first[1:] = f.sample[rows][1:] != f.sample[rows][:-1]
+    main = rows[first]
+    others = np.setdiff1d(np.flatnonzero(in_span[f.sample]), seg.rows)
+    main_short = dict(zip(f.sample[main].tolist(), f.short[main].tolist()))
+    crowded = {s for s, sh in zip(f.sample[others].tolist(), f.short[others].tolist())
+               if sh >= 0.5 * main_short.get(s, float("inf"))}
+    return _Main(main, int(in_span.sum()), len(crowded))
+
+
+def _quality(video: VideoLog, m: _Main) -> ClipQuality:
+    """The clip's quality parts (facecut.quality) over the samples of its span."""
+    f = video.faces
+    sharp = f.sharp if f.sharp is not None else np.full(len(f), -1.0)
+    r = m.rows
+    return clip_quality(
+        {"short": f.short[r], "yaw": f.yaw[r], "pitch": f.pitch[r], "sharp": sharp[r], "box": f.box[r]},
+        m.n_span, m.crowded,
+    )
+
+
+def _clip_face(video: VideoLog, m: _Main, clip: Clip, order: int, thumbs: "_Thumbs",
+               size: tuple[int, int]) -> ClipFace | None:
+    """What people grouping needs of a clip (None: its faces have no embeddings)."""
+    f = video.faces
+    if f.emb is None or not len(m.rows):
+        return None
+    embs = f.emb[m.rows]
+    have = np.isfinite(embs).all(axis=1)
+    if not have.any():
+        return None
+    mean = embs[have].astype(np.float64).mean(axis=0)
+    mean /= max(np.linalg.norm(mean), 1e-12)
+    face, best = None, -1.0
+    w, h = size
+    for r in m.rows:  # the face to show: the best one that has a thumbnail
+        k = int(video.k[f.sample[r]])
+        thumb = thumbs.at(k)
+        goodness = f.short[r] * max(0.0, 1 - abs(f.yaw[r]) / 90) * max(0.0, 1 - abs(f.pitch[r]) / 90)
+        if thumb is not None and goodness > best and w > 0 and h > 0:
+            x1, y1, x2, y2 = (float(v) for v in f.box[r])
+            box = (max(0.0, x1 / w), max(0.0, y1 / h), min(1.0, (x2 - x1) / w), min(1.0, (y2 - y1) / h))
+            face, best = PersonFace(clip=clip.id, thumb=thumb, box=tuple(round(v, 4) for v in box)), goodness
+    return ClipFace(clip=clip.id, order=order, emb=mean, weight=int(have.sum()), seconds=clip.end - clip.start,
+                    face=face, face_quality=best)
+
+
 class _Thumbs:
     """Thumbnails captured during analysis: WORK/thumbs/<key>/<k:07d>.jpg."""
 
@@ -224,6 +284,11 @@ class _Thumbs:
             except FileNotFoundError:
                 pass
         self.k = np.array(sorted(ks), np.int64)
+
+    def at(self, k: int) -> str | None:
+        """The thumbnail of sample ``k``, if one was captured."""
+        i = int(np.searchsorted(self.k, k))
+        return f"thumbs/{self.key}/{k:07d}.jpg" if i < len(self.k) and self.k[i] == k else None
 
     def nearest(self, video: VideoLog, clip_span: tuple[float, float],
                 shot_span: tuple[float, float]) -> str | None:
@@ -248,11 +313,14 @@ def score_video(
     *,
     work: WorkDir | None = None,
     identity=None,
+    faces: list[ClipFace] | None = None,
 ) -> tuple[SourcePlan, list[Clip]]:
     """Plan one analysed video: its SourcePlan (shots, every track with its
     verdict) and its clips. ``records``: the video's log records; an unfinished
     or failed log gives a pending/failed SourcePlan without clips. ``work``: to find thumbnails (None: no thumbnails). ``identity``: an
-    :class:`facecut.identity.Identity` or None. ``facecut.pipeline`` calls this per
+    :class:`facecut.identity.Identity` or None. ``faces``: a list that gets the
+    :class:`facecut.people.ClipFace` of each clip with embeddings (people groups).
+    ``facecut.pipeline`` calls this per
     finished video (streaming); :func:`plan_from_work` calls it for every video.
     """
     video = VideoLog.from_records(records)
@@ -262,7 +330,7 @@ def score_video(
         return SourcePlan(
             path=info.path, key=key, status="pending" if done is None else "failed",
             reason="analysis not finished" if done is None else done.reason,
-            duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
+            duration=rounded(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
             size=info.size, mtime_ns=info.mtime_ns,
         ), []
     tracks = link(video, cfg.track)
@@ -275,7 +343,7 @@ def score_video(
         start, end = span(video, tr.shot, int(k[0]), int(k[-1]))
         summaries.append(
             TrackSummary(
-                id=tr.id, shot=tr.shot, start=_r(start), end=_r(end), frames=len(tr),
+                id=tr.id, shot=tr.shot, start=rounded(start), end=rounded(end), frames=len(tr),
                 status="rejected" if reason else "accepted", reason=reason,
             )
         )
@@ -286,16 +354,21 @@ def score_video(
     merged = _merge(accepted, cfg)
     groups: list[list[Clip]] = []
     for i, seg in enumerate(merged):
-        start, end = _r(seg.start), _r(seg.end)
+        start, end = rounded(seg.start), rounded(seg.end)
+        main = _main_faces(video, seg)
         sh = video.shots[seg.shot]
         clips.append(
             Clip(
                 id=clip_id(fp, start, end), source=info.path, key=key, start=start, end=end,
                 shot=seg.shot,
-                tracks=seg.tracks, stats=_stats(video, seg, ok_all),
+                tracks=seg.tracks, stats=_stats(video, seg, ok_all), quality=_quality(video, main),
                 thumb=thumbs.nearest(video, (seg.start, seg.end), (sh.start, sh.end)),
             )
         )
+        if faces is not None:
+            cf = _clip_face(video, main, clips[-1], len(faces), thumbs, info.display_size)
+            if cf is not None:
+                faces.append(cf)
         prev = merged[i - 1] if i else None
         if seg.split and prev is not None and prev.split and prev.shot == seg.shot \
                 and abs(prev.end - seg.start) <= _EPS:
@@ -307,127 +380,14 @@ def score_video(
             c.part, c.parts, c.group = n, len(parts), parts[0].id
     source = SourcePlan(
         path=info.path, key=key, status=done.status, reason=done.reason,
-        duration=_r(video.duration), fingerprint=fp, t0=h.t0 if h is not None else 0.0,
-        shots=[msgspec.structs.replace(s, start=_r(s.start), end=_r(s.end)) for s in video.shots],
+        duration=rounded(video.duration), fingerprint=fp, t0=h.t0 if h is not None else 0.0,
+        shots=[msgspec.structs.replace(s, start=rounded(s.start), end=rounded(s.end)) for s in video.shots],
         tracks=summaries, raw_path=info.raw_path,
         **({"size": info.size, "mtime_ns": info.mtime_ns} if fp == info.fingerprint else {}),
     )
     return source, clips
 
 
-def _r(x: float) -> float:
+def rounded(x: float) -> float:
     """Seconds rounded to the microsecond (plan.json stays readable)."""
     return round(float(x), 6)
-
-
-# --------------------------------------------------------------------------- the work folder
-
-
-def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=None) -> Plan:
-    """The plan of every scanned video in ``work``: reads scan.json and each log
-    once. Videos not (completely) analysed are listed as ``pending``, failed ones
-    with their reason. ``identity``: a path (image, folder, ``.fsz``), an
-    :class:`facecut.identity.Identity`, or None for ``cfg.identity``."""
-
-    cfg = cfg or ScoreConfig()
-    scan = work.load_scan()
-    videos = [v for v in scan.videos if v.status != "duplicate"]  # a duplicate's twin is planned
-    # Pass 1, headers only (the first frame of each log): the model and settings
-    # the plan records, and what --identity needs. Pass 2 holds one video's
-    # records at a time: memory stays bounded however many hours were analysed.
-    headers = [h for h in (_header(work, v) for v in videos) if h is not None]
-    ident = _identity(identity if identity is not None else cfg.identity, headers, cfg)
-    _warn_min_face(headers, cfg)
-    sources, clips = [], []
-    for info in videos:
-        status, reason, records = log_status(work, info)
-        if records is None:
-            sources.append(
-                SourcePlan(path=info.path, key=info.key, status=status, reason=reason,
-                           duration=_r(info.duration), fingerprint=info.fingerprint, raw_path=info.raw_path,
-                           size=info.size, mtime_ns=info.mtime_ns)
-            )
-            continue
-        src, cl = score_video(info, records, cfg, work=work, identity=ident)
-        del records
-        sources.append(src)
-        clips += cl
-    return Plan(
-        created=time.time(),
-        input_dir=scan.input_dir,
-        model=headers[0].model if headers else "",
-        params=plan_params(cfg, headers, ident if ident is not None else identity),
-        sources=sources,
-        clips=clips,
-        rejected=rejected_counts(sources),
-    )
-
-
-def _header(work: WorkDir, info: VideoInfo) -> LogHeader | None:
-    """The log header of a scanned video analysed from this very file (None: none)."""
-    if info.status != "ok":
-        return None
-    h = read_first(work.log_path(info.key), LogRecord)
-    return h if isinstance(h, LogHeader) and h.fingerprint == info.fingerprint else None
-
-
-def rejected_counts(sources: list[SourcePlan]) -> dict[str, int]:
-    """Rejected tracks by reason, every reason listed (0 included), in REASONS order."""
-    c = Counter(t.reason for s in sources for t in s.tracks if t.status == "rejected")
-    return {r: c.get(r, 0) for r in REASONS}
-
-
-def plan_params(cfg: ScoreConfig, headers, identity=None) -> dict:
-    """Every option that shaped the plan: the score and track options, the
-    identity reference (an Identity, or the path asked for), and the analysis
-    settings from the logs."""
-    params = msgspec.to_builtins(cfg)
-    if isinstance(identity, (str, os.PathLike)):  # asked for, nothing analysed to filter yet
-        params["identity"] = str(identity)
-    elif identity is not None:
-        params["identity"] = identity.path
-        params["identity_faces"] = identity.faces
-    if headers:
-        h = headers[0]
-        params["analysis"] = {
-            "fps": h.fps, "max_side": h.max_side, "model": h.model,
-            "model_params": msgspec.json.decode(h.model_params) if h.model_params else {},
-            "detector": h.detector,
-            "detector_params": msgspec.json.decode(h.detector_params) if h.detector_params else {},
-        }
-    return params
-
-
-def _identity(value, headers, cfg: ScoreConfig):
-    if value is None:
-        return None
-    from facecut.identity import Identity, build_identity
-
-    if isinstance(value, Identity):
-        return value
-    if not headers:
-        return None  # nothing analysed yet: no track to compare (and no model to embed with)
-    models = sorted({h.model for h in headers})
-    if len(models) > 1:
-        from facecut.errors import ConfigError
-
-        raise ConfigError(
-            f"--identity: the logs in this work folder come from several models ({', '.join(models)})"
-        )
-    return build_identity(
-        value, models[0], threshold=cfg.identity_threshold,
-        model_dir=cfg.model_dir, provider=cfg.provider,
-    )
-
-
-def _warn_min_face(headers, cfg: ScoreConfig) -> None:
-    for h in headers[:1]:
-        try:
-            analysed = float(msgspec.json.decode(h.model_params).get("min_face", 0))
-        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
-            return
-        if cfg.min_face < analysed:
-            log.warning(
-                "--min-face %g is below the analysis' %g: faces smaller than the analysis' gate may be "
-                "missing from the logs (re-analyse to lower it)", cfg.min_face, analysed,
-            )

@@ -56,6 +56,7 @@ class FaceTable:
     pitch: np.ndarray
     short: np.ndarray
     emb: np.ndarray | None
+    sharp: np.ndarray | None = None  # Face.sharp per row, -1 where it was not measured
 
     def __len__(self) -> int:
         return len(self.sample)
@@ -67,7 +68,7 @@ class FaceTable:
         n = len(faces)
         if not n:
             z = np.zeros(0)
-            return cls(np.zeros(0, np.int64), np.zeros((0, 4)), z, z, z, z, None)
+            return cls(np.zeros(0, np.int64), np.zeros((0, 4)), z, z, z, z, None, z)
         box = np.array([f.box for f in faces], dtype=np.float64).reshape(n, 4)
         return cls(
             sample=np.repeat(np.arange(len(samples)), counts),
@@ -77,6 +78,7 @@ class FaceTable:
             pitch=np.fromiter((f.pitch for f in faces), np.float64, n),
             short=np.fromiter((f.short for f in faces), np.float64, n),
             emb=_embeddings([f.emb for f in faces]),
+            sharp=np.fromiter((f.sharp for f in faces), np.float64, n),
         )
 
 

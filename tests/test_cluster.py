@@ -39,7 +39,7 @@ from facecut.errors import ConfigError
 from facecut.fsio import video_key
 from facecut.workdir import WorkDir
 from facecut.scan import scan
-from facecut.score import plan_from_work
+from facecut.plan import plan_from_work
 from facecut.tools.make_media import Shot, make_video
 
 CFG = AnalyzeConfig(provider="cpu", decoders=1, infer_procs=1, batch=4, min_face=60.0)

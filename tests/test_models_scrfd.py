@@ -29,7 +29,8 @@ from facecut.models import load_model
 from facecut.models.folders import find_models, model_kind, survey
 from facecut.records import Plan, embedding_from_bytes
 from facecut.scan import scan
-from facecut.score import ScoreConfig, plan_from_work
+from facecut.config import ScoreConfig
+from facecut.plan import plan_from_work
 from facecut.tools.make_media import PHOTOS, load_photo, load_truth
 from facecut.tools.tiny_onnx import build_buffalo_l, build_template_arcface, build_w600k_r50
 

@@ -26,7 +26,8 @@ from facecut.models import FaceModel, load_model, make_session
 from facecut.models.postproc import ARCFACE_DST, umeyama
 from facecut.records import LogRecord, Plan, Sample, ScanResult, VideoInfo, embedding_to_bytes
 from facecut.scan import scan
-from facecut.score import REASONS, plan_from_work, score_video, span
+from facecut.plan import plan_from_work
+from facecut.score import REASONS, score_video, span
 from facecut.track import VideoLog
 from facecut.tools.make_media import PHOTOS, load_photo, load_truth
 
@@ -448,6 +449,66 @@ def test_identity_keeps_person_a_and_drops_b(embedded, media_dir, template_dir, 
     assert {(c.source, c.shot) for c in plan_from_work(embedded, cfg, identity=one).clips} == kept
     ident = build_identity(tmp_path, "test-template", model_dir=template_dir, provider="cpu")
     assert ident.faces == 1  # the folder holds one.png (the .fsz is not an image)
+
+
+def test_people_groups_one_person_each_stable_ids_and_person_filter(embedded, media_dir, template_dir, tmp_path,
+                                                                     capsys):
+    """Clips grouped by who their main face is (the test recogniser's embeddings),
+    one group per person; ids survive a re-score with other gates; person:K keeps
+    that person's clips only."""
+    truth = {(rel, ts.index): ts.person for rel in VIDEOS for ts in load_truth(media_dir / rel).shots}
+    work = WorkDir(tmp_path / "w")
+    shutil.copytree(embedded.root, work.root)
+    cfg = ScoreConfig(model_dir=str(template_dir), provider="cpu")
+    plan = plan_from_work(work, cfg)
+    groups: dict[int, set[str]] = {}
+    for c in plan.clips:
+        assert c.person is not None
+        groups.setdefault(c.person, set()).add(truth[(c.source, c.shot)])
+    names = {truth[(c.source, c.shot)] for c in plan.clips}
+    assert len(names) >= 2 and all(len(g) == 1 for g in groups.values()) and len(groups) == len(names)
+    assert sorted(p.id for p in plan.people) == sorted(groups)
+    for p in plan.people:
+        assert p.clips == sum(c.person == p.id for c in plan.clips) and len(p.centroid) == 512
+        assert p.face is not None and (work.root / p.face.thumb).is_file()
+        assert all(0 <= v <= 1 for v in p.face.box) and p.face.box[2] > 0.1
+    # The distances the default threshold (0.6) sits between, on this recogniser.
+    from facecut.people import ClipFace  # noqa: F401  (the type score_video fills)
+
+    reps = []
+    for info in work.load_scan().videos:
+        if info.status == "ok" and work.log_path(info.key).exists():
+            faces = []
+            score_video(info, read_records(work.log_path(info.key), LogRecord), cfg, work=work, faces=faces)
+            clip_shot = {c.id: c.shot for c in score_video(info, read_records(work.log_path(info.key), LogRecord),
+                                                            cfg)[1]}
+            reps += [(truth[(info.path, clip_shot[f.clip])], f.emb) for f in faces]
+    same = [1 - float(a @ b) for i, (n, a) in enumerate(reps) for m, b in reps[i + 1:] if n == m]
+    other = [1 - float(a @ b) for i, (n, a) in enumerate(reps) for m, b in reps[i + 1:] if n != m]
+    with capsys.disabled():
+        print(f"\n  people distances on the test recogniser: same person <= {max(same):.3f}, "
+              f"different >= {min(other):.3f}")
+    assert max(same) < 0.6 < min(other)
+
+    ids = {(c.source, c.shot): c.person for c in plan.clips}
+    work.save_plan(plan)
+    again = plan_from_work(work, ScoreConfig(model_dir=str(template_dir), provider="cpu", min_dur=2.5))
+    assert 0 < len(again.clips) < len(plan.clips)  # other gates, fewer clips: the same ids
+    assert all(ids[(c.source, c.shot)] == c.person for c in again.clips)
+    collins = ids[next(k for k in ids if truth[k] == "collins")]
+    only = plan_from_work(work, cfg, identity=f"person:{collins}")
+    assert {truth[(c.source, c.shot)] for c in only.clips} == {"collins"}
+    assert {c.person for c in only.clips} == {collins} and only.params["identity"] == f"person:{collins}"
+    assert {(c.source, c.shot) for c in only.clips} == {k for k, v in ids.items() if v == collins}
+    with pytest.raises(ConfigError, match="no such people group"):
+        plan_from_work(work, cfg, identity="person:99")
+
+
+def test_people_groups_need_embeddings(analysed):
+    plan = plan_from_work(analysed, ScoreConfig())
+    assert plan.people == [] and all(c.person is None for c in plan.clips)
+    with pytest.raises(ConfigError, match="need an embedding model"):
+        plan_from_work(analysed, ScoreConfig(), identity="person:1")
 
 
 def test_identity_without_embeddings_is_a_clear_error(analysed, tmp_path):

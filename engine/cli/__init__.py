@@ -166,7 +166,7 @@ def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
     """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
     import time
 
-    from facecut.score import plan_from_work
+    from facecut.plan import plan_from_work
     from facecut.workdir import WorkDir
 
     cfg = _score_config(kw, min_face=min_face, model_dir=model_dir, provider=provider)
