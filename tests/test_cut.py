@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from facecut import cut as cutmod
 from facecut.cli import main
 from facecut.cut import cut_plan, read_clip_tag
+from facecut.cut import orchestrator as cutmod  # where _check_and_open is looked up
 from facecut.errors import ConfigError
 from facecut.fsio import clip_id, fingerprint, output_folder, read_json, video_key, write_json
 from facecut.workdir import WorkDir

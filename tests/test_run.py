@@ -91,7 +91,7 @@ def test_a_streamed_run_opens_no_clip_again_to_check_it(media_dir, tmp_path, mon
     """Cut bookkeeping is O(clips): the final pass finds every clip streaming wrote
     in the run's cache instead of opening it (it used to re-open every earlier
     clip after every video: quadratic)."""
-    import facecut.cut as cut
+    import facecut.cut.files as cut  # _existing looks read_clip_tag up there
 
     opened = []
     real = cut.read_clip_tag
