@@ -14,7 +14,7 @@ import av
 
 from facecut.cut.audio import _AacAudio
 from facecut.cut.files import EPS
-from facecut.cut.spans import _abort, _finish, _open_output, _Pkt, _Span
+from facecut.cut.spans import _abort, _CopySpan, _finish, _open_output, _Pkt
 from facecut.cut.streams import _main_video
 from facecut.timeline import Unwrapper, frame_rate, time_base
 
@@ -24,7 +24,7 @@ AUDIO_KEEP_S = 30.0  # audio kept back without a video keyframe (video ended ear
 class _CopyPass(_AacAudio):
     """One demux pass over a source, writing its clips by stream copy."""
 
-    def __init__(self, container, spans: list[_Span], folder: Path, fmt: str, t0: float, tick, *,
+    def __init__(self, container, spans: list[_CopySpan], folder: Path, fmt: str, t0: float, tick, *,
                  transcode: set[int] = frozenset(), max_lead_in: float = math.inf):
         self.c = container
         self.folder, self.fmt, self.t0, self.tick = folder, fmt, t0, tick
@@ -41,9 +41,9 @@ class _CopyPass(_AacAudio):
         self.vtb = time_base(self.video)
         self.frame_s = float(1 / frame_rate(self.video))
         self.pending = sorted(spans, key=lambda s: s.start)
-        self.waiting: list[_Span] = []  # reached, but no keyframe yet in this segment
-        self.active: list[_Span] = []  # open or tail
-        self.done: list[_Span] = []
+        self.waiting: list[_CopySpan] = []  # reached, but no keyframe yet in this segment
+        self.active: list[_CopySpan] = []  # open or tail
+        self.done: list[_CopySpan] = []
         self.vbuf: list[_Pkt] = []  # video since the last keyframe (demux order)
         self.abuf: deque[_Pkt] = deque()  # audio that may still belong to a clip
         self.kf: _Pkt | None = None
@@ -245,7 +245,7 @@ class _CopyPass(_AacAudio):
             for s in list(self.active):
                 self._aframe_to(s, aidx, rf, t)
 
-    def _aframe_to(self, s: _Span, aidx: int, f, t: float) -> None:
+    def _aframe_to(self, s: _CopySpan, aidx: int, f, t: float) -> None:
         limit = self._audio_end(s, aidx, t)
         if limit is None:
             return
@@ -254,7 +254,7 @@ class _CopyPass(_AacAudio):
         else:
             self._feed_aac(s, aidx, f, t, limit)
 
-    def _mux(self, s: _Span, packets) -> None:
+    def _mux(self, s: _CopySpan, packets) -> None:
         if s.state == "failed":
             return
         try:
@@ -263,7 +263,7 @@ class _CopyPass(_AacAudio):
         except (av.FFmpegError, OSError, ValueError) as ex:
             self._fail_writing(s, ex)
 
-    def _fail_writing(self, s: _Span, ex: Exception) -> None:
+    def _fail_writing(self, s: _CopySpan, ex: Exception) -> None:
         _abort(s, f"writing failed: {ex}")
         s.reencode = True
         if s in self.active:
@@ -273,7 +273,7 @@ class _CopyPass(_AacAudio):
 
     # ---- clips
 
-    def _open(self, s: _Span) -> None:
+    def _open(self, s: _CopySpan) -> None:
         kf = self.kf
         exact = Fraction(kf.pts) * kf.tb
         lead = s.start - float(exact)
@@ -311,7 +311,7 @@ class _CopyPass(_AacAudio):
             if s.state in ("open", "tail"):
                 self._aframe_to(s, aidx, f, t)
 
-    def _video_to(self, s: _Span, e: _Pkt) -> None:
+    def _video_to(self, s: _CopySpan, e: _Pkt) -> None:
         if e.pts < s.off[self.vidx]:
             return  # a leading picture of an open GOP: shown before the cut, needs what precedes it
         if e.t >= s.end - EPS:
@@ -337,7 +337,7 @@ class _CopyPass(_AacAudio):
                 for aidx, f, t in ready:
                     self._feed_aac(s, aidx, f, t, s.end)
 
-    def _video_done(self, s: _Span) -> None:
+    def _video_done(self, s: _CopySpan) -> None:
         """No more video for ``s``; audio goes on up to the last frame's end."""
         s.state = "tail"
         s.cut_end = s.frontier
@@ -358,7 +358,7 @@ class _CopyPass(_AacAudio):
         if not s.audio_open:
             self._close(s)
 
-    def _audio_to(self, s: _Span, e: _Pkt) -> None:
+    def _audio_to(self, s: _CopySpan, e: _Pkt) -> None:
         if s.state not in ("open", "tail") or e.sidx not in s.audio_open:
             return
         if e.pts < s.off[e.sidx]:
@@ -374,7 +374,7 @@ class _CopyPass(_AacAudio):
         else:
             self._write(s, e)
 
-    def _write(self, s: _Span, e: _Pkt, dur: int | None = None) -> None:
+    def _write(self, s: _CopySpan, e: _Pkt, dur: int | None = None) -> None:
         if s.state == "failed":
             return
         off = s.off[e.sidx]
@@ -400,7 +400,7 @@ class _CopyPass(_AacAudio):
         except (av.FFmpegError, OSError, ValueError) as ex:
             self._fail_writing(s, ex)
 
-    def _close(self, s: _Span) -> None:
+    def _close(self, s: _CopySpan) -> None:
         if s in self.active:
             self.active.remove(s)
         if s.state != "failed":

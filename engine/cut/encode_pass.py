@@ -14,7 +14,7 @@ import av
 
 from facecut.cut.audio import _AacAudio
 from facecut.cut.files import EPS
-from facecut.cut.spans import _abort, _finish, _open_output, _Span
+from facecut.cut.spans import _abort, _EncodeSpan, _finish, _open_output
 from facecut.cut.streams import _main_video
 from facecut.timeline import FrameClock, Unwrapper, frame_rate, time_base
 
@@ -25,7 +25,7 @@ class _EncodePass(_AacAudio):
     """One demux pass over a source; decodes only the GOPs that hold a clip and
     re-encodes each clip exactly on its planned frames (libx264 + AAC, MP4)."""
 
-    def __init__(self, container, spans: list[_Span], folder: Path, t0: float, tick, mode: str = "accurate"):
+    def __init__(self, container, spans: list[_EncodeSpan], folder: Path, t0: float, tick, mode: str = "accurate"):
         self.c = container
         self.folder, self.t0, self.tick = folder, t0, tick
         self.mode = mode  # "accurate" (asked for) | "reencode" (stream copy could not do it)
@@ -37,8 +37,8 @@ class _EncodePass(_AacAudio):
         self.rate = frame_rate(self.video)
         self.frame_s = float(1 / self.rate)
         self.pending = sorted(spans, key=lambda s: s.start)
-        self.active: list[_Span] = []
-        self.done: list[_Span] = []
+        self.active: list[_EncodeSpan] = []
+        self.done: list[_EncodeSpan] = []
         self.live = False  # the video decoder is being fed
         self.vbuf: list = []  # packets since the last keyframe while not decoding
         self.max_pkt_t = -math.inf
@@ -180,14 +180,14 @@ class _EncodePass(_AacAudio):
                 self._start(s, frame, t)
         self.prev = (frame, t)
 
-    def _start(self, s: _Span, frame, t: float) -> None:
+    def _start(self, s: _EncodeSpan, frame, t: float) -> None:
         if self._open(s, frame, t):
             self._encode_frame(s, frame, t)
             held, s.held = s.held, []
             for aidx, af, at in held:
                 self._audio_into(s, aidx, af, at)
 
-    def _open(self, s: _Span, frame, t: float) -> bool:
+    def _open(self, s: _EncodeSpan, frame, t: float) -> bool:
         try:
             out = _open_output(s, self.folder, "mp4", self.mode, t - self.t0)
             vs = out.add_stream("libx264", rate=self.rate) if self.rate else out.add_stream("libx264")
@@ -213,7 +213,7 @@ class _EncodePass(_AacAudio):
         self.active.append(s)
         return True
 
-    def _encode_frame(self, s: _Span, frame, t: float) -> None:
+    def _encode_frame(self, s: _EncodeSpan, frame, t: float) -> None:
         """Queue ``frame`` (shown at ``t``) for ``s``; encode the one before it, whose
         display duration this frame's time now gives (exact VFR durations)."""
         if s.vhold is not None:
@@ -221,7 +221,7 @@ class _EncodePass(_AacAudio):
         s.vhold = (frame, t)
         s.frames += 1
 
-    def _encode_held(self, s: _Span, t_next: float) -> None:
+    def _encode_held(self, s: _EncodeSpan, t_next: float) -> None:
         frame, t = s.vhold
         s.vhold = None
         w, h = s.size
@@ -238,7 +238,7 @@ class _EncodePass(_AacAudio):
         f.pict_type = 0  # let x264 choose frame types (a decoded frame carries the source's)
         self._mux(s, s.smap[self.video.index].encode(f), video=True)
 
-    def _video_done(self, s: _Span, t: float) -> None:
+    def _video_done(self, s: _EncodeSpan, t: float) -> None:
         s.state = "tail"
         s.cut_end = t
         if s.vhold is not None:
@@ -268,14 +268,14 @@ class _EncodePass(_AacAudio):
             if t + dur > s.start - EPS and t < s.end:
                 s.held.append((aidx, f, t))
 
-    def _audio_into(self, s: _Span, aidx: int, f, t: float) -> None:
+    def _audio_into(self, s: _EncodeSpan, aidx: int, f, t: float) -> None:
         end = self._audio_end(s, aidx, t)
         if end is not None:
             self._feed_aac(s, aidx, f, t, end)
 
     # ---- output
 
-    def _mux(self, s: _Span, packets, video: bool = False, last: bool = False) -> None:
+    def _mux(self, s: _EncodeSpan, packets, video: bool = False, last: bool = False) -> None:
         """Write encoded packets. Video lags one packet: at ``last`` the held one
         gets the duration that makes the track's (dts) span equal the display span."""
         if s.state == "failed":
@@ -303,7 +303,7 @@ class _EncodePass(_AacAudio):
                 self.active.remove(s)
             self.done.append(s)
 
-    def _close(self, s: _Span) -> None:
+    def _close(self, s: _EncodeSpan) -> None:
         if s in self.active:
             self.active.remove(s)
         if s.state != "failed":

@@ -18,7 +18,7 @@ import msgspec
 from facecut.cut.copy_pass import _CopyPass
 from facecut.cut.encode_pass import _EncodePass
 from facecut.cut.files import _CUT_FIELDS, CutCache, _clear_cut, _existing, _write_sidecar, clean_temp_files
-from facecut.cut.spans import _Span
+from facecut.cut.spans import _CopySpan, _EncodeSpan, _Span
 from facecut.cut.streams import _copy_plan, _main_video
 from facecut.errors import ConfigError
 from facecut.fsio import (
@@ -287,11 +287,12 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
         if plan.clips[i].file is not None:
             _clear_cut(plan.clips[i])
             touched = True
-    spans = [_Span(i, plan.clips[i], 0.0, 0.0) for i in todo]  # absolute times once t0 is known
+    span = _EncodeSpan if mode == "accurate" else _CopySpan
+    spans: list[_Span] = [span(i, plan.clips[i], 0.0, 0.0) for i in todo]  # absolute times once t0 is known
     for s in spans:
         s.clip.encoded = ""
     t0 = 0.0
-    retry: list[_Span] = []
+    retry: list[_CopySpan] = []
     whole = False
     try:
         container = _check_and_open(_source_path(input_dir, rel, sp), sp)
@@ -329,10 +330,10 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
         if retry:
             # Per clip, what stream copy could not do well is re-encoded (H.264 + AAC
             # in MP4, the accurate path), with the reason kept in plan.json.
-            again = []
+            again: list[_EncodeSpan] = []
             for s in retry:
                 s.clip.encoded = _encode_reason(s.reason)
-                again.append(_Span(s.i, s.clip, s.start, s.end))
+                again.append(_EncodeSpan(s.i, s.clip, s.start, s.end))
             spans = [s for s in spans if s not in retry] + again
             container = _check_and_open(_source_path(input_dir, rel, sp), sp, again=True)
             sc.opens += 1

@@ -1,6 +1,8 @@
-"""One clip being written during a pass over its source: the span, the
-demuxed packet the copy pass hands it, and its output file's life (opened
-under a temporary name, aborted, or finished and renamed into place).
+"""One clip being written during a pass over its source: a span per mode
+(a common base, :class:`_CopySpan` holding demuxed packets, :class:`_EncodeSpan`
+holding decoded frames), the demuxed packet the copy pass hands it, and its
+output file's life (opened under a temporary name, aborted, or finished and
+renamed into place).
 """
 
 from __future__ import annotations
@@ -33,41 +35,60 @@ class _Pkt:
     t_end: float  # pts + dur, seconds
 
 
+_AudioFrame = tuple[int, av.AudioFrame, float]  # decoded audio: (source stream index, fltp frame, its time)
+
+
 @dataclass
 class _Span:
-    """One planned clip during a pass over its source. Times are absolute
-    (unwrapped) stream seconds."""
+    """One planned clip during a pass over its source: what both modes keep.
+    Times are absolute (unwrapped) stream seconds. A pass works on the span of
+    its mode (:class:`_CopySpan`, :class:`_EncodeSpan`); the audio part
+    (``facecut.cut.audio``) and the orchestrator only on what is here."""
 
     i: int  # index in plan.clips
     clip: Clip
     start: float
     end: float
     state: str = "pending"  # pending -> open -> tail (video done) -> closed | failed
-    out: object | None = None  # av OutputContainer
+    out: av.container.OutputContainer | None = None
     tmp: Path | None = None
     final: Path | None = None
-    smap: dict = field(default_factory=dict)  # source stream index -> output stream
-    off: dict = field(default_factory=dict)  # source stream index -> pts offset (its time base)
-    last_dts: dict = field(default_factory=dict)
+    smap: dict[int, av.stream.Stream] = field(default_factory=dict)  # source stream index -> output stream
     cut_start: float | None = None
     cut_end: float | None = None
-    frontier: float = -math.inf  # end of the latest video frame written
-    held: list = field(default_factory=list)  # audio waiting for the video to catch up
-    aheld: list = field(default_factory=list)  # the same, decoded (audio transcoded to AAC)
-    audio_open: set = field(default_factory=set)  # audio streams not yet past the end
+    audio_open: set[int] = field(default_factory=set)  # audio streams not yet past the end
     audio_cap: float = math.inf  # re-encoded audio stops here: its stream jumped back (a discontinuity)
     frames: int = 0
-    vhold: object | None = None  # the latest video packet (copy) / (frame, t) (accurate), not yet written
-    vpkt: object | None = None  # accurate: the latest encoded video packet, not yet written
     first_vdts: int | None = None
-    dropped: int = 0
     reason: str = ""
     note: str = ""
+    # audio encoded to AAC (facecut.cut.audio): stream index -> [fifo, out stream, first pts, samples]
+    enc: dict[int, list] = field(default_factory=dict)
+
+
+@dataclass
+class _CopySpan(_Span):
+    """A clip of the copy pass: packets go in as they were demuxed."""
+
+    off: dict[int, int] = field(default_factory=dict)  # source stream index -> pts offset (its time base)
+    last_dts: dict[int, int] = field(default_factory=dict)
+    frontier: float = -math.inf  # end of the latest video frame written
+    held: list[_Pkt] = field(default_factory=list)  # audio waiting for the video to catch up
+    aheld: list[_AudioFrame] = field(default_factory=list)  # the same, decoded (audio transcoded to AAC)
+    vhold: _Pkt | None = None  # the latest video packet, not yet written (it may get the last duration)
+    dropped: int = 0
     reencode: bool = False  # copy failed in a way re-encoding avoids: try the encode pass
-    # accurate mode
-    enc: dict = field(default_factory=dict)  # audio stream index -> [fifo, out stream, first pts, samples]
+
+
+@dataclass
+class _EncodeSpan(_Span):
+    """A clip of the encode pass: decoded frames are re-encoded."""
+
+    held: list[_AudioFrame] = field(default_factory=list)  # decoded audio that came before the clip opened
+    vhold: tuple[av.VideoFrame, float] | None = None  # the latest frame and its time, not yet encoded
+    vpkt: av.Packet | None = None  # the latest encoded video packet, not yet written
     vpts0: int = 0  # pts of the last frame sent to the encoder
-    size: tuple | None = None  # encoded (width, height)
+    size: tuple[int, int] | None = None  # encoded (width, height)
 
 
 def _open_output(span: _Span, folder: Path, container: str, mode: str, cut_start: float):
