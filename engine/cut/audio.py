@@ -12,9 +12,10 @@ import av
 
 from facecut.cut.files import EPS
 from facecut.cut.spans import _Span
-from facecut.timeline import Unwrapper
+from facecut.timeline import Unwrapper, time_base
 
 AAC_BITRATE = 160_000
+AUDIO_TB = Fraction(1, 48000)  # an audio stream's time base when it states none
 
 
 class _AacAudio:
@@ -43,7 +44,7 @@ class _AacAudio:
         not, so a jump between two decoded stretches is still seen; at a jump back,
         the ``active`` spans take no more of this stream's audio."""
         stream = packet.stream
-        tb = Fraction(packet.time_base or stream.time_base or Fraction(1, 48000))
+        tb = time_base(packet, time_base(stream, AUDIO_TB))
         uw = self.awrap.get(stream.index)
         if uw is None:
             uw = self.awrap[stream.index] = Unwrapper(tb)

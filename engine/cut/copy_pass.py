@@ -12,7 +12,7 @@ from pathlib import Path
 
 import av
 
-from facecut.cut.audio import _AacAudio
+from facecut.cut.audio import AUDIO_TB, _AacAudio
 from facecut.cut.files import EPS
 from facecut.cut.spans import _abort, _CopySpan, _finish, _open_output, _Pkt
 from facecut.cut.streams import _main_video
@@ -40,6 +40,7 @@ class _CopyPass(_AacAudio):
         self.vidx = self.video.index
         self.vtb = time_base(self.video)
         self.frame_s = float(1 / frame_rate(self.video))
+        self.vstep = max(1, round(Fraction(self.frame_s) / self.vtb))  # one frame, video ticks (a missing duration)
         self.pending = sorted(spans, key=lambda s: s.start)
         self.waiting: list[_CopySpan] = []  # reached, but no keyframe yet in this segment
         self.active: list[_CopySpan] = []  # open or tail
@@ -121,7 +122,7 @@ class _CopyPass(_AacAudio):
         if dts is None:
             dts = pts
         if not dur:
-            dur = max(1, round(Fraction(self.frame_s) / tb)) if sidx == self.vidx else 1
+            dur = self.vstep if sidx == self.vidx else 1
         # The shared timeline (facecut.timeline), as the analysis saw it: small
         # backward steps change nothing (the muxer's dts rule is kept in _write);
         # after a discontinuity the first frame shown follows the last one.
@@ -152,10 +153,9 @@ class _CopyPass(_AacAudio):
             self.nodts.append(packet)
             return
         if self.nodts and packet.dts is not None:
-            step = max(1, round(Fraction(self.frame_s) / self.vtb))
             n = len(self.nodts)
             for k, p in enumerate(self.nodts):
-                p.dts = min(p.pts, packet.dts - (n - k) * step)
+                p.dts = min(p.pts, packet.dts - (n - k) * self.vstep)
             held, self.nodts = self.nodts, []
             for p in held:
                 self._video_stamped(p)
@@ -225,7 +225,7 @@ class _CopyPass(_AacAudio):
             if self.active or self.waiting or (self.pending and t >= self.pending[0].start - horizon):
                 self._audio_decode(packet.stream, packet)
             return
-        tb = packet.stream.time_base or Fraction(1, 48000)
+        tb = time_base(packet.stream, AUDIO_TB)
         e = self._stamp(packet, sidx, tb)
         if e is None:
             return
@@ -296,7 +296,7 @@ class _CopyPass(_AacAudio):
             return
         s.off[self.vidx] = kf.pts
         for a in self.audios:
-            s.off[a.index] = round(exact / (a.time_base or Fraction(1, 48000)))
+            s.off[a.index] = round(exact / time_base(a, AUDIO_TB))
         s.audio_open = {a.index for a in self.audios}
         s.cut_start = float(exact)
         s.state = "open"

@@ -291,7 +291,7 @@ class _EncodePass(_AacAudio):
                 s.out.mux_one(p)
             if last and s.vpkt is not None:
                 p, s.vpkt = s.vpkt, None
-                tb = p.time_base or self.vtb
+                tb = time_base(p, self.vtb)
                 span = round(Fraction(s.cut_end - s.cut_start) / tb)
                 dur = span + (s.first_vdts or 0) - (p.dts if p.dts is not None else p.pts)
                 if dur > 0:

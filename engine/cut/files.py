@@ -12,9 +12,8 @@ import re
 from pathlib import Path
 
 import av
-import msgspec
 
-from facecut.fsio import atomic_write_bytes, inside, output_folder, remove_temp_files
+from facecut.fsio import TEMP_NAME, inside, output_folder, remove_temp_files, write_json
 from facecut.media import open_input
 from facecut.procs import pid_alive
 from facecut.records import Clip
@@ -22,7 +21,7 @@ from facecut.records import Clip
 EPS = 1e-3  # seconds: slack when comparing planned times with frame times
 TAG_PREFIX = "facecut-clip "  # container comment tag: TAG_PREFIX + JSON
 
-_TMP = re.compile(r"^\.(?P<name>[0-9a-f-]{36}\.(?:mp4|mkv|json))\.(?P<pid>\d+)\.tmp$")
+_CLIP_FILE = re.compile(r"[0-9a-f-]{36}\.(?:mp4|mkv|json)")  # a clip's file name (or its sidecar's)
 
 
 def clip_relpath(clip: Clip, container: str = "mp4") -> str:
@@ -158,18 +157,27 @@ def _existing(out_dir: Path, clip: Clip, mode: str, cache: CutCache | None = Non
     return None
 
 
+class _ClipTemp:
+    """fsio's temp-name pattern (``TEMP_NAME``, what ``temp_name`` makes) narrowed
+    to clip files: the ``pattern`` ``remove_temp_files`` matches names with."""
+
+    @staticmethod
+    def match(name: str) -> re.Match | None:
+        m = TEMP_NAME.match(name)
+        return m if m is not None and _CLIP_FILE.fullmatch(m["name"]) else None
+
+
 def clean_temp_files(folder: Path) -> list[Path]:
     """Remove temporary clip files left by killed runs (dead pids) in ``folder``:
     OUT is not under WORK's lock, so a live cut's files stay."""
-    return remove_temp_files(folder, alive=pid_alive, pattern=_TMP)
+    return remove_temp_files(folder, alive=pid_alive, pattern=_ClipTemp)
 
 
 # --------------------------------------------------------------------------- plan fields and sidecars
 
 
 def _write_sidecar(out_dir: Path, clip: Clip) -> None:
-    path = inside(out_dir, clip.file).with_suffix(".json")
-    atomic_write_bytes(path, msgspec.json.format(msgspec.json.encode(clip), indent=1))
+    write_json(inside(out_dir, clip.file).with_suffix(".json"), clip)
 
 
 _CUT_FIELDS = ("file", "cut_start", "cut_end", "lead_in", "container", "encoded")  # what cut fills in
