@@ -64,30 +64,21 @@ class SourceCut(msgspec.Struct, kw_only=True):
     failures: dict[str, str] = {}  # clip id -> reason
 
 
+def _total(count: str) -> property:
+    """A read-only ``CutResult`` attribute: SourceCut's ``count`` summed over the sources."""
+    return property(lambda self: sum(getattr(s, count) for s in self.sources), doc=f"{count}, all sources")
+
+
 class CutResult(msgspec.Struct, kw_only=True):
     out_dir: str
     accurate: bool
     sources: list[SourceCut] = []
 
-    @property
-    def written(self) -> int:
-        return sum(s.written for s in self.sources)
-
-    @property
-    def skipped(self) -> int:
-        return sum(s.skipped for s in self.sources)
-
-    @property
-    def failed(self) -> int:
-        return sum(s.failed for s in self.sources)
-
-    @property
-    def bytes(self) -> int:
-        return sum(s.bytes for s in self.sources)
-
-    @property
-    def opens(self) -> int:
-        return sum(s.opens for s in self.sources)
+    written = _total("written")
+    skipped = _total("skipped")
+    failed = _total("failed")
+    bytes = _total("bytes")
+    opens = _total("opens")
 
     @property
     def ok(self) -> bool:
@@ -144,17 +135,10 @@ class _Ticker:
 _PLAN_WRITE_EVERY = 5.0  # seconds: plan.json is rewritten at most this often while cutting (and at the end)
 
 
-def cut_plan(
-    work: WorkDir,
-    out_dir: Path,
-    *,
-    accurate: bool = False,
-    sidecar: bool = False,
-    progress: Progress | None = None,
-    max_lead_in: float = 2.0,
-    cache: CutCache | None = None,
-) -> CutResult:
+def cut_plan(work: WorkDir, out_dir: Path, **options) -> CutResult:
     """Cut every clip of ``WORK/plan.json`` into ``out_dir`` (see the package doc).
+    ``options``: the keyword arguments of :func:`cut_clips` (``accurate``,
+    ``sidecar``, ``progress``, ``max_lead_in``, ``cache``), ``on_source`` aside.
 
     Opens each source once (twice when some of its clips must be re-encoded; not
     at all when all its clips are already there). A source that cannot be read is reported in the result and the others
@@ -180,8 +164,7 @@ def cut_plan(
             last, dirty = time.perf_counter(), False
 
     try:
-        result, changed = cut_clips(plan, out_dir, accurate=accurate, sidecar=sidecar, progress=progress,
-                                    max_lead_in=max_lead_in, cache=cache, on_source=source_done)
+        result, changed = cut_clips(plan, out_dir, **options, on_source=source_done)
     except BaseException:
         write_json(work.plan_json, plan)  # what was finished before the interruption
         raise
@@ -203,7 +186,13 @@ def cut_clips(
 ) -> tuple[CutResult, bool]:
     """Cut the clips of ``plan`` (in memory: its clip entries get the cut fields)
     into ``out_dir``. Returns the result and whether the cut parameters in
-    ``plan.params`` changed. ``on_source(touched)`` after each source."""
+    ``plan.params`` changed. ``on_source(touched)`` after each source.
+
+    ``accurate``: re-encode every clip on its planned frames (else stream copy);
+    ``sidecar``: a ``<clip>.json`` beside each clip; ``progress``: called with
+    :class:`CutProgress` snapshots; ``max_lead_in``: copy mode, the most seconds
+    a clip's keyframe may lie before its start (a clip needing more is
+    re-encoded); ``cache``: a :class:`CutCache` kept across calls."""
     out_dir = Path(out_dir).expanduser().resolve()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
