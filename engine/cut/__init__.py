@@ -53,11 +53,10 @@ Modules (imports point down this list, never up)::
                   temporary files of killed runs
 """
 
-from facecut.cut.files import EPS, TAG_PREFIX, CutCache, clean_temp_files, clip_relpath, read_clip_tag
+from facecut.cut.files import TAG_PREFIX, CutCache, clean_temp_files, clip_relpath, read_clip_tag
 from facecut.cut.orchestrator import CutProgress, CutResult, Progress, SourceCut, cut_clips, cut_plan
 
 __all__ = [
-    "EPS",
     "TAG_PREFIX",
     "CutCache",
     "CutProgress",
