@@ -1,8 +1,10 @@
 """The plan of a work folder: every scanned video scored (facecut.score), the
 clips grouped into people (facecut.people), the options that shaped it.
 
-A pure function of the logs and the options, except for one thing it keeps from
-the plan already in the folder: the people ids, so ``person:K`` stays K.
+A pure function of the logs and the options, except for what it keeps from the
+plan already in the folder: the people ids, so ``person:K`` stays K, and what
+cut wrote for clips that are still planned (same id: same source and span), so
+a re-score does not undo a cut.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from facecut.config import ScoreConfig
 from facecut.errors import ConfigError
 from facecut.logio import read_first
 from facecut.people import PersonFilter, group_people
-from facecut.records import LogHeader, LogRecord, Plan, SourcePlan, VideoInfo
+from facecut.records import CUT_FIELDS, LogHeader, LogRecord, Plan, SourcePlan, VideoInfo
 from facecut.resume import log_status
 from facecut.score import REASONS, rounded, score_video
 from facecut.workdir import WorkDir
@@ -42,7 +44,8 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
     # records, and what --identity needs. Then one video's records at a time:
     # memory stays bounded however many hours were analysed.
     headers = [h for h in (_header(work, v) for v in videos) if h is not None]
-    previous = _previous_people(work)
+    before = _previous_plan(work)
+    previous = before.people if before is not None else []
     wanted = identity if identity is not None else cfg.identity
     if isinstance(wanted, str) and wanted.startswith("person:"):
         ident = _person_filter(work, videos, cfg, wanted, previous)
@@ -53,11 +56,19 @@ def plan_from_work(work: WorkDir, cfg: ScoreConfig | None = None, *, identity=No
     ids, people = group_people(faces, cfg.people_threshold, previous)
     for c in clips:
         c.person = ids.get(c.id)
+    params = plan_params(cfg, headers, ident if ident is not None else wanted)
+    if before is not None and "cut" in before.params:  # clips already cut stay cut (same id: same span)
+        params["cut"] = before.params["cut"]
+        done = {c.id: c for c in before.clips if c.file}
+        for c in clips:
+            if c.id in done:
+                for name in CUT_FIELDS:
+                    setattr(c, name, getattr(done[c.id], name))
     return Plan(
         created=time.time(),
         input_dir=scan.input_dir,
         model=headers[0].model if headers else "",
-        params=plan_params(cfg, headers, ident if ident is not None else wanted),
+        params=params,
         sources=sources,
         clips=clips,
         rejected=rejected_counts(sources),
@@ -83,15 +94,15 @@ def _plan_videos(work: WorkDir, videos: list[VideoInfo], cfg: ScoreConfig, ident
     return sources, clips, faces
 
 
-def _previous_people(work: WorkDir) -> list:
-    """The people of the plan already in ``work`` (their ids are kept)."""
+def _previous_plan(work: WorkDir) -> Plan | None:
+    """The plan already in ``work``: its people ids and cut clips are kept."""
     if not work.plan_json.exists():
-        return []
+        return None
     try:
-        return work.load_plan().people
+        return work.load_plan()
     except ConfigError as ex:
-        log.warning("people ids start again: %s", ex)
-        return []
+        log.warning("starting the plan afresh: %s", ex)
+        return None
 
 
 def _person_filter(work: WorkDir, videos, cfg: ScoreConfig, wanted: str, previous) -> PersonFilter:

@@ -287,6 +287,9 @@ class Clip(Struct, kw_only=True):
     person: int | None = None  # people group of its main face (embedding models only)
 
 
+CUT_FIELDS = ("file", "cut_start", "cut_end", "lead_in", "container", "encoded")  # what cut fills in a Clip
+
+
 class TrackSummary(Struct, kw_only=True):
     """A face track and the verdict of the quality gates (report timelines)."""
 

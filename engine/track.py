@@ -115,6 +115,7 @@ class VideoLog:
     shots: list[Shot]
     fps: float
     duration: float
+    pts: np.ndarray | None = None  # each sample's frame pts (stream time base)
 
     @property
     def dt(self) -> float:
@@ -146,7 +147,8 @@ class VideoLog:
         shots = shots_from_cuts([c.time for c in cuts], duration)
         inner = np.array([s.start for s in shots[1:]], np.float64)
         shot = np.minimum(np.searchsorted(inner, time, side="right"), len(shots) - 1)
-        return cls(header, done, cuts, k, time, shot, FaceTable.from_samples(samples), shots, fps, duration)
+        pts = np.fromiter((s.pts for s in samples), np.int64, len(samples))
+        return cls(header, done, cuts, k, time, shot, FaceTable.from_samples(samples), shots, fps, duration, pts)
 
 
 # --------------------------------------------------------------------------- tracks

@@ -504,11 +504,55 @@ def test_people_groups_one_person_each_stable_ids_and_person_filter(embedded, me
         plan_from_work(work, cfg, identity="person:99")
 
 
-def test_people_groups_need_embeddings(analysed):
+def test_a_persons_face_set_is_a_zip_of_png_faces_the_identity_loader_reads_back(embedded, media_dir,
+                                                                                 template_dir, tmp_path):
+    from facecut.export import write_faceset
+
+    truth = {(rel, ts.index): ts.person for rel in VIDEOS for ts in load_truth(media_dir / rel).shots}
+    work = WorkDir(tmp_path / "w")
+    shutil.copytree(embedded.root, work.root)
+    cfg = ScoreConfig(model_dir=str(template_dir), provider="cpu")
+    plan = plan_from_work(work, cfg)
+    work.save_plan(plan)
+    collins = {c.person for c in plan.clips if truth[(c.source, c.shot)] == "collins"}.pop()
+    fsz = tmp_path / "collins.fsz"
+    n = write_faceset(work, f"person:{collins}", fsz, count=6)
+    assert n >= 3
+    with zipfile.ZipFile(fsz) as z:
+        assert z.namelist() == [f"{i}.png" for i in range(n)]
+        assert all(z.read(name)[:8] == b"\x89PNG\r\n\x1a\n" for name in z.namelist())
+    pictures = load_reference_images(fsz)
+    assert len(pictures) == n and all(img.shape[0] == img.shape[1] >= 100 for _, img in pictures)
+    ident = build_identity(fsz, "test-template", model_dir=template_dir, provider="cpu")
+    assert ident.faces == n  # a face found again in every picture, as roop-unleashed loads a set
+    only = plan_from_work(work, cfg, identity=fsz)
+    assert {truth[(c.source, c.shot)] for c in only.clips} == {"collins"}
+    assert {c.id for c in only.clips} == {c.id for c in plan.clips if c.person == collins}
+    from click.testing import CliRunner
+
+    from facecut.cli import main
+
+    res = CliRunner().invoke(main, ["faceset", "-w", str(work.root), f"person:{collins}", "-o", str(tmp_path / "b.fsz"),
+                                    "--faces", "2"])
+    assert res.exit_code == 0, res.output
+    assert zipfile.ZipFile(tmp_path / "b.fsz").namelist() == ["0.png", "1.png"]
+    with pytest.raises(ConfigError, match="no person:99"):
+        write_faceset(work, "person:99", tmp_path / "x.fsz")
+    assert not (tmp_path / "x.fsz").exists()
+
+
+def test_people_groups_need_embeddings(analysed, tmp_path):
+    from facecut.export import write_faceset
+
     plan = plan_from_work(analysed, ScoreConfig())
     assert plan.people == [] and all(c.person is None for c in plan.clips)
     with pytest.raises(ConfigError, match="need an embedding model"):
         plan_from_work(analysed, ScoreConfig(), identity="person:1")
+    work = WorkDir(tmp_path / "w")
+    shutil.copytree(analysed.root, work.root)
+    work.save_plan(plan)
+    with pytest.raises(ConfigError, match="no people groups"):
+        write_faceset(work, "person:1", tmp_path / "x.fsz")
 
 
 def test_identity_without_embeddings_is_a_clear_error(analysed, tmp_path):

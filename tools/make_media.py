@@ -125,6 +125,7 @@ class Shot:
     enter_at: float = 0.0
     zoom: float = 0.06  # relative zoom over the shot (slow camera move)
     pan: float = 0.04  # pan over the shot, fraction of the frame width
+    blur: float = 0.0  # Gaussian blur of the whole picture (sigma, output pixels): a shot out of focus
 
 
 @dataclass
@@ -239,6 +240,11 @@ def _warp(img: np.ndarray, m: np.ndarray, canvas: np.ndarray) -> np.ndarray:
 
 def render_frame(shot: Shot, t: float, w: int, h: int, seed: int) -> np.ndarray:
     """The displayed picture of ``shot`` at relative time ``t`` in [0, 1]."""
+    img = _render(shot, t, w, h, seed)
+    return cv2.GaussianBlur(img, (0, 0), shot.blur) if shot.blur > 0 else img
+
+
+def _render(shot: Shot, t: float, w: int, h: int, seed: int) -> np.ndarray:
     bg_name = shot.photo if shot.kind == "noface" else shot.background
     bg = load_photo(bg_name)
     canvas = np.zeros((h, w, 3), np.uint8)

@@ -129,6 +129,43 @@ def analyze(work: Path, no_dashboard: bool, json_progress: bool, **kw) -> int:
 
 @main.command()
 @WORK_OPT
+@opt("-o", "--out", "folder", type=_path(file_okay=False), required=True,
+     help="Folder for the picked clips (and picked.csv): give it to roop-unleashed's or FaceFusion's batch mode.")
+@opt("--top", type=click.IntRange(min=1), default=None, help="The N best clips.")
+@opt("--min-score", type=click.FloatRange(0, 100), default=None, help="Clips scoring at least this (0-100).")
+@opt("--person", type=click.IntRange(min=1), default=None, help="Only this people group's clips (person:K).")
+@opt("--link", is_flag=True, help="Hard-link instead of copying (same file system; copies where it cannot).")
+@handle_errors
+def pick(work: Path, folder: Path, top: int | None, min_score: float | None, person: int | None, link: bool) -> int:
+    """Copy the best cut clips, best first, into one folder (reads WORK/plan.json; idempotent)."""
+    from facecut.export import pick_clips
+    from facecut.workdir import WorkDir
+
+    res = pick_clips(WorkDir(work), folder, top=top, min_score=min_score, person=person, link=link)
+    click.echo(f"picked {len(res.picked)} clip(s): {res.written} {'linked' if link else 'copied'}, "
+               f"{res.kept} already there" + (f", {len(res.removed)} from an earlier pick removed" if res.removed
+                                             else "") + f" -> {res.folder}")
+    return EXIT_OK
+
+
+@main.command()
+@WORK_OPT
+@click.argument("person")
+@opt("-o", "--out", type=_path(dir_okay=False), required=True, help="The face set to write (.fsz).")
+@opt("--faces", type=click.IntRange(1, 64), default=8, help="Pictures in the set.")
+@handle_errors
+def faceset(work: Path, person: str, out: Path, faces: int) -> int:
+    """Write PERSON's (person:K of the report) best faces as a roop-unleashed face set (.fsz)."""
+    from facecut.export import write_faceset
+    from facecut.workdir import WorkDir
+
+    n = write_faceset(WorkDir(work), person, out, count=faces)
+    click.echo(f"{n} face(s) of {person} -> {out}")
+    return EXIT_OK
+
+
+@main.command()
+@WORK_OPT
 @opt("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @track_options
 @handle_errors
@@ -160,9 +197,11 @@ def track(work: Path, as_json: bool, **kw) -> int:
 @MIN_FACE_OPT
 @model_dir_opt("Model folder, for --identity (the analysis's model folder).")
 @provider_opt("Provider for --identity.")
+@opt("--csv", "csv_path", type=_path(dir_okay=False), default=None,
+     help="Also write the plan as CSV (one row per clip, best score first) to this file.")
 @handle_errors
 @writes_work("score")
-def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
+def score(work: Path, min_face: float, model_dir, provider: str, csv_path: Path | None, **kw) -> int:
     """Apply the quality gates to the tracks and write WORK/plan.json (never re-detects)."""
     import time
 
@@ -176,8 +215,14 @@ def score(work: Path, min_face: float, model_dir, provider: str, **kw) -> int:
     wd.save_plan(plan)
     secs = sum(c.end - c.start for c in plan.clips)
     rejected = ", ".join(f"{k} {v}" for k, v in plan.rejected.items() if v) or "none"
-    click.echo(f"{len(plan.clips)} clips ({secs / 60:.1f} min) from {len(plan.sources)} sources; "
+    people = f"{len(plan.people)} people; " if plan.people else ""
+    click.echo(f"{len(plan.clips)} clips ({secs / 60:.1f} min) from {len(plan.sources)} sources; {people}"
                f"rejected tracks: {rejected}; {time.perf_counter() - t:.2f}s -> {wd.plan_json}")
+    if csv_path is not None:
+        from facecut.export import write_plan_csv
+
+        write_plan_csv(plan, csv_path)
+        click.echo(f"csv: {csv_path}")
     return EXIT_SOME_FAILED if any(s.status in ("failed", "partial") for s in plan.sources) else EXIT_OK
 
 

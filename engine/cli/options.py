@@ -36,6 +36,19 @@ def options(*opts):
     return deco
 
 
+class IdentityArg(click.ParamType):
+    """``--identity``: person:K as it is, else a path that must exist."""
+
+    name = "PATH|person:K"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("person:"):
+            if not value[7:].isdigit():
+                self.fail(f"{value!r}: expected person:N", param, ctx)
+            return value
+        return _path(exists=True).convert(value, param, ctx)
+
+
 def _path(**kw):
     return click.Path(path_type=Path, **kw)
 
@@ -158,9 +171,12 @@ def gate_options(f):
             help="A segment longer than --max-dur: split into near-equal parts, or reject it [split]."),
         opt("--bridge-gap", type=float, default=None, help="Bridge failing stretches shorter than this, seconds [3]."),
         opt("--merge-gap", type=float, default=None, help="Fuse segments of one shot closer than this, seconds [2]."),
-        opt("--identity", type=_path(exists=True), default=None,
-            help="Keep only this person: an image, a folder of images or a roop-unleashed .fsz face set."),
+        opt("--identity", type=IdentityArg(), default=None,
+            help="Keep only this person: an image, a folder of images, a roop-unleashed .fsz face set, or "
+                 "person:K (a people group of the report)."),
         opt("--identity-threshold", type=float, default=None, help="Largest cosine distance to the identity [0.65]."),
+        opt("--people-threshold", type=float, default=None,
+            help="Largest cosine distance within a people group (embedding models) [0.6]."),
     ]
     return options(*opts)(track_options(f))
 
@@ -181,7 +197,7 @@ _TRACK_KEYS = {"track_iou": "iou", "track_max_gap": "max_gap", "stitch_sim": "st
                "stitch_shift": "stitch_shift", "stitch_size": "stitch_size"}
 
 _SCORE_KEYS = ["max_yaw", "max_pitch", "min_det_score", "track_gate", "min_dur", "max_dur", "long", "bridge_gap",
-               "merge_gap", "identity", "identity_threshold"]
+               "merge_gap", "identity", "identity_threshold", "people_threshold"]
 
 
 def _track_config(kw: dict):
