@@ -22,7 +22,7 @@ from facecut.config import FAST_DECODE
 from facecut.profile import infer_processes
 
 console = Console(stderr=True)
-STAGES = ("decode", "decode-options", "formats", "inference", "ring", "log", "analyze", "chain", "scale")
+STAGES = ("decode", "decode-options", "formats", "inference", "quality", "ring", "log", "analyze", "chain", "scale")
 # Asked for only: scale renders and runs 150 files; decode-options analyses the corpus once per level.
 DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("scale", "decode-options"))
 DECODE_FIGURES = ("decode", "shot_detection_cost", "shot_detection_cpu_cost", "decode_options",
@@ -257,6 +257,14 @@ def _print_figures(res: dict) -> None:
             t.add_row(str(v["procs"]), str(v["threads"]), str(v["batch"]),
                       f"{fp['min']:.1f} / {fp['median']:.1f} / {fp['max']:.1f}")
         console.print(t)
+    if "quality" in f:
+        q = f["quality"]
+        console.print(
+            f"quality score (face sharpness in the inference process): {_med(q['sharpness_us_per_face']):.0f} µs per "
+            f"face, {100 * _med(q['share_of_inference']):.1f}% of the model's time per frame "
+            f"({_med(q['sharpness_ms_per_frame']):.2f} of {_med(q['model_ms_per_frame']):.1f} ms); analyze "
+            f"{_med(q['analyze_on_samples_per_s']):.1f} samples/s with it, {_med(q['analyze_off_samples_per_s']):.1f} "
+            f"without ({100 * _med(q['analyze_cost']):+.1f}%)")
     if "ring" in f:
         r = f["ring"]
         console.print(f"ring transport: {_med(r['us_per_frame']):.0f} µs per {r['frame_mb']:.1f} MB frame "
@@ -477,7 +485,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                 }
             _print_figures({"figures": {"formats": F["formats"]}, "config": base})
         frames = None
-        if "inference" in wanted or "analyze" in wanted:
+        if "inference" in wanted or "analyze" in wanted or "quality" in wanted:
             frames = st.preload_frames(videos_info, corpus, fps=fps, max_side=max_side, limit=infer_frames)
         if "inference" in wanted:
             F["inference"] = {}
@@ -495,6 +503,23 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                     "frames_per_s": figure([r["frames_per_s"] for r in runs]),
                 }
             _print_figures({"figures": {"inference": F["inference"]}, "config": base})
+        if "quality" in wanted:
+            # What the quality score's sharpness costs: on frames in memory against the
+            # model (one process), and analyze end to end with it on and off, interleaved.
+            opts = {**model_opts, "threads": base["infer_threads"], "batch": 1}
+            cost = repeat(lambda: st.bench_sharpness_cost(frames, model_opts=opts), repeats, warmup)
+            pairs = repeat(lambda: (st.bench_analyze(corpus, _analyze_cfg(base, sharpness=True), tmp),
+                                    st.bench_analyze(corpus, _analyze_cfg(base, sharpness=False), tmp)),
+                           repeats, warmup)
+            F["quality"] = {
+                **{k: figure([r[k] for r in cost]) for k in
+                   ("model_ms_per_frame", "sharpness_ms_per_frame", "sharpness_us_per_face", "share_of_inference")},
+                "analyze_on_samples_per_s": figure([a["samples_per_s"] for a, _ in pairs]),
+                "analyze_off_samples_per_s": figure([b["samples_per_s"] for _, b in pairs]),
+                # > 0: analysis with the measurement is that much slower (pairs back to back)
+                "analyze_cost": figure([b["samples_per_s"] / a["samples_per_s"] - 1.0 for a, b in pairs]),
+            }
+            _print_figures({"figures": {"quality": F["quality"]}, "config": base})
         if "ring" in wanted:
             runs = repeat(lambda: st.bench_ring(), repeats, warmup)
             F["ring"] = {k: figure([r[k] for r in runs]) for k in ("frames_per_s", "us_per_frame", "gb_per_s")}

@@ -207,6 +207,33 @@ def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict,
     return {"wall_s": wall, "frames": n, "faces": sum(r[1] for r in results), "frames_per_s": n / wall}
 
 
+def bench_sharpness_cost(frames: list[tuple[np.ndarray, float]], *, model_opts: dict) -> dict:
+    """The face sharpness measurement (facecut.quality) against the model it follows,
+    on the same frames in this process: model time per frame, sharpness time per
+    frame (all its faces), and their ratio: the share the quality score adds to
+    an inference process's work."""
+    from facecut.models import load_model
+    from facecut.quality import sharpness
+
+    with load_model(**model_opts) as model:
+        model.detect([frames[0][0]], [frames[0][1]])  # warm up (first run allocates)
+        t_model = t_sharp = 0.0
+        faces = 0
+        for img, scale in frames:
+            t = time.perf_counter()
+            found = model.detect([img], [scale])[0]
+            t_model += time.perf_counter() - t
+            t = time.perf_counter()
+            for f in found:
+                sharpness(img, f.box, scale)
+            t_sharp += time.perf_counter() - t
+            faces += len(found)
+    n = len(frames)
+    return {"frames": n, "faces": faces, "model_ms_per_frame": 1e3 * t_model / n,
+            "sharpness_ms_per_frame": 1e3 * t_sharp / n, "sharpness_us_per_face": 1e6 * t_sharp / max(1, faces),
+            "share_of_inference": t_sharp / t_model if t_model > 0 else 0.0}
+
+
 # --------------------------------------------------------------------------- ring transport
 
 

@@ -38,7 +38,7 @@ LAYERS = [
      "facecut.doctor"},
     {"facecut.track", "facecut.coordinator"},
     {"facecut.score", "facecut.cluster.paths", "facecut.cluster.lease"},
-    {"facecut.plan"},
+    {"facecut.plan", "facecut.export"},
     {"facecut.cluster.task"},
     {"facecut.cluster.client"},
     {"facecut.cluster"},
