@@ -739,3 +739,15 @@ def test_source_without_audio(extra_media, tmp_path, accurate):
         with av.open(str(out / clip.file)) as c:
             assert not c.streams.audio
     assert wd.load_plan().clips[2].cut_end == pytest.approx(2.0, abs=1e-3)  # the end of the source
+
+
+def test_a_span_of_one_frame_is_cut_and_the_others_too(media_dir, tmp_path):
+    """A span shorter than a frame, starting on a keyframe: a clip of one picture
+    (its duration up to the span's end), and it does not stop the other clips."""
+    wd = new_work(tmp_path / "work", make_plan(media_dir, {"basic.mp4": [(0.0, 0.02), (1.0, 2.0)]}))
+    result = cut_plan(wd, tmp_path / "out")
+    assert result.ok and result.written == 2, result.sources
+    clips = {c.start: c for c in load_plan(wd).clips}
+    one = decode_clip(tmp_path / "out" / clips[0.0].file)
+    assert len(one["times"]) == 1
+    assert len(decode_clip(tmp_path / "out" / clips[1.0].file)["times"]) > 1

@@ -343,9 +343,10 @@ class _CopyPass(_AacAudio):
         s.cut_end = s.frontier
         if s.vhold is not None:
             e, s.vhold = s.vhold, None
-            if s.first_vdts is not None:
-                span = round(Fraction(s.cut_end) / e.tb) - s.off[self.vidx]  # display span, pts units
-                dur = span + s.first_vdts - (e.dts - s.off[self.vidx])
+            dts = e.dts - s.off[self.vidx]
+            first = s.first_vdts if s.first_vdts is not None else dts  # None: this frame is the clip's only one
+            span = round(Fraction(s.cut_end) / e.tb) - s.off[self.vidx]  # display span, pts units
+            dur = span + first - dts
             self._write(s, e, dur=dur if dur > 0 else None)
         for a in s.held:
             if a.t < s.cut_end - EPS:
