@@ -180,9 +180,6 @@ def _write_sidecar(out_dir: Path, clip: Clip) -> None:
     write_json(inside(out_dir, clip.file).with_suffix(".json"), clip)
 
 
-_CUT_FIELDS = ("file", "cut_start", "cut_end", "lead_in", "container", "encoded")  # what cut fills in
-
-
 def _clear_cut(clip: Clip) -> None:
     clip.file = clip.cut_start = clip.cut_end = clip.lead_in = clip.container = None
     clip.encoded = ""

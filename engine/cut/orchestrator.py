@@ -17,7 +17,7 @@ import msgspec
 
 from facecut.cut.copy_pass import _CopyPass
 from facecut.cut.encode_pass import _EncodePass
-from facecut.cut.files import _CUT_FIELDS, CutCache, _clear_cut, _existing, _write_sidecar, clean_temp_files
+from facecut.cut.files import CutCache, _clear_cut, _existing, _write_sidecar, clean_temp_files
 from facecut.cut.spans import _CopySpan, _EncodeSpan, _Span
 from facecut.cut.streams import _copy_plan, _main_video
 from facecut.errors import ConfigError
@@ -29,12 +29,10 @@ from facecut.fsio import (
     inside,
     mark_folder,
     output_folder,
-    read_json,
     text_name,
-    write_json,
 )
 from facecut.media import ffmpeg_reason, open_input, refusal_reason
-from facecut.records import Plan, SourcePlan
+from facecut.records import CUT_FIELDS, Plan, SourcePlan
 from facecut.timeline import start_seconds
 from facecut.workdir import WorkDir
 
@@ -147,12 +145,7 @@ def cut_plan(work: WorkDir, out_dir: Path, **options) -> CutResult:
     an interruption); a clip finished in between is adopted by the next run.
     """
     work = work if isinstance(work, WorkDir) else WorkDir(Path(work))
-    if not work.plan_json.exists():
-        raise ConfigError(f"no plan in {work.root} (run `facecut score -w {work.root}` first)")
-    try:
-        plan = read_json(work.plan_json, Plan)
-    except (msgspec.DecodeError, msgspec.ValidationError) as ex:
-        raise ConfigError(f"{work.plan_json} is not a valid plan: {ex}") from ex
+    plan = work.load_plan()
     last = time.perf_counter()
     dirty = False
 
@@ -160,16 +153,16 @@ def cut_plan(work: WorkDir, out_dir: Path, **options) -> CutResult:
         nonlocal last, dirty
         dirty |= touched
         if dirty and time.perf_counter() - last >= _PLAN_WRITE_EVERY:
-            write_json(work.plan_json, plan)
+            work.save_plan(plan)
             last, dirty = time.perf_counter(), False
 
     try:
         result, changed = cut_clips(plan, out_dir, **options, on_source=source_done)
     except BaseException:
-        write_json(work.plan_json, plan)  # what was finished before the interruption
+        work.save_plan(plan)  # what was finished before the interruption
         raise
     if dirty or changed:
-        write_json(work.plan_json, plan)
+        work.save_plan(plan)
     return result
 
 
@@ -343,7 +336,7 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
     finally:
         touched |= _record(plan, spans, out_dir, sc, sidecar, t0, mode, cache)
         for i, j in dups:
-            for k in _CUT_FIELDS:
+            for k in CUT_FIELDS:
                 setattr(plan.clips[i], k, getattr(plan.clips[j], k))
             if plan.clips[j].file:
                 sc.skipped += 1
@@ -424,7 +417,7 @@ def _record(plan: Plan, done: list[_Span], out_dir: Path, sc: SourceCut, sidecar
             clip.lead_in = round(clip.start - clip.cut_start, 6)
             if cache is not None:
                 tag_mode = "reencode" if mode == "copy" and clip.encoded else mode
-                cache.put(s.final, clip.file, tag_mode, clip, {k: getattr(clip, k) for k in _CUT_FIELDS})
+                cache.put(s.final, clip.file, tag_mode, clip, {k: getattr(clip, k) for k in CUT_FIELDS})
             sc.written += 1
             sc.bytes += s.final.stat().st_size
             if sidecar:
