@@ -13,6 +13,15 @@ the lead-in through a media fragment ``#t=<lead_in>``). Built for batches of
 hundreds of clips: thumbnails are ``loading="lazy"``, videos load nothing
 until played, and off-screen cards skip layout (``content-visibility``).
 
+Clips are ranked by their swap quality (``Clip.quality``: a score badge and its
+parts in words; best first by default), and when the analysis model gave
+embeddings the page opens with the people groups (``Plan.people``): a face per
+person, cropped from a synced thumbnail in CSS alone. The bar (data/report_bar.html,
+data/report.js) filters, sorts and groups cards by source, by person or not at
+all; its initial state can be given in the query string
+(``index.html?group=none&minscore=60``). Older plans (no quality, no people)
+render as before. Cards, sections and people: facecut.reportcards.
+
 Every string that comes from a user (file names, reasons, parameters) goes
 through ``html.escape``; every path in a URL through ``urllib.parse.quote``.
 """
@@ -29,7 +38,7 @@ from pathlib import Path
 
 from facecut.fsio import atomic_write_text, ignored_summary, replace_with_retry, temp_name
 from facecut.records import Clip, Plan, ScanResult, SourcePlan
-from facecut.reportcards import source_section
+from facecut.reportcards import buckets, people_section, person_options, source_section
 from facecut.reportsvg import OTHER_COLOUR, REASON_COLOURS, e
 from facecut.workdir import WorkDir
 
@@ -43,15 +52,15 @@ def _fmt_date(unix: float) -> str:
 # --------------------------------------------------------------------------- inputs
 
 
-def _thumb_source(work: WorkDir, clip: Clip) -> Path | None:
-    """The captured thumbnail of a clip, if it exists inside WORK/thumbs."""
-    if not clip.thumb:
+def _thumb_source(work: WorkDir, thumb: str | None) -> Path | None:
+    """A captured thumbnail (a plan's path, relative to WORK), if it exists inside WORK/thumbs."""
+    if not thumb:
         return None
-    p = Path(clip.thumb)
+    p = Path(thumb)
     p = (p if p.is_absolute() else work.root / p).resolve()
     thumbs = work.thumbs_dir.resolve()
     if not p.is_relative_to(thumbs):
-        log.warning("thumbnail outside %s ignored: %s", thumbs, clip.thumb)
+        log.warning("thumbnail outside %s ignored: %s", thumbs, thumb)
         return None
     return p if p.is_file() else None
 
@@ -82,15 +91,16 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def _sync_thumbs(work: WorkDir, plan: Plan) -> dict[str, str]:
-    """Place every clip's thumbnail under WORK/report/thumbs (same sub-path as
-    under WORK/thumbs) and drop stale ones. Returns clip id -> URL relative to
-    the report folder."""
+    """Place every thumbnail the page shows (each clip's, each person's face)
+    under WORK/report/thumbs (same sub-path as under WORK/thumbs) and drop stale
+    ones. Returns the plan's thumbnail path -> URL relative to the report folder."""
     report_thumbs = work.report_dir / "thumbs"
     thumbs_root = work.thumbs_dir.resolve()
     urls: dict[str, str] = {}
     wanted: set[Path] = set()
-    for clip in plan.clips:
-        src = _thumb_source(work, clip)
+    shown = [c.thumb for c in plan.clips] + [p.face.thumb for p in plan.people if p.face is not None]
+    for thumb in dict.fromkeys(t for t in shown if t):
+        src = _thumb_source(work, thumb)
         if src is None:
             continue
         rel = src.relative_to(thumbs_root)
@@ -101,7 +111,7 @@ def _sync_thumbs(work: WorkDir, plan: Plan) -> dict[str, str]:
             log.warning("cannot place thumbnail %s: %s", src, ex)
             continue
         wanted.add(dst)
-        urls[clip.id] = "thumbs/" + rel.as_posix()
+        urls[thumb] = "thumbs/" + rel.as_posix()
     if report_thumbs.is_dir():
         for p in sorted(report_thumbs.rglob("*"), reverse=True):  # files before their folders
             if p.is_file() and p not in wanted:
@@ -117,7 +127,7 @@ COLLAPSE_ABOVE = 300  # clips in the whole report: beyond this every source star
 COLLAPSE_SOURCE = 60  # clips of one source: beyond this that source starts collapsed
 
 # The page's style, and its filter/sort bar with the script behind it (engine/data/).
-# The script reads only numbers (data-* attributes of the cards) and the
+# The script reads only numbers (data-* attributes of the cards and faces) and the
 # lower-cased source path through dataset (text, never markup).
 def _asset(name: str) -> str:
     return (files("facecut.data") / name).read_text(encoding="utf-8").strip()
@@ -166,7 +176,7 @@ def render(
         ("share of input", f"{100 * share:.1f}%"),
         ("rejected tracks", f"{sum(rejected.values())}"),
         ("errors", f"{len(problems)}"),
-    ]
+    ] + ([("people", f"{len(plan.people)}")] if plan.people else [])
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -208,9 +218,10 @@ def render(
             )
             + "</table>"
         )
-    if plan.clips:
-        out.append(_asset("report_bar.html"))
+    if plan.clips:  # the filter/sort bar, its person select listing the people groups
+        out.append(_asset("report_bar.html").replace("<!--people-->", person_options(plan.people)))
     out.append("</header><main>")
+    out.append(people_section(plan.people, len(plan.clips), thumbs))
     big = len(plan.clips) > COLLAPSE_ABOVE
     for src in plan.sources:
         clips = by_source.pop(src.path, [])
@@ -220,6 +231,8 @@ def render(
             path=path, key=clips[0].key, status="ok", reason="source not listed in the plan"
         )
         out.append(source_section(ghost, clips, thumbs, out_dir, report_dir, big))
+    if plan.clips:
+        out.append(buckets(plan.people))
     out.append(f"</main><script>{_asset('report.js')}</script></body></html>\n")
     return "\n".join(out)
 

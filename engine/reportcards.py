@@ -1,20 +1,23 @@
-"""The report's clip cards and source sections: HTML fragments from plan
-records (pure functions; facecut.report assembles the page).
+"""The report's clip cards, source sections and people: HTML fragments from
+plan records (pure functions; facecut.report assembles the page).
 
 Every user-derived string goes through :func:`~facecut.reportsvg.e`, every path
 in a URL through ``urllib.parse.quote``. The cards' ``data-*`` attributes hold
-numbers only: the bar's script (data/report.js) sorts and filters by them and
-never reads markup.
+numbers only: the bar's script (data/report.js) sorts, filters and groups by
+them and never reads markup.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from urllib.parse import quote
 
-from facecut.records import Clip, SourcePlan
+from facecut.records import Clip, ClipQuality, Person, SourcePlan
 from facecut.reportsvg import e, fmt_time, legend, timeline
+
+FACE_SHARE = 0.6  # width of a person's face box in their face window (the rest: hair, chin, context)
 
 
 def url(rel_posix: str) -> str:
@@ -43,23 +46,62 @@ def clip_link(clip: Clip, out_dir: Path | None, report_dir: Path) -> tuple[str, 
     return quote(rel, safe="/"), target
 
 
+# --------------------------------------------------------------------------- quality
+
+
+def _score(q: ClipQuality | None) -> float | None:
+    return q.score if q is not None and math.isfinite(q.score) else None
+
+
+def _badge(score: float) -> str:
+    level = "s-hi" if score >= 70 else "s-mid" if score >= 40 else "s-lo"
+    return f'<span class="score {level}" title="swap quality, 0-100 (best 100)">{score:.0f}</span>'
+
+
+_PARTS_TITLE = (
+    "face: median short side of the main face, source px; yaw, pitch: median angles (0 = frontal); "
+    "sharpness: variance of the Laplacian of the face at 64x64 px; steady: median movement between "
+    "samples in face sizes (0 = still); present: samples showing the face; alone: samples without "
+    "another sizeable face"
+)
+
+
+def _parts(q: ClipQuality) -> str:
+    sharp = "sharpness not measured" if q.sharpness is None else f"sharpness {q.sharpness:.0f}"
+    return (
+        f'<div class="parts" title="{e(_PARTS_TITLE)}">face {q.face_px:.0f} px · yaw {q.yaw:.0f}° '
+        f"pitch {q.pitch:.0f}° · {sharp} · steady {q.stability:.2f} · present {100 * q.presence:.0f} % · "
+        f"alone {100 * (1 - q.crowded):.0f} %</div>"
+    )
+
+
+# --------------------------------------------------------------------------- cards
+
+
 def card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> str:
     st = clip.stats
     dur = clip.end - clip.start
+    score = _score(clip.quality)
+    badge = _badge(score) if score is not None else ""
     if thumb_url:
         pic = (
-            f'<div class="pic"><img src="{url(thumb_url)}" loading="lazy" decoding="async" '
+            f'<div class="pic">{badge}<img src="{url(thumb_url)}" loading="lazy" decoding="async" '
             f'alt="clip at {fmt_time(clip.start)}"></div>'
         )
     else:
-        pic = '<div class="pic">no thumbnail</div>'
+        pic = f'<div class="pic">{badge}no thumbnail</div>'
     lines = [
-        f"<div><b>{dur:.1f} s</b> · {fmt_time(clip.start)}–{fmt_time(clip.end)} · shot {clip.shot}</div>",
+        f"<div><b>{dur:.1f} s</b> · {fmt_time(clip.start)}–{fmt_time(clip.end)} · shot {clip.shot}"
+        + (f" · <b>person:{e(clip.person)}</b>" if clip.person is not None else "")
+        + "</div>",
+        f'<div class="from meta">{e(clip.source)}</div>',  # shown when the cards leave their source
         (
             f"<div>face {st.face_short_median:.0f} px · yaw {round(st.yaw_range[0]):+d}°…"
             f"{round(st.yaw_range[1]):+d}° · {st.frames} frames</div>"
         ),
     ]
+    if clip.quality is not None:
+        lines.append(_parts(clip.quality))
     if clip.parts > 1:
         lines.append(f"<div>part {clip.part} of {clip.parts} (one long shot split at --max-dur)</div>")
     if clip.encoded:
@@ -89,12 +131,17 @@ def card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> st
     yaw = max(abs(st.yaw_range[0]), abs(st.yaw_range[1]))
     data = (f'data-start="{clip.start:.3f}" data-dur="{dur:.3f}" data-face="{st.face_short_median:.1f}" '
             f'data-yaw="{yaw:.1f}"')
+    if score is not None:
+        data += f' data-score="{score:.1f}"'
+    if clip.person is not None:
+        data += f' data-person="{e(clip.person)}"'
     return (
         f'<div class="card" id="c-{e(clip.id)}" {data}>{pic}<div class="body">{"".join(lines)}</div></div>'
     )
 
 
 def source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir, collapsed: bool = False) -> str:
+    """A source: its summary, timeline and clip cards (``thumbs``: a plan's thumb path -> URL)."""
     n_acc = sum(t.status == "accepted" for t in src.tracks)
     head = (
         f'<section class="src" id="s-{e(src.key)}" data-name="{e(src.path.lower())}"><h2>{e(src.path)} '
@@ -119,7 +166,7 @@ def source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir, collapse
                 group = c.group
                 cards.append(f'<div class="group" id="g-{e(c.group)}"><div class="meta">one long shot in '
                              f'{c.parts} parts</div><div class="grid">')
-            cards.append(card(c, thumbs.get(c.id), clip_link(c, out_dir, report_dir)))
+            cards.append(card(c, thumbs.get(c.thumb), clip_link(c, out_dir, report_dir)))
         if group is not None:
             cards.append("</div></div>")
         body += '<div class="grid">' + "".join(cards) + "</div>"
@@ -128,3 +175,82 @@ def source_section(src: SourcePlan, clips, thumbs, out_dir, report_dir, collapse
     # A closed <details> is not laid out: a large batch opens one source at a time.
     return (head + f'<details class="srcbody"{"" if collapsed else " open"}><summary>timeline and '
             f'{len(clips)} clip{"s" if len(clips) != 1 else ""}</summary>' + body + "</details></section>")
+
+
+# --------------------------------------------------------------------------- people
+
+
+def _crop(box) -> str | None:
+    """The face window's picture style: the thumbnail scaled so the face box is
+    FACE_SHARE of the window's width, its centre on the window's centre. Pure CSS:
+    ``translate`` percentages are of the picture's own size, so the picture's
+    aspect ratio need not be known. None: no usable box (the whole picture)."""
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        return None
+    cx, cy = min(max(x + w / 2, 0.0), 1.0), min(max(y + h / 2, 0.0), 1.0)
+    zoom = FACE_SHARE / min(max(w, 0.02), 1.0)  # a box of under 2 % would magnify JPEG blocks only
+    return f"width:{100 * zoom:.2f}%;transform:translate({-100 * cx:.2f}%,{-100 * cy:.2f}%)"
+
+
+def _person(p: Person, thumbs: dict[str, str]) -> str:
+    name = f"person:{e(p.id)}"
+    thumb = thumbs.get(p.face.thumb) if p.face is not None else None
+    crop = _crop(p.face.box) if thumb and p.face is not None else None
+    if thumb and crop:
+        pic = f'<img src="{url(thumb)}" style="{e(crop)}" loading="lazy" decoding="async" alt="face of {name}">'
+    elif thumb:
+        pic = f'<img class="whole" src="{url(thumb)}" loading="lazy" decoding="async" alt="face of {name}">'
+    else:
+        pic = "no face"
+    return (
+        f'<div class="person"><button type="button" class="face" data-pid="{e(p.id)}" aria-pressed="false" '
+        f'title="show only the clips of {name} (click again: everyone)">{pic}</button><b>{name}</b>'
+        f'<div class="meta">{p.clips} clip{"s" if p.clips != 1 else ""} · {fmt_duration(p.seconds)}</div></div>'
+    )
+
+
+def people_section(people: list[Person], n_clips: int, thumbs: dict[str, str]) -> str:
+    """One face per people group; without groups (a detector-only model) a line
+    saying what gives them; nothing when there are no clips."""
+    if people:
+        return (
+            f'<section class="panel" id="people"><h2>People <span class="meta">{len(people)} '
+            f"group{'s' if len(people) != 1 else ''} · a face shows only that person's clips</span></h2>"
+            '<div class="faces">' + "".join(_person(p, thumbs) for p in people) + "</div></section>"
+        )
+    if n_clips:
+        return (
+            '<section class="panel" id="people"><h2>People</h2><p class="none">people groups need an '
+            "embedding model: analyse with --model buffalo_l, or --model scrfd with a recogniser in its "
+            "folder</p></section>"
+        )
+    return ""
+
+
+def person_options(people: list[Person]) -> str:
+    """The bar's person select: one option per people group."""
+    return "".join(
+        f'<option value="{e(p.id)}">person:{e(p.id)} ({p.clips} clip{"s" if p.clips != 1 else ""})</option>'
+        for p in people
+    )
+
+
+def buckets(people: list[Person]) -> str:
+    """The empty containers the bar's script moves cards into when grouping
+    otherwise than by source: one grid for all, and one per person (plus one for
+    clips without a group) when there are people."""
+    out = ['<section class="bucket" id="all" hidden><h2>all clips</h2><div class="grid"></div></section>']
+    for p in people:
+        out.append(
+            f'<section class="bucket" id="p-{e(p.id)}" data-pid="{e(p.id)}" hidden><h2>person:{e(p.id)} '
+            f'<span class="meta">{p.clips} clips · {fmt_duration(p.seconds)}</span></h2><div class="grid"></div>'
+            "</section>"
+        )
+    if people:
+        out.append('<section class="bucket" id="p-none" hidden><h2>no people group <span class="meta">'
+                   "(no embedding for the main face)</span></h2><div class=\"grid\"></div></section>")
+    return "".join(out)

@@ -16,13 +16,14 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 import pytest
-
 from facecut.errors import ConfigError
 from facecut.fsio import clip_id, video_key, write_json
-from facecut.workdir import WorkDir
 from facecut.records import (
     Clip,
+    ClipQuality,
     ClipStats,
+    Person,
+    PersonFace,
     Plan,
     ScanResult,
     Shot,
@@ -31,7 +32,9 @@ from facecut.records import (
     VideoInfo,
 )
 from facecut.report import write_report
+from facecut.reportcards import FACE_SHARE
 from facecut.reportsvg import ACCEPTED_COLOUR, CLIP_COLOUR, REASON_COLOURS
+from facecut.workdir import WorkDir
 
 NASTY = "talks/<script>alert(1)</script> & \"q\" 'a' #1 ?x=50% é.mp4"
 PLAIN = "plain.mkv"
@@ -188,6 +191,66 @@ def cut_clips(work: WorkDir, plan: Plan, out: Path, video: Path, *, skip_last=Fa
         )
     write_json(work.plan_json, plan)
     return plan
+
+
+def quality(score: float, sharpness: float | None = 710.0) -> ClipQuality:
+    return ClipQuality(score=score, face_px=182.0, yaw=1.2, pitch=9.4, sharpness=sharpness, stability=0.021,
+                       presence=1.0, crowded=0.25)
+
+
+CYAN, MAGENTA = (255, 255, 0), (255, 0, 255)  # BGR
+FACE_BOX = (0.40, 0.30, 0.10, 0.20)  # person 1's face in its thumbnail, fractions (x, y, w, h)
+NASTY_KEY = 'k "<key>" #1 %3F?'  # a thumbnail folder no analysis writes: quoted and escaped all the same
+
+
+def face_thumb(work: WorkDir, key: str, box=FACE_BOX) -> str:
+    """A 320x180 JPEG, cyan with a magenta face box (pixels a crop can be measured by)."""
+    img = np.zeros((180, 320, 3), np.uint8)
+    img[:] = CYAN
+    x, y, w, h = box
+    img[round(y * 180) : round((y + h) * 180), round(x * 320) : round((x + w) * 320)] = MAGENTA
+    path = work.thumbs_dir / key / "0000001.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path.relative_to(work.root).as_posix()
+
+
+# name -> (source, start, end, score or None, person or None); parts 7 and 8: one long shot in two
+SCORED = {
+    "a1": (NASTY, 2.0, 9.0, 40.0, 1), "a2": (NASTY, 10.0, 18.0, 90.0, 2), "a3": (NASTY, 20.0, 28.0, None, None),
+    "a4": (NASTY, 30.0, 38.0, 65.0, 1), "b5": (PLAIN, 1.0, 4.0, 75.0, 2), "b6": (PLAIN, 5.0, 9.0, 20.0, 3),
+    "b7": (PLAIN, 10.0, 20.0, 30.0, 2), "b8": (PLAIN, 20.0, 30.0, 95.0, 2),
+}  # fmt: skip
+
+
+@pytest.fixture
+def scored(tmp_path, photo):
+    """A plan with quality scores and three people (ids 1-3; 3 has no face
+    picture), one clip without a score or a person; name -> clip."""
+    work = WorkDir(tmp_path / "work").ensure()
+    srcs = {NASTY: make_source(NASTY, duration=60.0), PLAIN: make_source(PLAIN, duration=40.0)}
+    clips = {}
+    for i, (name, (path, start, end, score, person)) in enumerate(SCORED.items()):
+        c = make_clip(srcs[path], start, end, 0, [i], write_thumb(work, photo, srcs[path].key, i * 40))
+        c.quality = None if score is None else quality(score, None if name == "a4" else 710.0)
+        c.person = person
+        clips[name] = c
+    clips["b7"].group = clips["b8"].group = clips["b7"].id
+    clips["b7"].part, clips["b8"].part = 1, 2
+    clips["b7"].parts = clips["b8"].parts = 2
+    people = [
+        Person(id=1, clips=2, seconds=15.0,
+               face=PersonFace(clip=clips["a1"].id, thumb=face_thumb(work, "faces"), box=FACE_BOX)),
+        Person(id=2, clips=4, seconds=31.0,
+               face=PersonFace(clip=clips["a2"].id, thumb=face_thumb(work, NASTY_KEY), box=FACE_BOX)),
+        Person(id=3, clips=1, seconds=4.0),
+    ]  # fmt: skip
+    plan = Plan(created=1.7e9, model="buffalo_l", sources=list(srcs.values()), clips=list(clips.values()),
+                people=people)
+    write_json(work.plan_json, plan)
+    return work, clips
 
 
 # --------------------------------------------------------------------------- parsing
@@ -447,6 +510,105 @@ def test_six_hundred_clips_stay_light(tmp_path, photo, clip_video):
     assert "content-visibility:auto" in raw
 
 
+def card_texts(raw: str) -> dict[str, str]:
+    """Clip id -> the visible text of its card (up to the next card or the end of its section)."""
+    out = {}
+    for chunk in raw.split('<div class="card" id="c-')[1:]:
+        out[chunk[: chunk.index('"')]] = Page('<div id="c-' + chunk.split("</section>")[0]).joined
+    return out
+
+
+def test_cards_show_the_score_and_its_parts(scored):
+    work, clips = scored
+    raw = write_report(work).read_text(encoding="utf-8")
+    page = Page(raw)
+    cards = {a["id"][2:]: a for a in page.all("div") if "card" in a.get("class", "").split()}
+    texts = card_texts(raw)
+    assert len(cards) == len(texts) == len(clips)
+    for name, c in clips.items():
+        attrs, text = cards[c.id], texts[c.id]
+        if c.quality is None:  # no score: no badge, no parts, nothing for the script to rank by
+            assert "data-score" not in attrs and "data-person" not in attrs
+            assert "sharpness" not in text and "person:" not in text
+            continue
+        assert float(attrs["data-score"]) == c.quality.score
+        assert attrs["data-person"] == str(c.person)
+        assert f"person:{c.person}" in text and c.source in text  # the source: when cards leave it
+        assert text.startswith(f"{c.quality.score:.0f}")  # the badge comes first
+        sharp = "sharpness not measured" if name == "a4" else "sharpness 710"
+        assert f"face 182 px · yaw 1° pitch 9° · {sharp} · steady 0.02 · present 100 % · alone 75 %" in text
+    badges = [a for a in page.all("span") if "score" in a.get("class", "").split()]
+    assert len(badges) == len(clips) - 1
+    # the bar ranks by score first, and lists the people
+    sort = raw[raw.index('<select id="sort">') :]
+    assert sort.index('value="score" selected') < sort.index('value="time"')
+    assert [a["value"] for a in page.all("option") if a.get("value", "").isdigit()] == ["1", "2", "3"]
+    assert "minscore" in {a.get("id") for a in page.all("input")}
+
+
+def test_people_faces_are_cropped_from_synced_thumbnails(scored):
+    work, _ = scored
+    index = write_report(work)
+    page = parse(index)
+    faces = [a for a in page.all("button") if "face" in a.get("class", "").split()]
+    assert [a["data-pid"] for a in faces] == ["1", "2", "3"]
+    imgs = [a for a in page.all("img") if (a.get("alt") or "").startswith("face of")]
+    assert [a["alt"] for a in imgs] == ["face of person:1", "face of person:2"]  # person 3 has no picture
+    assert "no face" in page.joined
+    x, y, w, h = FACE_BOX
+    crop = f"width:{100 * FACE_SHARE / w:.2f}%;transform:translate({-100 * (x + w / 2):.2f}%,{-100 * (y + h / 2):.2f}%)"
+    assert crop == "width:600.00%;transform:translate(-45.00%,-40.00%)"
+    for img in imgs:
+        assert img["style"] == crop
+        p = resolve(work.report_dir, img["src"])
+        assert p.is_relative_to(work.report_dir / "thumbs") and p.is_file()
+    plan = work.load_plan()
+    for person, img in zip(plan.people, imgs):  # the same bytes as the captured picture
+        assert resolve(work.report_dir, img["src"]).read_bytes() == (work.root / person.face.thumb).read_bytes()
+    text = page.joined
+    assert "person:2" in text and "4 clips · 31.0 s" in text and "1 clip · 4.0 s" in text
+    assert "embedding model" not in text
+    # a re-score without people drops their pictures from the report folder
+    plan.people = []
+    write_json(work.plan_json, plan)
+    write_report(work)
+    assert not (work.report_dir / "thumbs" / "faces").exists()
+    assert not (work.report_dir / "thumbs" / NASTY_KEY).exists()
+
+
+def test_old_plans_render_and_say_what_gives_people(planned, tmp_path):
+    work, _ = planned  # no quality, no people: a plan of before either
+    raw = write_report(work).read_text(encoding="utf-8")
+    page = Page(raw)
+    assert "people groups need an embedding model" in page.joined
+    assert "--model buffalo_l" in page.joined and "--model scrfd with a recogniser" in page.joined
+    assert "data-score" not in raw and "data-person" not in raw and 'class="score' not in raw
+    assert [a for a in page.all("button") if "face" in a.get("class", "").split()] == []
+    # no clips at all: nothing to group, nothing said
+    empty = WorkDir(tmp_path / "empty").ensure()
+    write_json(empty.plan_json, Plan(sources=[make_source(PLAIN)]))
+    text = parse(write_report(empty)).joined
+    assert "People" not in text and "embedding model" not in text
+
+
+def test_people_and_scores_are_escaped(scored):
+    work, _ = scored
+    plan = work.load_plan()
+    plan.input_dir = "in <put>"
+    for c in plan.clips:
+        c.encoded = "<svg onload=alert(1)>"
+    write_json(work.plan_json, plan)
+    raw = write_report(work).read_text(encoding="utf-8")
+    assert "<key>" not in raw and "<put>" not in raw and "<svg onload" not in raw
+    assert raw.count("<script") == 1
+    page = Page(raw)
+    # the nasty thumbnail folder (", <, #, %, ?) survives into a working relative link
+    srcs = [a["src"] for a in page.all("img") if a.get("alt") == "face of person:2"]
+    assert len(srcs) == 1 and resolve(work.report_dir, srcs[0]).parent.name == NASTY_KEY
+    assert resolve(work.report_dir, srcs[0]).is_file()
+    assert "<svg onload=alert(1)>" in page.joined and "in <put>" in page.joined
+
+
 # --------------------------------------------------------------------------- browser
 
 
@@ -527,3 +689,125 @@ def test_renders_in_headless_chromium(planned, clip_video, tmp_path):
         assert near > 1000, f"only {near} pixels of {colour}: no timeline drawn?"
     # the thumbnails (lazy, but on screen) were decoded: many distinct colours
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Tree(HTMLParser):
+    """A DOM dump's cards in document order: (clip id, hidden, id of the section
+    holding it), and every section's id -> hidden."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict]] = []
+        self.cards: list[tuple[str, bool, str]] = []
+        self.sections: dict[str, bool] = {}
+        self.pressed: list[str] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        classes = (a.get("class") or "").split()
+        if tag == "div" and "card" in classes:
+            section = next(s for t, s in reversed(self.stack) if t == "section")
+            self.cards.append((a["id"][2:], "hidden" in a, section["id"]))
+        if tag == "section":
+            self.sections[a["id"]] = "hidden" in a
+        if tag == "button" and a.get("aria-pressed") == "true":
+            self.pressed.append(a["data-pid"])
+        if tag not in VOID:
+            self.stack.append((tag, a))
+
+    def handle_endtag(self, tag):
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def shown_in(self, section: str) -> list[str]:
+        return [c for c, hidden, s in self.cards if s == section and not hidden]
+
+    def order_in(self, section: str) -> list[str]:
+        return [c for c, _, s in self.cards if s == section]
+
+
+def dump_dom(exe: str, profile: Path, url: str) -> str:
+    res = subprocess.run(headless(exe, profile, "--dump-dom", url), check=False, capture_output=True, text=True,
+                         timeout=120)
+    assert "clips shown" in res.stdout, f"the bar's script did not run (rc {res.returncode}): {res.stderr[-2000:]}"
+    return res.stdout
+
+
+@pytest.mark.browser
+def test_bar_ranks_filters_and_groups_in_chromium(scored, tmp_path):
+    """The bar's initial state comes from the query string, so each view is one
+    page load: the default (best score first within each source), one grid for
+    the whole batch with a score filter, and one person's clips grouped by person."""
+    exe = chromium_or_skip()
+    work, clips = scored
+    uri = write_report(work).as_uri()
+    ids = {c.id: name for name, c in clips.items()}
+    a_sec, b_sec = f"s-{clips['a1'].key}", f"s-{clips['b5'].key}"
+
+    def names(xs):
+        return [ids[x] for x in xs]
+
+    default = Tree(dump_dom(exe, tmp_path / "profile", uri))
+    assert names(default.order_in(a_sec)) == ["a2", "a4", "a1", "a3"]  # 90, 65, 40, no score last
+    # the long shot (parts 30 and 95) ranks by its best part, its parts stay in time order
+    assert names(default.order_in(b_sec)) == ["b7", "b8", "b5", "b6"]
+    assert not any(hidden for _, hidden, _ in default.cards)
+    assert default.sections["all"] and not default.sections[a_sec] and default.sections["p-1"]
+    assert default.pressed == []
+
+    dom = dump_dom(exe, tmp_path / "profile", uri + "?group=none&minscore=50")
+    assert "4 clips shown" in dom
+    flat = Tree(dom)
+    assert names(flat.order_in("all")) == ["b8", "a2", "b5", "a4", "a1", "b7", "b6", "a3"]
+    assert names(flat.shown_in("all")) == ["b8", "a2", "b5", "a4"]  # no score is not "at least 50"
+    assert not flat.sections["all"] and flat.sections[a_sec] and flat.sections[b_sec]
+
+    dom = dump_dom(exe, tmp_path / "profile", uri + "?group=person&person=2&sort=bogus")  # bogus: ignored
+    assert "4 clips shown" in dom
+    people = Tree(dom)
+    assert names(people.order_in("p-2")) == ["b8", "a2", "b5", "b7"]
+    assert names(people.order_in("p-1")) == ["a4", "a1"] and names(people.order_in("p-3")) == ["b6"]
+    assert names(people.order_in("p-none")) == ["a3"]
+    assert [names(people.shown_in(s)) for s in ("p-1", "p-3", "p-none")] == [[], [], []]
+    assert names(people.shown_in("p-2")) == ["b8", "a2", "b5", "b7"]
+    assert not people.sections["p-2"] and people.sections["p-1"] and people.sections["p-none"]
+    assert people.sections[a_sec] and people.sections["all"]
+    assert people.pressed == ["2"]
+
+
+@pytest.mark.browser
+def test_person_faces_are_cropped_in_chromium(scored, tmp_path):
+    """Person 1's face window shows the magenta face box centred, FACE_SHARE of
+    the window wide, its height in the picture's own proportions."""
+    exe = chromium_or_skip()
+    work, _ = scored
+    index = write_report(work)
+    png = tmp_path / "shot.png"
+    cmd = headless(exe, tmp_path / "profile", f"--screenshot={png}", "--window-size=1280,1200",
+                   "--force-device-scale-factor=1", index.as_uri())
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    img = cv2.imread(str(png))
+    assert img is not None, f"no screenshot (rc {res.returncode}): {res.stderr[-2000:]}"
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    # the picture's pixels are cyan, magenta or (scaled, JPEG edges) a mix of both: blue high, G + R about 255
+    picture = (b > 190) & (np.abs(g + r - 255) < 90)
+    # two pictures (persons 1 and 2 show the same box): the leftmost window is person 1's
+    cols = np.flatnonzero(picture.sum(axis=0) > 20)
+    gap = np.flatnonzero(np.diff(cols) > 1)
+    first = cols[: gap[0] + 1] if len(gap) else cols
+    rows = np.flatnonzero(picture[:, first[0] : first[-1] + 1].sum(axis=1) > 20)
+    win_w, win_h = first[-1] - first[0] + 1, rows[-1] - rows[0] + 1
+    assert abs(win_w - 94) <= 2 and abs(win_h - 94) <= 2, (win_w, win_h)  # 96 px less the border
+    window = (slice(rows[0], rows[-1] + 1), slice(first[0], first[-1] + 1))
+    face = picture[window] & (r[window] > g[window])  # nearer magenta than cyan
+    fy, fx = np.flatnonzero(face.any(axis=1)), np.flatnonzero(face.any(axis=0))
+    face_w, face_h = fx[-1] - fx[0] + 1, fy[-1] - fy[0] + 1
+    _, _, w, h = FACE_BOX
+    assert abs(face_w - FACE_SHARE * win_w) <= 3, face_w
+    assert abs(face_h - face_w * (h * 180) / (w * 320)) <= 3, face_h  # not stretched
+    assert abs((fx[0] + fx[-1]) / 2 - (win_w - 1) / 2) <= 2 and abs((fy[0] + fy[-1]) / 2 - (win_h - 1) / 2) <= 2
