@@ -33,7 +33,7 @@ LAYERS = [
     {"facecut.models.mtcnn", "facecut.models.scrfd"},
     {"facecut.models.buffalo", "facecut.models"},
     {"facecut.identity", "facecut.profile", "facecut.scan", "facecut.telemetry", "facecut.dashboard",
-     "facecut.videolog", "facecut.shotdetect", "facecut.reportsvg", "facecut.quality", "facecut.people"},
+     "facecut.videolog", "facecut.shotdetect", "facecut.reportsvg", "facecut.reportcards", "facecut.quality", "facecut.people"},
     {"facecut.decode", "facecut.infer", "facecut.resume", "facecut.status", "facecut.report", "facecut.cut",
      "facecut.doctor"},
     {"facecut.track", "facecut.coordinator"},
