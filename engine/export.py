@@ -26,6 +26,7 @@ import csv
 import io
 import logging
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -143,12 +144,17 @@ def pick_clips(work: WorkDir, folder: Path, *, top: int | None = None, min_score
     return res
 
 
+_PICKED_NAME = re.compile(r"^\d{3,}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:mp4|mkv)$")
+
+
 def _earlier_pick(folder: Path) -> set[str]:
-    """The files an earlier pick put in ``folder`` (from its picked.csv)."""
+    """The files an earlier pick put in ``folder``: those its picked.csv lists that
+    have a pick's own name (``<rank>_<clip id>.<ext>``), so an edited list can
+    never make a pick delete anything else."""
     try:
         with open(folder / PICKED, newline="", encoding="utf-8") as f:
-            return {r["file"] for r in csv.DictReader(f) if r.get("file") and Path(r["file"]).name == r["file"]}
-    except (OSError, csv.Error, KeyError):
+            return {r["file"] for r in csv.DictReader(f) if _PICKED_NAME.match(r.get("file") or "")}
+    except (OSError, csv.Error, UnicodeDecodeError):
         return set()
 
 
@@ -203,11 +209,15 @@ def write_faceset(work: WorkDir, who: str, out: Path, *, count: int = 8) -> int:
     centroid = np.asarray(person.centroid, np.float64)
     threshold = float(plan.params.get("people_threshold", 0.6))
     candidates: list[_Shot] = []
-    for clip in (c for c in plan.clips if c.person == k):
-        from facecut.logio import read_records
-        from facecut.records import LogRecord
+    from facecut.logio import read_records
+    from facecut.records import LogRecord
 
-        video = VideoLog.from_records(read_records(work.log_path(clip.key), LogRecord))
+    for clip in (c for c in plan.clips if c.person == k):
+        log_path = work.log_path(clip.key)
+        if not log_path.exists():
+            log.warning("faceset: %s: no analysis log (%s)", clip.source, log_path.name)
+            continue
+        video = VideoLog.from_records(read_records(log_path, LogRecord))
         candidates += _faces_of(video, clip, centroid, threshold)
     chosen = _spread(candidates, count)
     if not chosen:
@@ -274,7 +284,11 @@ def _crops(path: Path, stream_index: int, shots: list[_Shot]) -> list[bytes]:
     from facecut.decode import frame_to_bgr
 
     out = []
-    with av.open(str(path)) as container:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as ex:
+        raise ConfigError(f"faceset: cannot read the source {path}: {ex}") from ex
+    with container:
         stream = container.streams[stream_index]
         for s in sorted(shots, key=lambda s: s.pts):
             frame = None

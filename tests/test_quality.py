@@ -143,7 +143,10 @@ def test_pick_copies_the_best_and_is_idempotent(ranked, cut_out, tmp_path):
     again = pick_clips(work, folder, top=2)  # the same command: nothing changes
     assert again.written == 0 and again.kept == 2 and again.removed == []
     assert {n: (folder / n).stat().st_mtime_ns for n in files} == stat and (folder / PICKED).read_bytes() == csv_before
-    # fewer, hard-linked: the earlier pick's extra file goes, the user's files stay
+    # fewer, hard-linked: the earlier pick's extra file goes, the user's files stay,
+    # even one an edited picked.csv lists
+    with open(folder / PICKED, "a", encoding="utf-8") as f:
+        f.write("3,50.0,,notes.txt,q.mp4,0,1,1,,,,,,,,x\n")
     one = pick_clips(work, folder, top=1, link=True)
     assert one.removed == [res.picked[1]] and sorted(p.name for p in folder.glob("*.mp4")) == [res.picked[0]]
     assert os.path.samestat((folder / res.picked[0]).stat(), (cut_out / best["good"].file).stat())
