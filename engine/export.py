@@ -91,14 +91,15 @@ class PickResult:
     linked: bool = False
 
 
-def _same_file(a: Path, b: Path, link: bool) -> bool:
+def _state(a: Path, b: Path) -> str:
+    """What ``b`` is of ``a``: "link" (the same file), "copy" (same size and time), or ""."""
     try:
         sa, sb = a.stat(), b.stat()
     except OSError:
-        return False
-    if link:
-        return os.path.samestat(sa, sb)
-    return sa.st_size == sb.st_size and sa.st_mtime_ns == sb.st_mtime_ns
+        return ""
+    if os.path.samestat(sa, sb):
+        return "link"
+    return "copy" if sa.st_size == sb.st_size and sa.st_mtime_ns == sb.st_mtime_ns else ""
 
 
 def pick_clips(work: WorkDir, folder: Path, *, top: int | None = None, min_score: float | None = None,
@@ -114,10 +115,15 @@ def pick_clips(work: WorkDir, folder: Path, *, top: int | None = None, min_score
             out_dir = Path(plan.params["cut"]["out_dir"])
         except (KeyError, TypeError):
             raise ConfigError("pick: no clips cut yet (run `facecut cut` first, or give -o OUT of the cut)") from None
+    if plan.clips and all(c.quality is None for c in plan.clips):
+        raise ConfigError("pick: this plan has no quality scores (written before them): run `facecut score` again")
     chosen = [c for c in best_first(plan.clips) if c.file and c.quality is not None
               and (min_score is None or c.quality.score >= min_score) and (person is None or c.person == person)]
     if top is not None:
         chosen = chosen[:top]
+    missing = [str(Path(out_dir) / c.file) for c in chosen if not (Path(out_dir) / c.file).is_file()]
+    if missing:  # before anything is written: a pick is all or nothing
+        raise ConfigError(f"pick: {len(missing)} clip file(s) missing, e.g. {missing[0]} (cut again to write them)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     mark_folder(folder, OUT_MARKER)  # a scan of a folder holding it skips it
@@ -128,10 +134,9 @@ def pick_clips(work: WorkDir, folder: Path, *, top: int | None = None, min_score
         src = Path(out_dir) / clip.file
         name = f"{rank:03d}_{Path(clip.file).name}"
         dst = folder / name
-        if not src.is_file():
-            raise ConfigError(f"pick: {src} is missing (cut again to write it)")
-        if _same_file(src, dst, link):
-            res.kept += 1
+        state = _state(src, dst)
+        if state == ("link" if link else "copy") or (link and state == "copy" and not _can_link(src, folder)):
+            res.kept += 1  # (a copy where links are impossible is what --link makes there)
         else:
             _place(src, dst, link)
             res.written += 1
@@ -156,6 +161,16 @@ def _earlier_pick(folder: Path) -> set[str]:
             return {r["file"] for r in csv.DictReader(f) if _PICKED_NAME.match(r.get("file") or "")}
     except (OSError, csv.Error, UnicodeDecodeError):
         return set()
+
+
+def _can_link(src: Path, folder: Path) -> bool:
+    probe = temp_name(folder / "link-probe")
+    try:
+        os.link(src, probe)
+    except OSError:
+        return False
+    probe.unlink(missing_ok=True)
+    return True
 
 
 def _place(src: Path, dst: Path, link: bool) -> None:
@@ -212,13 +227,15 @@ def write_faceset(work: WorkDir, who: str, out: Path, *, count: int = 8) -> int:
     from facecut.logio import read_records
     from facecut.records import LogRecord
 
-    for clip in (c for c in plan.clips if c.person == k):
-        log_path = work.log_path(clip.key)
+    theirs = [c for c in plan.clips if c.person == k]
+    for key in dict.fromkeys(c.key for c in theirs):  # each log read once
+        log_path = work.log_path(key)
         if not log_path.exists():
-            log.warning("faceset: %s: no analysis log (%s)", clip.source, log_path.name)
+            log.warning("faceset: no analysis log %s", log_path.name)
             continue
         video = VideoLog.from_records(read_records(log_path, LogRecord))
-        candidates += _faces_of(video, clip, centroid, threshold)
+        for clip in (c for c in theirs if c.key == key):
+            candidates += _faces_of(video, clip, centroid, threshold)
     chosen = _spread(candidates, count)
     if not chosen:
         raise ConfigError(f"faceset: no usable face of person:{k} found in the logs")
@@ -227,7 +244,16 @@ def write_faceset(work: WorkDir, who: str, out: Path, *, count: int = 8) -> int:
     crops = []
     for source in dict.fromkeys(s.clip.source for s in chosen):
         shots = [s for s in chosen if s.clip.source == source]
-        crops += _crops(infos[source].fs_path(scan.input_dir), infos[source].stream_index, shots)
+        info = infos.get(source)
+        if info is None:
+            log.warning("faceset: %s is no longer in the scan: its faces are left out", source)
+            continue
+        try:
+            crops += _crops(info.fs_path(scan.input_dir), info.stream_index, shots)
+        except ConfigError as ex:  # one unreadable source: the others still give faces
+            log.warning("%s", ex)
+    if not crops:
+        raise ConfigError(f"faceset: no face of person:{k} could be decoded from the sources")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:

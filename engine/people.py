@@ -84,7 +84,7 @@ def group_people(items: list[ClipFace], threshold: float, previous: list[Person]
     """(clip id -> person id, the people) for the clips in ``items``; ids follow
     ``previous`` (the last plan's people) where the groups match."""
     if not items:
-        return {}, []
+        return {}, [Person(id=p.id, clips=0, seconds=0.0, face=p.face, centroid=p.centroid) for p in previous]
     label = _group(items, threshold)
     n = max(label) + 1
     members = [[it for it, g in zip(items, label) if g == k] for k in range(n)]
@@ -114,19 +114,26 @@ def group_people(items: list[ClipFace], threshold: float, previous: list[Person]
             id=ids[g], clips=len(members[g]), seconds=round(sum(it.seconds for it in members[g]), 3),
             face=shown.face if shown else None, centroid=[round(float(x), 5) for x in means[g]],
         ))
+    # Earlier people not seen this time (a filtered score, gates that drop their
+    # clips) stay listed without clips: their ids are never given to anyone else.
+    seen = set(ids.values())
+    people += [Person(id=p.id, clips=0, seconds=0.0, face=p.face, centroid=p.centroid)
+               for p in previous if p.id not in seen]
     people.sort(key=lambda p: p.id)
     return {it.clip: ids[g] for it, g in zip(items, label)}, people
 
 
 @dataclass(frozen=True)
 class PersonFilter:
-    """``--identity person:K``: keeps the tracks whose mean embedding lies within
-    the threshold of person K's group mean (the interface of identity.Identity)."""
+    """``--identity person:K``: keeps the tracks whose mean embedding is nearest
+    person K's group mean among all groups, and within the threshold (the
+    interface of identity.Identity)."""
 
     path: str  # "person:K"
     reference: np.ndarray
     threshold: float
     faces: int  # clips in the group
+    others: np.ndarray | None = None  # (n, d) the other groups' means
 
     def accepts(self, embs: np.ndarray | None, prefer: np.ndarray | None = None) -> bool:
         if embs is None or not len(embs) or embs.shape[1] != len(self.reference):
@@ -137,4 +144,7 @@ class PersonFilter:
         if not have.any():
             return False
         mean = _normalised(embs[have].astype(np.float64).mean(axis=0))
-        return float(1.0 - mean @ self.reference) <= self.threshold
+        d = float(1.0 - mean @ self.reference)
+        if self.others is not None and len(self.others) and d > float((1.0 - self.others @ mean).min()):
+            return False  # nearer another group
+        return d <= self.threshold

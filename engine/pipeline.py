@@ -46,6 +46,17 @@ class RunResult:
         return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def _check_person(work: WorkDir, wanted: str) -> None:
+    """``--identity person:K`` names a group of this work folder's plan: say so
+    before any analysis when there is none."""
+    people = work.load_plan().people if work.plan_json.exists() else []
+    if not any(p.id == int(wanted.split(":", 1)[1]) and p.clips for p in people):
+        raise ConfigError(f"--identity {wanted}: people groups come from an earlier run of this work folder "
+                          "with an embedding model (see its report); "
+                          + (f"there are {', '.join(f'person:{p.id}' for p in people if p.clips)}" if people
+                             else "there is none yet"))
+
+
 class _Streamer:
     """Scores and cuts each video as soon as its analysis is finished, in one
     background thread (the cut is mostly I/O; scoring a video takes milliseconds).
@@ -57,12 +68,13 @@ class _Streamer:
     scored so far when the run is interrupted."""
 
     def __init__(self, work: WorkDir, input_dir: str, out: Path, score_cfg: ScoreConfig, identity,
-                 cut_opts: dict, counters: dict) -> None:
+                 cut_opts: dict, counters: dict, hold: bool = False) -> None:
         from facecut.cut import CutCache
 
         self.input_dir = input_dir
         self.work, self.out, self.cfg, self.identity, self.cut_opts = work, out, score_cfg, identity, cut_opts
         self.counters = counters
+        self.hold = hold
         self.cache = CutCache()
         self.written: dict[str, int] = {}  # source -> clips this thread cut
         self.q: queue.Queue = queue.Queue()
@@ -72,7 +84,8 @@ class _Streamer:
         self.thread.start()
 
     def video_done(self, info) -> None:
-        self.q.put(info)
+        if not self.hold:  # (--identity person:K: who K is needs the whole batch)
+            self.q.put(info)
 
     def close(self) -> None:
         if self.thread.is_alive():
@@ -85,7 +98,9 @@ class _Streamer:
         if self.scored:
             sources = [s for s, _ in self.scored.values()]
             clips = [c for _, cl in self.scored.values() for c in cl]
-            self.work.save_plan(Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips))
+            before = self.work.load_plan() if self.work.plan_json.exists() else None
+            self.work.save_plan(Plan(created=time.time(), input_dir=self.input_dir, sources=sources, clips=clips,
+                                     people=before.people if before else []))  # ids kept for the next score
 
     def _run(self) -> None:
         while True:
@@ -163,7 +178,10 @@ def run_batch(
     work.save_scan(result.scan)
 
     identity = None
-    if score_cfg.identity:
+    person = bool(score_cfg.identity) and score_cfg.identity.startswith("person:")
+    if person:  # a people group of an earlier run of this work folder
+        _check_person(work, score_cfg.identity)
+    elif score_cfg.identity:
         from facecut.identity import build_identity
 
         # Fails early (before hours of analysis) when the model has no embeddings.
@@ -171,7 +189,8 @@ def run_batch(
                                   model_dir=analyze_cfg.model_dir, provider=analyze_cfg.provider)
 
     counters: dict = {}
-    streamer = _Streamer(work, result.scan.input_dir, out_dir, score_cfg, identity, cut_opts, counters)
+    streamer = _Streamer(work, result.scan.input_dir, out_dir, score_cfg, identity, cut_opts, counters,
+                         hold=person)
 
     def stats(snap: RunStats) -> None:
         for k, v in counters.items():

@@ -116,12 +116,14 @@ def _person_filter(work: WorkDir, videos, cfg: ScoreConfig, wanted: str, previou
         raise ConfigError(f"--identity {wanted}: people groups need an embedding model "
                           "(--model buffalo_l, or scrfd with a recogniser in its folder)")
     _, people = group_people(faces, cfg.people_threshold, previous)
-    match = next((p for p in people if p.id == k), None)
+    match = next((p for p in people if p.id == k and p.clips), None)
     if match is None:
-        raise ConfigError(f"--identity {wanted}: no such people group (there are "
-                          f"{', '.join(f'person:{p.id}' for p in people)})")
+        raise ConfigError(f"--identity {wanted}: no such people group with clips (there are "
+                          f"{', '.join(f'person:{p.id}' for p in people if p.clips)})")
+    others = [p.centroid for p in people if p.id != k and p.clips]
     return PersonFilter(path=wanted, reference=np.asarray(match.centroid, np.float64),
-                        threshold=cfg.people_threshold, faces=match.clips)
+                        threshold=cfg.people_threshold, faces=match.clips,
+                        others=np.asarray(others, np.float64) if others else None)
 
 
 def _header(work: WorkDir, info: VideoInfo) -> LogHeader | None:

@@ -268,7 +268,7 @@ def send(conn, msg: Message) -> None:
     try:
         data = _ENC.encode(msg)
     except UnicodeEncodeError:  # text for people (a reason, a traceback) naming a file that is not valid text
-        data = _ENC.encode(_printable(msgspec.to_builtins(msg)))
+        data = _ENC.encode(_printable(msgspec.to_builtins(msg, builtin_types=(bytes,))))
     conn.send_bytes(data)
 
 

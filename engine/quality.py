@@ -58,6 +58,8 @@ def sharpness(img: np.ndarray, box, scale: float) -> float:
     """Sharpness of the face ``box`` (source pixels) in ``img`` (a BGR frame of
     the source scaled by ``scale``): see the module doc. -1 for an empty crop."""
     h, w = img.shape[:2]
+    if not all(math.isfinite(v) for v in box):
+        return -1.0
     x1, y1, x2, y2 = (int(round(v * scale)) for v in box)
     x1, y1, x2, y2 = max(0, x1), max(0, y1), min(w, x2), min(h, y2)
     if x2 - x1 < 2 or y2 - y1 < 2:

@@ -210,23 +210,28 @@ def _stats(video: VideoLog, seg: _Segment, ok_all: np.ndarray) -> ClipStats:
 
 @dataclass
 class _Main:
-    """The main face of each sample of a clip's span: the largest face of its tracks."""
+    """The main face of each sample of a clip's span: its main track's (the track
+    of the clip with the largest median face, then the most samples)."""
 
     rows: np.ndarray  # face rows, in sample order
     n_span: int  # samples in the span
     crowded: int  # of them, those with another face at least half the main face's size
 
 
-def _main_faces(video: VideoLog, seg: _Segment) -> _Main:
+def _main_faces(video: VideoLog, seg: _Segment, tracks: dict[int, Track]) -> _Main:
     f = video.faces
     g = video.k * video.dt  # grid time of each sample
     in_span = (g >= seg.start - _EPS) & (g < seg.end - _EPS)
-    rows = seg.rows[in_span[f.sample[seg.rows]]]
-    rows = rows[np.lexsort((-f.short[rows], f.sample[rows]))]
-    first = np.ones(len(rows), bool)
-    first[1:] = f.sample[rows][1:] != f.sample[rows][:-1]
-    main = rows[first]
-    others = np.setdiff1d(np.flatnonzero(in_span[f.sample]), seg.rows)
+    main = np.zeros(0, np.int64)
+    best = (-1.0, -1)
+    for tid in seg.tracks:  # two faces at once (fused segments): the larger one's track
+        rows = tracks[tid].rows
+        rows = rows[in_span[f.sample[rows]]]
+        key = (float(np.median(f.short[rows])), len(rows)) if len(rows) else (-1.0, -1)
+        if key > best:
+            best, main = key, rows
+    main = main[np.argsort(f.sample[main], kind="stable")]
+    others = np.setdiff1d(np.flatnonzero(in_span[f.sample]), main)  # the clip's other tracks count too
     main_short = dict(zip(f.sample[main].tolist(), f.short[main].tolist()))
     crowded = {s for s, sh in zip(f.sample[others].tolist(), f.short[others].tolist())
                if sh >= 0.5 * main_short.get(s, float("inf"))}
@@ -349,13 +354,14 @@ def score_video(
         )
         accepted += segs
     thumbs = _Thumbs(work, key)
+    by_id = {tr.id: tr for tr in tracks}
     fp = h.fingerprint if h is not None else info.fingerprint
     clips = []
     merged = _merge(accepted, cfg)
     groups: list[list[Clip]] = []
     for i, seg in enumerate(merged):
         start, end = rounded(seg.start), rounded(seg.end)
-        main = _main_faces(video, seg)
+        main = _main_faces(video, seg, by_id)
         sh = video.shots[seg.shot]
         clips.append(
             Clip(

@@ -502,6 +502,9 @@ def test_people_groups_one_person_each_stable_ids_and_person_filter(embedded, me
     assert {(c.source, c.shot) for c in only.clips} == {k for k, v in ids.items() if v == collins}
     with pytest.raises(ConfigError, match="no such people group"):
         plan_from_work(work, cfg, identity="person:99")
+    work.save_plan(only)  # a filtered plan: the other people keep their ids through it
+    assert {p.id for p in only.people} == set(ids.values()) and sum(p.clips > 0 for p in only.people) == 1
+    assert {(c.source, c.shot): c.person for c in plan_from_work(work, cfg).clips} == ids
 
 
 def test_a_persons_face_set_is_a_zip_of_png_faces_the_identity_loader_reads_back(embedded, media_dir,
@@ -541,7 +544,10 @@ def test_a_persons_face_set_is_a_zip_of_png_faces_the_identity_loader_reads_back
     assert not (tmp_path / "x.fsz").exists()
 
 
-def test_people_groups_need_embeddings(analysed, tmp_path):
+def test_people_groups_need_embeddings(analysed, tmp_path, media_dir):
+    from click.testing import CliRunner
+
+    from facecut.cli import main
     from facecut.export import write_faceset
 
     plan = plan_from_work(analysed, ScoreConfig())
@@ -553,6 +559,11 @@ def test_people_groups_need_embeddings(analysed, tmp_path):
     work.save_plan(plan)
     with pytest.raises(ConfigError, match="no people groups"):
         write_faceset(work, "person:1", tmp_path / "x.fsz")
+    # `run --identity person:K` on a folder without groups: said before any analysis
+    res = CliRunner().invoke(main, ["run", str(media_dir), "-o", str(tmp_path / "out"), "--identity", "person:1",
+                                    "--no-dashboard"])
+    assert res.exit_code == 2 and "people groups come from an earlier run" in res.output
+    assert not list((tmp_path / "out" / "facecut-work" / "analysis").glob("*.fclog"))
 
 
 def test_identity_without_embeddings_is_a_clear_error(analysed, tmp_path):
