@@ -130,12 +130,15 @@ def pick_clips(work: WorkDir, folder: Path, *, top: int | None = None, min_score
     before = _earlier_pick(folder)
     res = PickResult(folder=folder, linked=link)
     rows = []
+    linkable: bool | None = None  # whether this folder takes hard links, asked once
     for rank, clip in enumerate(chosen, 1):
         src = Path(out_dir) / clip.file
         name = f"{rank:03d}_{Path(clip.file).name}"
         dst = folder / name
         state = _state(src, dst)
-        if state == ("link" if link else "copy") or (link and state == "copy" and not _can_link(src, folder)):
+        if link and state == "copy" and linkable is None:
+            linkable = _can_link(src, folder)
+        if state == ("link" if link else "copy") or (link and state == "copy" and not linkable):
             res.kept += 1  # (a copy where links are impossible is what --link makes there)
         else:
             _place(src, dst, link)
