@@ -99,14 +99,8 @@ def diagnose(model_dir: Path | None = None) -> dict:
         if not rewrite_enabled():
             _check(checks, "CPU graph rewrite", "ok", "off (FACECUT_GRAPH_REWRITE=0): models load unchanged")
         else:
-            try:
-                import onnx
-
-                _check(checks, "CPU graph rewrite", "ok",
-                       f"on (onnx {onnx.__version__}): PRelu kept in onnxruntime's blocked layout, bit-identical")
-            except ImportError:
-                _check(checks, "CPU graph rewrite", "warn",
-                       "onnx is not installed: CPU models load unchanged, MTCNN ~1.2x slower (pip install onnx)")
+            _check(checks, "CPU graph rewrite", "ok",
+                   "on: PRelu kept in onnxruntime's blocked layout, bit-identical")
         from facecut.models import describe_backends
 
         backends = describe_backends(model_dir)

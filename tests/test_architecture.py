@@ -22,6 +22,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "engine"
 # every module of engine/ must be listed (a new one must be placed here).
 LAYERS = [
     {"facecut", "facecut.errors", "facecut.stats", "facecut.timeline", "facecut.data", "facecut.models.graph",
+     "facecut.models.onnxwire",
      "facecut.models.postproc", "facecut.models.folders"},
     {"facecut.protocol", "facecut.media", "facecut.logio", "facecut.config"},
     {"facecut.procs"},

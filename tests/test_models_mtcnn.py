@@ -9,6 +9,9 @@ reference's boxes by up to ~5 % of their side).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -225,3 +228,80 @@ def test_cpu_prelu_rewrite_is_bit_identical(photos):
         for a, b in zip(got, want):
             assert a.shape == b.shape and np.array_equal(a, b), net
         assert any(float(np.abs(o).max()) > 0 for o in got)
+
+
+def _onnx_package_rewrite(path: str):
+    """The PRelu rewrite of facecut.models.graph made with the onnx package's own
+    helpers: the reference the wire-level edit is checked against."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(path)
+    g = model.graph
+    slopes = {i.name: i for i in g.initializer}
+    names = {n for node in g.node for n in (*node.input, *node.output, node.name)} | set(slopes)
+    names |= {v.name for v in (*g.input, *g.output)}
+
+    def fresh(base):
+        name, k = base, 0
+        while name in names:
+            k += 1
+            name = f"{base}_{k}"
+        names.add(name)
+        return name
+
+    nodes = []
+    for node in g.node:
+        if node.op_type != "PRelu" or node.input[1] not in slopes:
+            nodes.append(node)
+            continue
+        x, a = node.input
+        p = node.name or fresh("prelu")
+        minus1 = fresh(f"{p}/minus1")
+        slope = numpy_helper.to_array(slopes[a])
+        g.initializer.append(numpy_helper.from_array(np.full(slope.shape, -1, slope.dtype), minus1))
+        pos, neg_pos, neg, scaled = (fresh(f"{p}/{s}") for s in ("pos", "neg_pos", "neg", "scaled"))
+        nodes += [
+            helper.make_node("Relu", [x], [pos], name=fresh(f"{p}/relu")),
+            helper.make_node("Mul", [pos, minus1], [neg_pos], name=fresh(f"{p}/negate")),
+            helper.make_node("Add", [x, neg_pos], [neg], name=fresh(f"{p}/min0")),
+            helper.make_node("Mul", [neg, a], [scaled], name=fresh(f"{p}/slope")),
+            helper.make_node("Add", [pos, scaled], [node.output[0]], name=fresh(f"{p}/sum")),
+        ]
+    del g.node[:]
+    g.node.extend(nodes)
+    return model
+
+
+def test_wire_level_rewrite_equals_the_onnx_package_rewrite():
+    """cpu_graph edits the protobuf without the onnx package (whose import costs an
+    inference process ~0.9 s of CPU): node for node, initializer for initializer and
+    every other field, the same model the onnx package's helpers make."""
+    import onnx
+    from onnx import numpy_helper
+
+    from facecut.models.graph import cpu_graph
+    from facecut.models.mtcnn import package_files
+
+    files, _ = package_files()
+    for net, path in files.items():
+        got = onnx.load_from_string(cpu_graph(str(path)))
+        want = _onnx_package_rewrite(str(path))
+        assert [n.SerializeToString() for n in got.graph.node] == [n.SerializeToString() for n in want.graph.node], net
+        gi = {i.name: numpy_helper.to_array(i) for i in got.graph.initializer}
+        wi = {i.name: numpy_helper.to_array(i) for i in want.graph.initializer}
+        assert gi.keys() == wi.keys() and len(gi) > len({i.name for i in onnx.load(str(path)).graph.initializer})
+        for k in wi:
+            assert gi[k].dtype == wi[k].dtype and np.array_equal(gi[k], wi[k]), (net, k)
+        for m in (got, want):
+            m.graph.ClearField("node")
+            m.graph.ClearField("initializer")
+        assert got.SerializeToString() == want.SerializeToString(), net
+
+
+def test_loading_mtcnn_does_not_import_onnx():
+    """The start-up cost the wire-level rewrite removes stays removed."""
+    code = ("import sys; from facecut.models import load_model; "
+            "m = load_model(name='mtcnn', provider='cpu'); "
+            "assert 'onnx' not in sys.modules, 'onnx imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
