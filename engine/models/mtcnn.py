@@ -167,7 +167,6 @@ class _Octaves:
     def __init__(self, frame: np.ndarray, exact: bool = False):
         self.images = [frame]
         self.exact = exact
-        self._f32: dict[int, np.ndarray] = {}
 
     def _grow(self) -> bool:
         last = self.images[-1]
@@ -195,12 +194,6 @@ class _Octaves:
         im = self.images[j]
         return im.shape[1] / w, im.shape[0] / h
 
-    def float_image(self, j: int) -> np.ndarray:
-        im = self._f32.get(j)
-        if im is None:
-            im = self._f32[j] = self.images[j].astype(np.float32)
-        return im
-
 
 def crop_resize(src: _Octaves, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Crops of integer boxes, zero padded outside the frame, resized with INTER_AREA.
@@ -211,28 +204,42 @@ def crop_resize(src: _Octaves, boxes: np.ndarray, size: int) -> tuple[np.ndarray
     rounded to that octave's pixel grid. Returns the crops (n, size, size, 3)
     float32 BGR and the regions really cut, (n, 4) left, top, right, bottom in
     continuous frame pixels (the nets' outputs are decoded against these).
+    The octave and region of every box are computed at once; each crop alone is
+    converted to float32 (not the whole octave: the same values, a tenth of the
+    memory traffic on 720p).
     """
     n = len(boxes)
     out = np.zeros((n, size, size, 3), dtype=np.float32)
     regions = np.empty((n, 4))
+    if n == 0:
+        return out, regions
+    left, top = boxes[:, 0] - 1.0, boxes[:, 1] - 1.0
+    right, bottom = boxes[:, 2].astype(np.float64), boxes[:, 3].astype(np.float64)
+    side = np.minimum(right - left, bottom - top)
+    usable = side > 0
+    factor = np.full(n, np.inf)
+    factor[usable] = size / side[usable]
+    if usable.any():
+        src.source_for(float(factor[usable].min()))  # builds every octave a crop needs
+    h, w = src.images[0].shape[:2]
+    sx = np.array([im.shape[1] / w for im in src.images])
+    sy = np.array([im.shape[0] / h for im in src.images])
+    # source_for per box: the coarsest octave still >= 2 x factor times the frame
+    j = (np.minimum(sx, sy)[1:][None, :] >= 2 * factor[:, None]).sum(axis=1)
+    ax, ay = sx[j], sy[j]
+    x0, x1 = np.round(left * ax).astype(np.int64), np.round(right * ax).astype(np.int64)
+    y0, y1 = np.round(top * ay).astype(np.int64), np.round(bottom * ay).astype(np.int64)
+    regions[:] = np.stack([x0 / ax, y0 / ay, x1 / ax, y1 / ay], axis=1)
     for k in range(n):
-        left, top = boxes[k, 0] - 1.0, boxes[k, 1] - 1.0
-        right, bottom = float(boxes[k, 2]), float(boxes[k, 3])
-        side = min(right - left, bottom - top)
-        j = src.source_for(size / side) if side > 0 else 0
-        sx, sy = src.scale(j)
-        x0, x1 = round(left * sx), round(right * sx)
-        y0, y1 = round(top * sy), round(bottom * sy)
-        regions[k] = (x0 / sx, y0 / sy, x1 / sx, y1 / sy)
-        im = src.images[j]
+        im = src.images[j[k]]
         hh, ww = im.shape[:2]
-        xs, ys, xe, ye = max(x0, 0), max(y0, 0), min(x1, ww), min(y1, hh)
-        if x1 <= x0 or y1 <= y0 or xe <= xs or ye <= ys:
+        a0, a1, b0, b1 = int(x0[k]), int(x1[k]), int(y0[k]), int(y1[k])
+        xs, ys, xe, ye = max(a0, 0), max(b0, 0), min(a1, ww), min(b1, hh)
+        if a1 <= a0 or b1 <= b0 or xe <= xs or ye <= ys:
             continue  # degenerate or wholly outside: an all-zero crop
-        view = src.float_image(j)[ys:ye, xs:xe]
-        if (xs, ys, xe, ye) != (x0, y0, x1, y1):
-            view = cv2.copyMakeBorder(view, ys - y0, y1 - ye, xs - x0, x1 - xe,
-                                      cv2.BORDER_CONSTANT, value=0)
+        view = im[ys:ye, xs:xe].astype(np.float32)
+        if (xs, ys, xe, ye) != (a0, b0, a1, b1):
+            view = cv2.copyMakeBorder(view, ys - b0, b1 - ye, xs - a0, a1 - xe, cv2.BORDER_CONSTANT, value=0)
         out[k] = cv2.resize(view, (size, size), interpolation=cv2.INTER_AREA)
     return out, regions
 
