@@ -169,16 +169,17 @@ def _sweep(corpus: Path, base: dict, budget: float, tmp: Path, cores: int) -> tu
     return rows, {**best, **(best_row or {})}
 
 
-# The --fast-decode levels the sweep may choose: only where they leave the
-# corpus's cuts and clips as they are (deblock-all changes pictures throughout).
-SWEEP_DECODE = ("deblock-noref", "ref-frames")
+# The --fast-decode levels the sweep compares with "off" (every frame decoded);
+# it keeps the fastest whose cuts and clips are off's (deblock-all changes
+# pictures throughout: never a candidate).
+SWEEP_DECODE = ("ref-frames", "deblock-noref")
 
 
 def _sweep_decode(corpus: Path, base: dict, best: dict, best_row: dict | None, rows: list, tmp: Path,
                   rounds: int = 2):
     """At the best counts: each of SWEEP_DECODE against off, back to back, on the
-    sweep corpus; a level is kept when it is faster in video seconds per second
-    and its cuts and clips equal off's (facecut.bench.decode_options.results)."""
+    sweep corpus; the fastest in video seconds per second of those whose cuts and
+    clips equal off's (facecut.bench.decode_options.results) is kept, off included."""
     from facecut.bench.decode_options import analyse_levels, results
 
     if best_row is None:
@@ -198,8 +199,7 @@ def _sweep_decode(corpus: Path, base: dict, best: dict, best_row: dict | None, r
     off = found["off"]
     same = [lv for lv in SWEEP_DECODE if found[lv]["clips_unchanged"]
             and (found[lv]["cuts_found"], found[lv]["cuts_extra"]) == (off["cuts_found"], off["cuts_extra"])]
-    fastest = max(same, key=lambda lv: speed[lv], default=None)
-    level = fastest if fastest is not None and speed[fastest] > speed["off"] else "off"
+    level = max(["off", *same], key=lambda lv: speed[lv])
     return {**best, "fast_decode": level}, best_row
 
 
@@ -392,7 +392,7 @@ def compare(a_path: Path, b_path: Path) -> None:
               help="Print the ratios between two result files and exit.")
 @click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
 @click.option("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
-              help="facecut's --fast-decode level in the analyze and chain stages [default: the profile's, else off].")
+              help="facecut's --fast-decode level in the analyze and chain stages [default: the profile's, else ref-frames].")
 def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_seconds, model, model_dir, provider, min_face, fps, max_side,
          decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
          sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode) -> None:
@@ -422,7 +422,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "infer_procs": infer_procs if infer_procs is not None else prof.get("infer_procs", 0),
         "infer_threads": infer_threads or prof.get("infer_threads") or 1,
         "batch": batch or prof.get("batch") or 8,
-        "fast_decode": fast_decode or prof.get("fast_decode") or "off",
+        "fast_decode": fast_decode or prof.get("fast_decode") or _analyze_cfg({}).fast_decode,
     }
     from facecut.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
 

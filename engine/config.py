@@ -26,13 +26,17 @@ HWACCELS = ("none", "auto", "cuda", "d3d11va", "dxva2", "vaapi", "videotoolbox",
 
 # What ``--fast-decode`` lets the decoder skip (bench/README: "Decode options" has
 # the measured speed and what each changes in the results):
-#   off            every frame decoded exactly (the default);
-#   deblock-noref  no deblocking on frames no other frame references (no drift);
-#   deblock-all    no deblocking at all (pictures drift within a GOP);
-#   ref-frames     non-reference frames not decoded: the shot detector and the
-#                  sampler see only reference frames (a sample lands on the
-#                  nearest one, within a frame or two of its time).
-FAST_DECODE = ("off", "deblock-noref", "deblock-all", "ref-frames")
+#   ref-frames     (the default) pictures no other picture references and no
+#                  sample needs are not decoded (most B-frames); every sample is
+#                  the frame a full decode samples, to the bit, and a shot cut
+#                  found next to skipped pictures is placed on its exact frame by
+#                  decoding that stretch again (facecut.decode.RefFramesOnly);
+#   off            every frame decoded (same results, slower: for comparison);
+#   deblock-noref  every frame, no deblocking on frames no other frame
+#                  references (no drift; sampled B-frames differ slightly);
+#   deblock-all    every frame, no deblocking at all (pictures drift within a GOP).
+FAST_DECODE = ("ref-frames", "off", "deblock-noref", "deblock-all")
+EXACT_DECODE = ("ref-frames", "off")  # levels whose samples and cuts are a full decode's
 
 
 class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,7 +48,7 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     decoders: Pos = 1
     decoder_threads: NonNeg = 0  # 0: split the CPU count between decoders
     error_budget: NonNeg = 50
-    fast_decode: Literal[FAST_DECODE] = "off"
+    fast_decode: Literal[FAST_DECODE] = "ref-frames"
     hwaccel: Literal[HWACCELS] = "none"  # hardware decoder (facecut.media), software when it cannot
     # shot detection (PySceneDetect, fed by the decoder)
     detector: Literal["adaptive", "content", "none"] = "adaptive"
@@ -73,14 +77,14 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def model_params(self) -> str:
         """Canonical JSON of everything that changes what the model writes to a log."""
         p = {"model": self.model, "min_face": self.min_face, "max_side": self.max_side}
-        if self.fast_decode != "off":  # the model saw other pixels (absent when off: older logs match)
+        if self.fast_decode not in EXACT_DECODE:  # the model saw other pixels (absent otherwise: older logs match)
             p["fast_decode"] = self.fast_decode
         return json.dumps(p, sort_keys=True)
 
     def detector_params(self) -> str:
         p = {"threshold": self.threshold, "min_scene_len": self.min_scene_len, "shot_width": self.shot_width,
              "shot_filter": SHOT_FILTER}
-        if self.fast_decode != "off":
+        if self.fast_decode not in EXACT_DECODE:
             p["fast_decode"] = self.fast_decode
         return json.dumps(p, sort_keys=True)
 

@@ -31,12 +31,13 @@ from facecut.media import open_decoding
 from facecut.procs import CoordinatorGone, recv_or_parent_death
 from facecut.protocol import DecodeJob, DecodeResult
 from facecut.ring import FrameRing
+from facecut.refframes import RefFramesOnly
 from facecut.shotdetect import ShotFrames, make_detector
-from facecut.timeline import FrameClock, frame_rate, time_base
+from facecut.timeline import SAME_INSTANT, FrameClock, frame_rate, time_base
 
 log = logging.getLogger(__name__)
 
-_EPS = 1e-4  # seconds: timestamps closer than this are "the same instant"
+_EPS = SAME_INSTANT
 _STAT_EVERY = 0.5  # seconds between progress messages
 
 
@@ -255,7 +256,9 @@ _SAID: set[str] = set()  # hardware-decode fallbacks already reported by this pr
 
 def apply_fast_decode(cc, fast: str) -> None:
     """Set what ``--fast-decode`` lets FFmpeg skip (facecut.config.FAST_DECODE) on a
-    codec context not yet opened (PyAV opens it at the first decode)."""
+    codec context not yet opened (PyAV opens it at the first decode). ``ref-frames``
+    here skips every non-reference picture; the decoder's own pass instead decides
+    packet by packet (:class:`facecut.refframes.RefFramesOnly`) so that no sample moves."""
     if fast in ("deblock-noref", "deblock-all"):
         cc.options = {**cc.options, "skip_loop_filter": fast.split("-")[1]}
     elif fast == "ref-frames":
@@ -284,11 +287,15 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
     stream.codec_context.thread_count = job.threads
-    apply_fast_decode(stream.codec_context, job.fast)
     tb = time_base(stream)
     rate = frame_rate(stream)
     frame_dur = float(1 / rate)
     clock = FrameClock(tb, rate)
+    skipper = None
+    if job.fast == "ref-frames":
+        skipper = RefFramesOnly(stream.codec_context, tb, job.fps, clock.unwrap.jump)
+    else:
+        apply_fast_decode(stream.codec_context, job.fast)
 
     detector = make_detector(job.detector, job.threshold, job.min_scene_len)
     sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
@@ -332,9 +339,13 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
 
     def found(cut_timecodes):
         for tc in cut_timecodes:
-            hit = next((r for r in recent if r[0] == tc.frame_num), None)
-            if hit is not None:
-                add_cut(hit[1], hit[2])
+            at = next((i for i, r in enumerate(recent) if r[0] == tc.frame_num), None)
+            if at is None:
+                continue
+            _, pts, t = recent[at]
+            if skipper is not None and at > 0 and skipper.gap(recent[at - 1][1], pts):
+                pts, t = skipper.refine_cut(job, job.shot_width, recent[at - 1][1], pts) or (pts, t)
+            add_cut(pts, t)
 
     def detect(frame, pts, t):
         nonlocal det_no
@@ -351,6 +362,8 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
             t0 = u
             sink.start(t0)
         t = u - t0
+        if skipper is not None:
+            skipper.settled(pts, t)
         if event == "discontinuity" and last_t > -math.inf:
             add_cut(pts, t)  # another recording starts here: never one clip across it
         last_t = t
@@ -369,6 +382,8 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     status, reason = "ok", ""
     try:
         for packet in container.demux(stream):
+            if skipper is not None:
+                skipper.before(packet)
             try:
                 decoded = packet.decode()
             except (av.FFmpegError, ValueError) as ex:  # a corrupt packet: skip it, within budget

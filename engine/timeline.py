@@ -35,6 +35,7 @@ from collections import deque
 from fractions import Fraction
 from typing import NamedTuple
 
+SAME_INSTANT = 1e-4  # seconds: timestamps closer than this are the same instant (sampling grid)
 JUMP_S = 1.0  # a backward step larger than this (seconds) is a discontinuity
 WINDOW = 6  # frames: the deepest pts disorder put back in order (packed B-frames: 1-3)
 TS_WRAP = 1 << 33  # MPEG-TS timestamps are 33 bits at 90 kHz

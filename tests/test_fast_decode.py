@@ -1,8 +1,13 @@
 """--fast-decode: each level really changes what FFmpeg does, on a real H.264 file
-with B-frames, and a work folder never mixes levels. (Its speed is measured in
-bench: ``facecut bench --stages decode-options``.)"""
+with B-frames; the default, ref-frames, samples and cuts exactly what a full
+decode does, shots starting on skipped B-frames included; a work folder never
+mixes levels that see other pixels. (Its speed is measured in bench:
+``facecut bench --stages decode-options``.)"""
 
 from __future__ import annotations
+
+import hashlib
+import os
 
 import av
 import numpy as np
@@ -115,18 +120,21 @@ def test_a_profile_level_is_used_but_yields_to_the_work_folders_logs(media_dir, 
     old = tmp_path / "old"
     assert CliRunner().invoke(main, ["scan", str(src), "-w", str(old)]).exit_code == 0
     assert CliRunner().invoke(main, ["analyze", "-w", str(old), *args]).exit_code == 0
-    save_profile("cpu", {"fast_decode": "ref-frames"}, {})
+    save_profile("cpu", {"fast_decode": "deblock-noref"}, {})
     new = tmp_path / "new"
     assert CliRunner().invoke(main, ["scan", str(src), "-w", str(new)]).exit_code == 0
     res = CliRunner().invoke(main, ["analyze", "-w", str(new), *args])
     assert res.exit_code == 0, res.output
-    assert level(new) == "ref-frames" and level(old) == "off"
+    assert level(new) == "deblock-noref" and level(old) == "off"  # the default's results are a full decode's
     with caplog.at_level("INFO"):
         res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args])
     assert res.exit_code == 0, res.output
     assert "--fast-decode off, as the logs in" in caplog.text
-    res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args, "--fast-decode", "ref-frames"])
+    res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args, "--fast-decode", "deblock-noref"])
     assert res.exit_code == 2 and "fast_decode" in res.output
+    # ref-frames and off give the same samples and cuts: a folder made with one goes on with the other.
+    res = CliRunner().invoke(main, ["analyze", "-w", str(old), *args, "--fast-decode", "off"])
+    assert res.exit_code == 0, res.output
 
 
 # --------------------------------------------------------------------------- --hwaccel
@@ -181,3 +189,83 @@ def test_hardware_decode_gives_every_frame(media_dir):
         frames = sum(1 for _ in container.decode(video=0))
         assert how == device and container.streams.video[0].codec_context.is_hwaccel
     assert frames == len(decoded(media_dir / "basic.mp4", "off"))
+
+
+# ------------------------------------------------------------ ref-frames is exact
+
+
+class _Collect:
+    """A decode pass's samples (grid index, pts, time, hash of the picture) and cuts."""
+
+    def __init__(self) -> None:
+        self.samples: list = []
+        self.cuts: list[float] = []
+
+    def start(self, t0) -> None:
+        pass
+
+    def sample(self, k, frame, pts, t, cuts) -> None:
+        pixels = frame.to_ndarray(format="gray").tobytes()
+        self.samples.append((k, pts, round(t, 6), hashlib.sha1(pixels).hexdigest()))
+        self.cuts += [round(c[1], 6) for c in cuts]
+
+    def progress(self, frames, samples, position) -> None:
+        pass
+
+
+def decode_pass(path, level: str) -> tuple[_Collect, int]:
+    """The decoder's real pass over ``path`` at ``level``: what it sampled and cut, and frames decoded."""
+    from facecut.decode import decode_video
+    from facecut.protocol import DecodeJob
+
+    job = DecodeJob(job_id=0, path=os.fsencode(path), rel=path.name, stream_index=0, fps=2.0, max_side=1280,
+                    detector="adaptive", threads=1, fast=level)
+    got = _Collect()
+    r = decode_video(job, got)
+    got.cuts += [round(c[1], 6) for c in r.cuts]
+    return got, r.frames
+
+
+@pytest.fixture(scope="module")
+def fixed_gop(tmp_path_factory) -> list:
+    """Broadcast-style files: fixed GOP, no keyframe at scene changes, shots that
+    start between sampling times (2.92 s, 4.96 s at 25 fps): on B-frames."""
+    from facecut.tools.make_media import _matrix_shots, make_format_video
+
+    d = tmp_path_factory.mktemp("fixed_gop")
+    shots = _matrix_shots(5, (2.92, 2.04, 2.0))
+    make_format_video(d / "fixed_gop.ts", shots, klass="fixed_gop", codec="mpeg2video", gop=12, bframes=2,
+                      quality=8, acodec=None, fixed_gop=True)
+    make_format_video(d / "fixed_gop.mp4", shots, klass="fixed_gop", acodec=None, fixed_gop=True)
+    return [d / "fixed_gop.ts", d / "fixed_gop.mp4"]
+
+
+def test_ref_frames_samples_and_cuts_what_a_full_decode_does(media_dir, fixed_gop):
+    """Every sample is the same picture at the same time, every cut on the same
+    frame, with fewer pictures decoded: on H.264 with B-frames, VFR, rotation and
+    on fixed-GOP MPEG-2 and H.264 whose shots start on skipped B-frames."""
+    for path in [media_dir / "basic.mp4", media_dir / "vfr.mp4", media_dir / "rotated.mp4", *fixed_gop]:
+        off, n_off = decode_pass(path, "off")
+        ref, n_ref = decode_pass(path, "ref-frames")
+        assert off.samples and ref.samples == off.samples, path.name
+        assert off.cuts and ref.cuts == off.cuts, path.name
+        assert n_ref < n_off, path.name
+
+
+def test_a_shot_starting_on_a_skipped_picture_is_cut_on_its_own_frame(fixed_gop):
+    """The refinement is what makes it exact: shots of these files start on
+    B-frames (a decoder of reference pictures only sees them a frame or two late),
+    and the cuts are on the truth's frames."""
+    from facecut.tools.make_media import load_truth
+
+    for path in fixed_gop:
+        truth = load_truth(path)
+        starts = [s.start for s in truth.shots[1:]]
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            types = {round(float(f.time) - float(s.start_time * s.time_base), 4): PICT.get(int(f.pict_type))
+                     for f in c.decode(s)}
+        assert any(types[round(t, 4)] == "B" for t in starts), (path.name, types)
+        ref, _ = decode_pass(path, "ref-frames")
+        assert len(ref.cuts) == len(starts)
+        assert all(abs(c - t) < 0.5 / truth.fps for c, t in zip(sorted(ref.cuts), starts)), (ref.cuts, starts)

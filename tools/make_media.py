@@ -674,8 +674,12 @@ _CONTAINERS = {
 TS_START = 1.4  # seconds; where ffmpeg-written MPEG-TS files usually start
 
 
-def _configure_video(cc, codec: str, *, width, height, pix_fmt, fps, time_base, gop, bframes, quality):
-    """Set up a video encoder context: single-threaded, deterministic, small."""
+def _configure_video(cc, codec: str, *, width, height, pix_fmt, fps, time_base, gop, bframes, quality,
+                     fixed_gop: bool = False):
+    """Set up a video encoder context: single-threaded, deterministic, small.
+    ``fixed_gop``: no keyframe at scene changes and a fixed B-frame pattern (x264,
+    FFmpeg's MPEG encoders), as broadcast encoders do: a shot may then start on a
+    B-frame that no other picture references."""
     cc.width, cc.height = width, height
     cc.pix_fmt = pix_fmt
     cc.time_base = time_base
@@ -686,7 +690,7 @@ def _configure_video(cc, codec: str, *, width, height, pix_fmt, fps, time_base, 
             "preset": "veryfast",
             "crf": str(quality or 26),
             "x264-params": f"keyint={gop}:min-keyint={max(1, min(gop, fps))}:"
-            f"bframes={bframes}:threads=1:sliced-threads=0",
+            f"bframes={bframes}:threads=1:sliced-threads=0" + (":scenecut=0:b-adapt=0" if fixed_gop else ""),
         }
     elif codec == "libx265":
         cc.options = {
@@ -705,7 +709,7 @@ def _configure_video(cc, codec: str, *, width, height, pix_fmt, fps, time_base, 
         if codec != "mjpeg":
             cc.max_b_frames = bframes
         q = str(quality or 6)
-        cc.options = {"qmin": q, "qmax": q}
+        cc.options = {"qmin": q, "qmax": q, **({"sc_threshold": "1000000000"} if fixed_gop else {})}
 
 
 def _padded_frame(img: np.ndarray) -> av.VideoFrame:
@@ -844,6 +848,7 @@ def make_format_video(
     pad_planes: bool = False,
     container_options: dict[str, str] | None = None,
     codec_tag: str | None = None,
+    fixed_gop: bool = False,
     note: str | None = None,
     seed: int = 0,
 ) -> Truth:
@@ -859,6 +864,8 @@ def make_format_video(
     ``packed_b``: MPEG-4 ASP in AVI with DivX-style packed B-frames (see
     :class:`_DivxPacker`); needs ``codec="mpeg4"`` and ``bframes=1``.
     ``pad_planes``: hand the encoder yuv420p frames with defined line padding.
+    ``fixed_gop``: no keyframe at scene changes, a fixed B-frame pattern (see
+    :func:`_configure_video`): shots may start on unreferenced B-frames.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -909,7 +916,8 @@ def make_format_video(
     out = av.open(str(path), "w", format=fmt, container_options=copts)
     try:
         vs = out.add_stream(codec, rate=fps)
-        cfg = dict(pix_fmt=pix_fmt, fps=fps, time_base=time_base, gop=gop, bframes=bframes, quality=quality)
+        cfg = dict(pix_fmt=pix_fmt, fps=fps, time_base=time_base, gop=gop, bframes=bframes, quality=quality,
+                   fixed_gop=fixed_gop)
         _configure_video(vs.codec_context, codec, width=coded_w, height=coded_h, **cfg)
         if codec_tag:
             vs.codec_tag = codec_tag

@@ -111,9 +111,10 @@ def analyze_options(f):
         opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
         opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
         opt("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
-            help="Let the decoder skip work: deblocking of non-reference frames (deblock-noref), all deblocking "
-                 "(deblock-all), or non-reference frames (ref-frames). Faster, results may differ slightly "
-                 "(README: Decode options) [default: bench profile, else off]."),
+            help="What the decoder may skip. ref-frames: pictures nothing references and no sample needs "
+                 "(same samples and cuts as decoding every frame, faster); off: nothing; deblock-noref / "
+                 "deblock-all: deblocking of non-reference / all frames (faster, results differ slightly). "
+                 "README: Decode options [default: bench profile, else ref-frames]."),
         opt("--hwaccel", type=click.Choice(list(HWACCELS)), default="none",
             help="Hardware video decoder to try (software when it cannot open or decode a stream; "
                  "`facecut doctor` lists the ones that work here)."),
@@ -126,7 +127,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
     """The analysis options: given ones, then this machine's bench profile, then
     the defaults. A ``--fast-decode`` level not given yields to the one the work
     folder's logs were made with (a profile saved later must not stop a resume)."""
-    from facecut.config import AnalyzeConfig, build
+    from facecut.config import EXACT_DECODE, AnalyzeConfig, build
 
     keys = [
         "fps", "max_side", "decoders", "infer_procs", "infer_threads", "batch", "batch_timeout", "ring_slots",
@@ -146,7 +147,8 @@ def _analyze_config(kw: dict, work: Path | None = None):
         from facecut.workdir import WorkDir
 
         logged = logged_fast_decode(WorkDir(work))
-        if logged is not None and logged != (vals["fast_decode"] or "off"):
+        now = vals["fast_decode"] or AnalyzeConfig().fast_decode
+        if logged is not None and logged != now and not {logged, now} <= set(EXACT_DECODE):
             log.info("--fast-decode %s, as the logs in %s were made", logged, work)
             vals["fast_decode"] = logged
     return build(AnalyzeConfig, **vals)
