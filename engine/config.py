@@ -39,6 +39,21 @@ FAST_DECODE = ("ref-frames", "off", "deblock-noref", "deblock-all")
 EXACT_DECODE = ("ref-frames", "off")  # levels whose samples and cuts are a full decode's
 
 
+def comparable_params(params: str) -> str:
+    """A log's ``model_params`` / ``detector_params`` as the current version writes
+    them: an exact decode level is not recorded (logs made with ``ref-frames``
+    before it became exact, 2026-12, name it; their samples lie within two frames
+    of these, so such a folder goes on instead of being refused)."""
+    try:
+        p = json.loads(params)
+    except ValueError:
+        return params
+    if not isinstance(p, dict) or p.get("fast_decode") not in EXACT_DECODE:
+        return params
+    del p["fast_decode"]
+    return json.dumps(p, sort_keys=True)
+
+
 class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Options of ``facecut analyze`` (and the analysis part of ``run``)."""
 

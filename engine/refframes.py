@@ -42,8 +42,10 @@ class RefFramesOnly:
     offset of the last frame the clock settled; without one, near a timestamp
     jump (more than ``jump`` ticks from the latest packet), or without a pts,
     the packet is decoded. The shot detector sees only the pictures decoded: a
-    cut on a skipped picture is found on the next decoded one (x264 and most
-    encoders start a new shot with a reference picture).
+    cut on a skipped picture is found on the next decoded one, and
+    :meth:`refine_cut` then places it on its own frame (x264 and camera encoders
+    start a new shot with a reference picture, so this is rare; fixed-GOP
+    encoders start two shots in three on a B-frame).
     """
 
     def __init__(self, cc, tb, fps: float, jump: int) -> None:

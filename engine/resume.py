@@ -25,7 +25,7 @@ from pathlib import Path
 
 import msgspec
 
-from facecut.config import AnalyzeConfig
+from facecut.config import AnalyzeConfig, comparable_params
 from facecut.errors import ConfigError, LogCorruption
 from facecut.fsio import replace_with_retry
 from facecut.workdir import WorkDir
@@ -135,6 +135,8 @@ def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeade
         "detector_params": cfg.detector_params(),
     }
     got = {k: getattr(h, k) for k in want}
+    for k in ("model_params", "detector_params"):
+        got[k] = comparable_params(got[k])
     diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     if diff:
         lines = "; ".join(f"{k}: logged {a!r}, asked {b!r}" for k, (a, b) in diff.items())

@@ -269,3 +269,34 @@ def test_a_shot_starting_on_a_skipped_picture_is_cut_on_its_own_frame(fixed_gop)
         ref, _ = decode_pass(path, "ref-frames")
         assert len(ref.cuts) == len(starts)
         assert all(abs(c - t) < 0.5 / truth.fps for c, t in zip(sorted(ref.cuts), starts)), (ref.cuts, starts)
+
+
+def test_logs_of_the_earlier_ref_frames_are_resumed_and_other_levels_refused(media_dir, tmp_path):
+    """Logs written by ref-frames before it became exact name the level in their
+    parameters; they go on with the exact levels (their samples lie within two
+    frames of these) instead of stopping the user's resume. Levels that change
+    pixels are still refused."""
+    import json
+
+    import msgspec
+
+    from facecut.errors import ConfigError
+    from facecut.resume import check_params
+    from facecut.scan import scan
+    from facecut.videolog import log_header
+
+    info = scan(media_dir).videos[0]
+    wd = WorkDir(tmp_path / "w")
+    for level in ("ref-frames", "off"):
+        cfg = AnalyzeConfig(provider="cpu", fast_decode=level)
+        h = log_header(cfg, info, 0.0)
+
+        def naming(lv, h=h):
+            return msgspec.structs.replace(h, **{
+                k: json.dumps({**json.loads(getattr(h, k)), "fast_decode": lv}, sort_keys=True)
+                for k in ("model_params", "detector_params")})
+
+        check_params(wd, cfg, info, h)
+        check_params(wd, cfg, info, naming("ref-frames"))
+        with pytest.raises(ConfigError, match="fast_decode"):
+            check_params(wd, cfg, info, naming("deblock-noref"))
