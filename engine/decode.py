@@ -376,6 +376,8 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     def handle(frame):
         nonlocal frames
         frames += 1
+        if skipper is not None:
+            skipper.decoded(frame.pts)
         for timed in clock.push(frame):
             place(timed)
 

@@ -35,13 +35,13 @@ class RefFramesOnly:
     with time ``t`` is displayed from ``t`` until the next picture's time; every
     picture displayed after it whose packet was already sent bounds that: a
     non-reference picture is decoded when a sampling grid time falls in
-    ``[t, latest time sent)``, or when no later picture was sent yet. About one
-    skippable picture in ten is still decoded at 2 fps from 30 fps.
+    ``[t, latest time sent)``, or when no later picture was sent yet.
 
     Packet times are put on the settled timeline (facecut.timeline) with the
     offset of the last frame the clock settled; without one, near a timestamp
     jump (more than ``jump`` ticks from the latest packet), or without a pts,
-    the packet is decoded. The shot detector sees only the pictures decoded: a
+    the packet is decoded, and so is everything after a picture whose pts is
+    no packet's (:meth:`decoded`). The shot detector sees only the pictures decoded: a
     cut on a skipped picture is found on the next decoded one, and
     :meth:`refine_cut` then places it on its own frame (x264 and camera encoders
     start a new shot with a reference picture, so this is rare; fixed-GOP
@@ -58,21 +58,38 @@ class RefFramesOnly:
         self.mode = ""
         self.cc.skip_frame = "DEFAULT"
         self.skippable: deque[int] = deque(maxlen=512)  # pts of packets sent while skipping was allowed
+        self.sent: deque[int] = deque(maxlen=256)  # pts of the latest packets sent
+        self.trusted = True  # every decoded picture so far carries the pts of a packet sent
 
     def settled(self, pts: int, t: float) -> None:
         """A frame the clock settled: its pts and its grid time."""
         self.offset = t - pts * self.tb
 
+    def decoded(self, pts: int | None) -> None:
+        """A picture came out of the decoder. Its pts must be one of a packet sent:
+        the decisions read pictures' times from their packets. A stream whose
+        decoder gives pictures other times (re-timed, packed B-frames) is decoded
+        whole from here on."""
+        if self.trusted and (pts is None or pts not in self.sent):
+            self.trusted = False
+            log.debug("picture pts %s is no packet's: every picture decoded from here on", pts)
+
     def before(self, packet) -> None:
         """Decide for the next packet whether FFmpeg may skip it (when not a reference)."""
         pts = packet.pts
         skip = False
-        if pts is not None and self.offset is not None and self.hi is not None and abs(pts - self.hi) <= self.jump:
+        if pts is not None:
+            self.sent.append(pts)
+        if (self.trusted and pts is not None and self.offset is not None and self.hi is not None
+                and abs(pts - self.hi) <= self.jump):
             t = pts * self.tb + self.offset
             t_hi = self.hi * self.tb + self.offset
             if t_hi > t + _EPS:  # a picture displayed after this one was sent
-                grid = math.ceil((t - _EPS) * self.fps) / self.fps  # first grid time at or after t
-                skip = grid >= t_hi + _EPS
+                # The first grid time at or after t; at a grid time T the sampler takes the
+                # last picture with time <= T + eps, so a later picture starting at or
+                # before T + eps (t_hi at most) is displayed there instead of this one.
+                grid = math.ceil((t - _EPS) * self.fps) / self.fps
+                skip = grid >= t_hi - _EPS
         if pts is not None:
             self.hi = pts if self.hi is None or abs(pts - self.hi) > self.jump else max(self.hi, pts)
         if skip:

@@ -300,3 +300,37 @@ def test_logs_of_the_earlier_ref_frames_are_resumed_and_other_levels_refused(med
         check_params(wd, cfg, info, naming("ref-frames"))
         with pytest.raises(ConfigError, match="fast_decode"):
             check_params(wd, cfg, info, naming("deblock-noref"))
+
+
+def test_skipping_is_decided_from_packet_times_and_stops_when_pictures_are_retimed():
+    """RefFramesOnly on real packets and a real H.264 decoder context: an
+    unreferenced picture is skippable only when no sampling time falls between
+    its time and a later picture already sent; a picture whose pts is no
+    packet's turns skipping off for the rest of the stream."""
+    from fractions import Fraction
+
+    from facecut.refframes import RefFramesOnly
+
+    cc = av.CodecContext.create("h264", "r")
+    tb = Fraction(1, 30)  # one tick per frame at 30 fps
+    rf = RefFramesOnly(cc, tb, fps=2.0, jump=30)
+
+    def send(pts: int) -> str:
+        p = av.Packet(b"")
+        p.pts = pts
+        rf.before(p)
+        return cc.skip_frame
+
+    assert send(0) == "DEFAULT"  # nothing settled yet
+    rf.decoded(0)
+    rf.settled(0, 0.0)
+    assert send(3) == "DEFAULT"  # the latest picture sent: nothing later bounds it
+    assert send(1) == "NONREF" and send(2) == "NONREF"  # shown 1/30..3/30 s: no sampling time (0, 0.5 s)
+    assert send(15) == "DEFAULT"
+    assert send(13) == "NONREF" and send(14) == "NONREF"  # at 0.5 s picture 15 is shown, not 14
+    assert send(33) == "DEFAULT"
+    assert send(29) == "DEFAULT"  # shown from 29/30 s, past 1.0 s: the sample at 1.0 s needs it
+    assert send(31) == "NONREF"
+    assert rf.gap(0, 3) and rf.gap(15, 33) and not rf.gap(3, 13)
+    rf.decoded(7)  # a picture no packet carried: its times cannot be trusted
+    assert send(36) == "DEFAULT" and send(34) == "DEFAULT"
