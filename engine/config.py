@@ -30,7 +30,7 @@ HWACCELS = ("none", "auto", "cuda", "d3d11va", "dxva2", "vaapi", "videotoolbox",
 #                  sample needs are not decoded (most B-frames); every sample is
 #                  the frame a full decode samples, to the bit, and a shot cut
 #                  found next to skipped pictures is placed on its exact frame by
-#                  decoding that stretch again (facecut.decode.RefFramesOnly);
+#                  decoding that stretch again (facecut.refframes.RefFramesOnly);
 #   off            every frame decoded (same results, slower: for comparison);
 #   deblock-noref  every frame, no deblocking on frames no other frame
 #                  references (no drift; sampled B-frames differ slightly);
