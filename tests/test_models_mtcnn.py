@@ -305,3 +305,22 @@ def test_loading_mtcnn_does_not_import_onnx():
             "m = load_model(name='mtcnn', provider='cpu'); "
             "assert 'onnx' not in sys.modules, 'onnx imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_graph_io_reads_shapes_at_the_wire_level(tmp_path):
+    """Model classification reads inputs and outputs without the onnx package:
+    fixed, symbolic, unknown and negative (-1: dynamic, as some exports write)
+    sizes, and inputs that are initializers left out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from facecut.models.folders import graph_io
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, "h", None])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [7, "n"])
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g", [x, w], [y],
+                              initializer=[numpy_helper.from_array(np.ones(1, np.float32), "w")])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert graph_io(path) == ([("x", [-1, 3, "h", None])], [("y", [7, "n"])])

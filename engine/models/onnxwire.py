@@ -82,7 +82,8 @@ def strings(f, start: int, end: int, number: int) -> list[str]:
 
 
 def ints(f, start: int, end: int, number: int) -> list[int]:
-    """The values of integer field ``number`` (packed or not) of the message in [start, end)."""
+    """The values of int32/int64 field ``number`` (packed or not) of the message in
+    [start, end); negative values are ten-byte two's complement varints."""
     f.seek(start)
     out = []
     for x in list(fields(f, end)):
@@ -94,7 +95,7 @@ def ints(f, start: int, end: int, number: int) -> list[int]:
         elif x.wire == 2:  # packed
             while f.tell() < x.end:
                 out.append(read_varint(f))
-    return out
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
 
 
 # ------------------------------------------------------------------ writing
