@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from facecut.records import Person, PersonFace
@@ -80,11 +81,17 @@ def _group(items: list[ClipFace], threshold: float) -> list[int]:
     return label
 
 
+def _unseen(previous: list[Person], seen: set[int]) -> list[Person]:
+    """Earlier people not seen this time (a filtered score, gates that drop their
+    clips), listed without clips: their ids are never given to anyone else."""
+    return [msgspec.structs.replace(p, clips=0, seconds=0.0) for p in previous if p.id not in seen]
+
+
 def group_people(items: list[ClipFace], threshold: float, previous: list[Person]) -> tuple[dict[str, int], list[Person]]:
     """(clip id -> person id, the people) for the clips in ``items``; ids follow
     ``previous`` (the last plan's people) where the groups match."""
     if not items:
-        return {}, [Person(id=p.id, clips=0, seconds=0.0, face=p.face, centroid=p.centroid) for p in previous]
+        return {}, _unseen(previous, set())
     label = _group(items, threshold)
     n = max(label) + 1
     members = [[it for it, g in zip(items, label) if g == k] for k in range(n)]
@@ -114,11 +121,7 @@ def group_people(items: list[ClipFace], threshold: float, previous: list[Person]
             id=ids[g], clips=len(members[g]), seconds=round(sum(it.seconds for it in members[g]), 3),
             face=shown.face if shown else None, centroid=[round(float(x), 5) for x in means[g]],
         ))
-    # Earlier people not seen this time (a filtered score, gates that drop their
-    # clips) stay listed without clips: their ids are never given to anyone else.
-    seen = set(ids.values())
-    people += [Person(id=p.id, clips=0, seconds=0.0, face=p.face, centroid=p.centroid)
-               for p in previous if p.id not in seen]
+    people += _unseen(previous, set(ids.values()))
     people.sort(key=lambda p: p.id)
     return {it.clip: ids[g] for it, g in zip(items, label)}, people
 

@@ -67,11 +67,10 @@ def cpu_graph(path: str) -> bytes | None:
         if x.wire != 2:
             continue
         if x.number == wire.GRAPH_NODE:
-            inputs = wire.strings(f, x.value, x.end, wire.NODE_INPUT)
-            outputs = wire.strings(f, x.value, x.end, wire.NODE_OUTPUT)
-            name = (wire.strings(f, x.value, x.end, wire.NODE_NAME) or [""])[0]
-            op = (wire.strings(f, x.value, x.end, wire.NODE_OP_TYPE) or [""])[0]
-            domain = (wire.strings(f, x.value, x.end, wire.NODE_DOMAIN) or [""])[0]
+            t = wire.texts(f, x.value, x.end, (wire.NODE_INPUT, wire.NODE_OUTPUT, wire.NODE_NAME,
+                                               wire.NODE_OP_TYPE, wire.NODE_DOMAIN))
+            inputs, outputs = t[wire.NODE_INPUT], t[wire.NODE_OUTPUT]
+            name, op, domain = ((t[n] or [""])[0] for n in (wire.NODE_NAME, wire.NODE_OP_TYPE, wire.NODE_DOMAIN))
             nodes.append((x, op, inputs, outputs, name, domain))
             names.update(inputs, outputs, [name])
         elif x.number == wire.GRAPH_INITIALIZER:

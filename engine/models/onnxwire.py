@@ -74,11 +74,20 @@ def fields(f, end: int) -> Iterator[Field]:
         yield Field(number, wire, start, value, f.tell())
 
 
+def texts(f, start: int, end: int, numbers) -> dict[int, list[str]]:
+    """The values of the string fields ``numbers`` of the message in [start, end),
+    in one walk over it."""
+    f.seek(start)
+    out: dict[int, list[str]] = {n: [] for n in numbers}
+    for x in list(fields(f, end)):
+        if x.wire == 2 and x.number in out:
+            out[x.number].append(x.payload(f).decode("utf-8", "replace"))
+    return out
+
+
 def strings(f, start: int, end: int, number: int) -> list[str]:
     """The values of string field ``number`` of the message in [start, end)."""
-    f.seek(start)
-    return [x.payload(f).decode("utf-8", "replace") for x in list(fields(f, end))
-            if x.number == number and x.wire == 2]
+    return texts(f, start, end, (number,))[number]
 
 
 def ints(f, start: int, end: int, number: int) -> list[int]:
