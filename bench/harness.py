@@ -65,8 +65,14 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     work.save_scan(scan(corpus))
     t["scan_s"] = time.perf_counter() - s
     s = time.perf_counter()
-    analyze(work, cfg)
+    stats = analyze(work, cfg).stats
     t["analyze_s"] = time.perf_counter() - s
+    cpu = {"analyze_s": 0.0}
+    if stats is not None:  # CPU per process, as each reported it (all its threads)
+        cpu.update(decoders_s=sum(d.cpu_s for d in stats.decoders), inference_s=sum(i.cpu_s for i in stats.infer),
+                   coordinator_s=stats.coordinator_cpu_s, samples=stats.samples_written)
+        cpu["analyze_s"] = cpu["decoders_s"] + cpu["inference_s"] + cpu["coordinator_s"]
+    later = time.process_time()
     plan = None
     try:
         from facecut.config import ScoreConfig
@@ -103,7 +109,9 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
         for c in plan.clips:
             clips.append((Path(plan.input_dir) / by_key[c.key].path, c.start, c.end))
     t["clips"] = len(clips)
-    return {"times": t, "clips": clips}
+    cpu["later_stages_s"] = time.process_time() - later  # score, cut, report: in this process
+    cpu["total_s"] = cpu["analyze_s"] + cpu["later_stages_s"]
+    return {"times": t, "clips": clips, "cpu": cpu}
 
 
 def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max_side: int, tmp: Path) -> dict:
@@ -112,14 +120,48 @@ def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max
     paths = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
     work = Path(tempfile.mkdtemp(prefix="baseline-", dir=tmp))
     t = {}
+    c0 = time.process_time()  # the old chain runs in this process (every thread counted)
     t["scene_pass_s"], _ = baseline.scene_pass(paths)
+    c1 = time.process_time()
     r = baseline.sample_and_detect(paths, model_opts, fps=fps, max_side=max_side, out=work / "results.jsonl")
+    c2 = time.process_time()
     t["sample_detect_s"] = r["wall_s"]
     t["detect_only_s"] = r["detect_s"]
+    t["samples"] = r["samples"]
     t["cut_s"] = baseline.cut_per_clip(clips, work / "clips") if clips else 0.0
     t["thumbs_s"] = baseline.thumbnails_by_decoding(clips, work / "thumbs") if clips else 0.0
     t["total_s"] = t["scene_pass_s"] + t["sample_detect_s"] + t["cut_s"] + t["thumbs_s"]
+    t["cpu_scene_pass_s"], t["cpu_sample_detect_s"] = c1 - c0, c2 - c1
+    t["cpu_total_s"] = time.process_time() - c0
     return t
+
+
+def _print_cpu_split(c: dict) -> None:
+    """Where the CPU of each chain goes, per sample (medians): the end-to-end ratio is
+    the old chain's CPU over facecut's times how many cores each keeps busy."""
+    b, f = c["baseline"], c["facecut_cpu"]
+    m = lambda d, k: d[k]["median"] if k in d else 0.0  # noqa: E731
+    n_old, n_fc = max(1.0, m(b, "samples")), max(1.0, m(f, "samples"))
+    per = lambda v, n: f"{1000 * v / n:.1f}"  # noqa: E731
+    t = Table(title="CPU per sample, ms (every process and thread)", title_justify="left")
+    for col in ("old chain", "ms", "facecut", "ms"):
+        t.add_column(col, justify="right")
+    detect = m(b, "detect_only_s")
+    old_rows = [("shot pass (own decode)", m(b, "cpu_scene_pass_s")),
+                ("sampling decode + writes", m(b, "cpu_sample_detect_s") - detect),
+                ("detection, batch 1", detect),
+                ("clips + thumbnails", m(b, "cpu_total_s") - m(b, "cpu_scene_pass_s") - m(b, "cpu_sample_detect_s"))]
+    fc_rows = [("decoders (+ shots)", m(f, "decoders_s")), ("inference processes", m(f, "inference_s")),
+               ("coordinator", m(f, "coordinator_s")), ("score + cut + report", m(f, "later_stages_s"))]
+    for (a, av), (z, zv) in zip(old_rows, fc_rows):
+        t.add_row(a, per(av, n_old), z, per(zv, n_fc))
+    t.add_row("total", per(m(b, "cpu_total_s"), n_old), "total", per(m(f, "total_s"), n_fc))
+    console.print(t)
+    old_cores = m(b, "cpu_total_s") / max(1e-9, c["baseline_total_s"])
+    fc_cores = m(f, "total_s") / max(1e-9, c["facecut_total_s"])
+    cpu_ratio = (m(b, "cpu_total_s") / n_old) / max(1e-9, m(f, "total_s") / n_fc)
+    console.print(f"cores kept busy: old chain {old_cores:.2f}, facecut {fc_cores:.2f}; the ratio is "
+                  f"{cpu_ratio:.2f} (less CPU per sample) x {fc_cores / old_cores:.2f} (more cores busy)")
 
 
 # --------------------------------------------------------------------------- sweep
@@ -316,6 +358,8 @@ def _print_figures(res: dict) -> None:
             rp = c["ratio_pairs"]
             console.print(f"ratio per repeat (facecut and old chain back to back): min {rp['min']:.2f}x, "
                           f"median {rp['median']:.2f}x, max {rp['max']:.2f}x")
+        if "facecut_cpu" in c and "cpu_total_s" in c["baseline"]:
+            _print_cpu_split(c)
     if "sweep" in res:
         s = res["sweep"]
         t = Table(title="sweep (analyze on the sweep corpus)", title_justify="left")
@@ -555,7 +599,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
             F["pipeline_efficiency"] = F["analyze"]["efficiency_pairs"]["median"]
         if "chain" in wanted:
             cfg = _analyze_cfg(base)
-            fc_runs, bl_runs = [], []
+            fc_runs, bl_runs, fc_cpu = [], [], []
             clips: list = []
             for i in range(warmup + repeats):
                 fc = _facecut_chain(corpus, cfg, tmp)
@@ -563,6 +607,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                 bl = _baseline_chain(corpus, clips, {**model_opts, "batch": 1}, fps, max_side, tmp)
                 if i >= warmup:
                     fc_runs.append(fc["times"])
+                    fc_cpu.append(fc["cpu"])
                     bl_runs.append(bl)
             med = lambda rows, k: figure([r[k] for r in rows])["median"] if all(r.get(k) is not None for r in rows) else None  # noqa: E731
             stages = {
@@ -579,6 +624,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                 "facecut": {k: figure([r[k] for r in fc_runs]) for k in fc_runs[0] if fc_runs[0][k] is not None},
                 "stages": stages, "baseline_total_s": b_total, "facecut_total_s": f_total,
                 "ratio": b_total / f_total, "ratio_pairs": pair_ratios, "clips": len(clips),
+                "facecut_cpu": {k: figure([r[k] for r in fc_cpu]) for k in fc_cpu[0]},
             }
         if "scale" in wanted:
             from facecut.bench.scale import bench_scale

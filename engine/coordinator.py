@@ -105,6 +105,7 @@ class Coordinator:
         self.next_job_id = 1
         self.infer_restarts = 0
         self.t_start = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.samples_written = 0
         self.faces_found = 0
         self._last_stats = 0.0
@@ -216,7 +217,7 @@ class Coordinator:
             vr.open_log(self.cfg, msg.t0)
 
     def _on_progress(self, w: Worker, msg: P.Progress) -> None:
-        w.state.blocked = msg.blocked
+        w.state.blocked, w.state.cpu = msg.blocked, msg.cpu
         vr = self.jobs.get(msg.job_id)
         if vr is not None:
             vr.frames, vr.position, vr.last_stat = msg.frames, msg.position, msg
@@ -470,7 +471,7 @@ class Coordinator:
             bottleneck=bottleneck(decs, infs, elapsed),
             **batch_progress(self.videos, self.resume.done_seconds_before, running_s, elapsed),
             samples_written=self.samples_written, faces_found=self.faces_found,
-            warnings=list(self.warnings),
+            warnings=list(self.warnings), coordinator_cpu_s=time.process_time() - self.cpu_start,
         )
         self.snapshot = snap
         if self.on_stats is not None:

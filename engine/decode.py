@@ -240,7 +240,8 @@ class _RingSink(Sink):
     def progress(self, frames, samples, position) -> None:
         self.dec.poll(self.job.job_id)
         elapsed = time.perf_counter() - self.t_start
-        self.dec.send(protocol.Progress(self.job.job_id, frames, samples, position, self.dec.blocked, elapsed))
+        self.dec.send(protocol.Progress(self.job.job_id, frames, samples, position, self.dec.blocked, elapsed,
+                                          time.process_time()))
 
 
 def run_job(dec: _Decoder, job: DecodeJob) -> None:

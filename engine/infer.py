@@ -89,7 +89,7 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
                             text = f"thumbnail not written ({thumb_errors} so far): {ex}"
                             protocol.send(conn, protocol.Warn(text))
             waited_since = time.perf_counter()
-            protocol.send(conn, protocol.Results(out, busy, starved))
+            protocol.send(conn, protocol.Results(out, busy, starved, time.process_time()))
     finally:
         model.close()
         ring.close()

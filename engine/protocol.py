@@ -26,7 +26,7 @@ Decoder -> coordinator::
         the n-th sample of the job (grid index k) is in ``slot``; ``cuts`` are the
         shot cuts found since the previous sample, so the log order of cuts and
         samples is deterministic
-    Progress(job_id, frames, samples, position, blocked, elapsed)   about every 0.5 s
+    Progress(job_id, frames, samples, position, blocked, elapsed, cpu)   about every 0.5 s
     JobDone(job_id, result)             the video is decoded (result: DecodeResult)
     Cancelled(job_id)                   a Cancel took effect
 
@@ -41,7 +41,7 @@ Inference -> coordinator::
     ModelFailed(message, exit_code)                the model cannot load
     Want()              ready for the next batch
     Release(slots)      pixels copied out: the slots are free again
-    Results(out, busy, starved)     one Result per item: a msgpack-encoded Sample
+    Results(out, busy, starved, cpu)    one Result per item: a msgpack-encoded Sample
                                     record (appended to the log as it is) or an error
     Warn(text)          a per-item problem that was contained
 
@@ -168,6 +168,7 @@ class Progress(_Msg):
     position: float  # seconds of the video decoded
     blocked: float  # seconds this decoder waited for a free slot (all jobs)
     elapsed: float  # seconds since the job started
+    cpu: float  # CPU seconds this process has used so far, all its threads
 
 
 class JobDone(_Msg):
@@ -234,6 +235,7 @@ class Results(_Msg):
     out: list[Result]
     busy: float  # seconds the model ran on this batch
     starved: float  # seconds waited for this batch
+    cpu: float  # CPU seconds this process has used so far, all its threads
 
 
 class Warn(_Msg):
@@ -300,6 +302,7 @@ class DecoderState:
     held: set[int] = field(default_factory=set)  # slots handed out, not yet filled
     job: int | None = None  # the job it works on
     blocked: float = 0.0  # seconds it waited for slots
+    cpu: float = 0.0  # CPU seconds the process reported last
     fatal: str | None = None
 
 
@@ -315,6 +318,7 @@ class InferState:
     batches: int = 0
     busy: float = 0.0
     starved: float = 0.0
+    cpu: float = 0.0  # CPU seconds the process reported last
     first: float | None = None  # perf_counter of its first batch's start
     fatal: str | None = None
 
@@ -323,5 +327,6 @@ class InferState:
         self.batches += 1
         self.busy += msg.busy
         self.starved += msg.starved
+        self.cpu = msg.cpu
         if self.first is None:
             self.first = time.perf_counter() - msg.busy

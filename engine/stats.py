@@ -17,6 +17,7 @@ class DecoderStats(Struct, kw_only=True):
     decode_fps: float = 0.0  # frames decoded per second of wall time (current video)
     sample_fps: float = 0.0
     blocked_s: float = 0.0  # waiting for a free ring slot (ring full), whole run
+    cpu_s: float = 0.0  # CPU the process has used (all its threads), as last reported
     alive: bool = True
 
 
@@ -32,6 +33,7 @@ class InferStats(Struct, kw_only=True):
     batch_fill: float = 0.0  # mean frames per batch / --batch
     busy_s: float = 0.0  # time inside the model
     starved_s: float = 0.0  # waiting for ready frames (ring empty)
+    cpu_s: float = 0.0  # CPU the process has used (all its threads), as last reported
     alive: bool = True
 
 
@@ -64,6 +66,7 @@ class RunStats(Struct, kw_only=True):
     speed: float = 0.0  # video seconds per wall second, this run
     eta_s: float | None = None
     samples_written: int = 0
+    coordinator_cpu_s: float = 0.0  # CPU of the coordinator's process (all its threads) during this run
     faces_found: int = 0
     warnings: list[str] = []  # the last few, newest last
     # later stages (filled by `run` as they happen)

@@ -155,7 +155,7 @@ def bottleneck(decs: list[DecoderStats], infs: list[InferStats], elapsed: float)
 
 def decoder_stats(w: Worker, jobs: dict) -> DecoderStats:
     """A decoder's line of a snapshot (``w.state``: protocol.DecoderState; ``jobs``: job id -> VideoRun)."""
-    ds = DecoderStats(name=w.name, blocked_s=w.state.blocked)
+    ds = DecoderStats(name=w.name, blocked_s=w.state.blocked, cpu_s=w.state.cpu)
     vr = jobs.get(w.state.job) if w.state.job is not None else None
     if vr is not None:
         ds.video, ds.position, ds.duration = vr.info.path, vr.position, vr.info.duration
@@ -177,7 +177,7 @@ def infer_stats(w: Worker, now: float, batch: int) -> InferStats:
         faces=s.faces, batches=s.batches, fps=s.frames / span if span > 0 else 0.0,
         faces_per_s=s.faces / span if span > 0 else 0.0,
         batch_fill=(s.frames / s.batches / batch) if s.batches else 0.0,
-        busy_s=s.busy, starved_s=s.starved,
+        busy_s=s.busy, starved_s=s.starved, cpu_s=s.cpu,
     )
 
 

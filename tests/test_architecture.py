@@ -189,7 +189,7 @@ def test_file_names_that_are_not_text_cross_the_pipes(tmp_path):
     assert protocol.recv(b).text == "cannot write /in/bad\\udcfename.mp4"
     # escaped text next to bytes (a sample's payload) in one message: the bytes stay bytes
     out = [protocol.Result(1, 0, b"\x92\x01\x02", 1, ""), protocol.Result(1, 1, None, 0, f"failed on {name}")]
-    got = protocol.recv(b) if protocol.send(a, protocol.Results(out, 0.1, 0.2)) is None else None
+    got = protocol.recv(b) if protocol.send(a, protocol.Results(out, 0.1, 0.2, 0.3)) is None else None
     assert got.out[0].payload == b"\x92\x01\x02" and got.out[1].error == "failed on /in/bad\\udcfename.mp4"
 
 

@@ -54,6 +54,12 @@ def test_bench_writes_every_figure(media_dir, format_matrix, tmp_path):
     assert chain["clips"] > 0 and chain["ratio"] > 0 and is_figure(chain["ratio_pairs"])
     assert {"scene_pass_s", "sample_detect_s", "cut_s", "thumbs_s", "total_s"} <= set(chain["baseline"])
     assert {"analyze_s", "score_s", "cut_s", "report_s", "total_s"} <= set(chain["facecut"])
+    # CPU per process as each reported it: every role worked, and no more CPU than the cores had.
+    cpu = {k: v["median"] for k, v in chain["facecut_cpu"].items()}
+    assert cpu["decoders_s"] > 0 and cpu["inference_s"] > 0 and cpu["samples"] > 0
+    assert cpu["analyze_s"] <= 1.05 * os.cpu_count() * chain["facecut"]["analyze_s"]["max"] + 0.5
+    assert 0 < chain["baseline"]["cpu_total_s"]["median"]
+    assert "CPU per sample" in res.stderr and "cores kept busy" in res.stderr
     assert data["sweep"]["rows"] and "best" in data["sweep"]
     assert data["sweep"]["best"]["fast_decode"] in ("off", "deblock-noref", "ref-frames")  # never deblock-all
     assert {r.get("fast_decode") for r in data["sweep"]["rows"]} >= {"off", "deblock-noref", "ref-frames"}
