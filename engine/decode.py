@@ -106,6 +106,11 @@ class _Decoder:
 
 def decoder_main(conn, ring_spec) -> None:
     """Entry point of a decoder process (see procs.start_worker)."""
+    import cv2
+
+    # OpenCV's own thread pool (one thread per core by default) only adds
+    # hand-offs here: the shot frames are small and every core has a process.
+    cv2.setNumThreads(1)
     ring = FrameRing.attach(ring_spec)
     dec = _Decoder(conn, ring)
     try:

@@ -75,6 +75,20 @@ def test_five_point_fit_recovers_template_rotations():
     np.testing.assert_allclose(pp.pose_from_5points(kps), angles, atol=0.5)
 
 
+def test_five_point_pose_of_a_face_does_not_depend_on_its_batch():
+    """The fit is vectorised over faces (and its difference quotients over a stacked
+    batch): a face's angles are the same to the bit alone or among others."""
+    rng = np.random.default_rng(7)
+    angles = rng.uniform([-30, -60, -40], [30, 60, 40], (12, 3))
+    tpl = pp.five_point_template()
+    kps = np.stack([(rng.uniform(20, 200) * tpl @ pp.angles_to_matrix(*a).T)[:, :2] + rng.normal(0, 2, (5, 2))
+                    for a in angles])
+    together = pp.pose_from_5points(kps)
+    alone = np.concatenate([pp.pose_from_5points(k[None]) for k in kps])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(pp.pose_from_5points(kps[3:9]), together[3:9])
+
+
 def test_five_point_yaw_tracks_insightface_on_the_mean_face():
     """The 68-point face's own 5 points: same yaw sign, similar size (pitch's zero differs:
     see five_point_template)."""
