@@ -139,6 +139,8 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
     ("facecut.protocol", ("av", "onnxruntime", "numpy")),
     ("facecut.status", ("av", "onnxruntime")),  # `facecut status` must start fast
     ("facecut.report", ("av", "onnxruntime")),
+    # the `facecut` command's module: under spawn every worker process imports it again
+    ("facecut.__main__", ("facecut.cli", "click", "rich", "av", "numpy", "onnxruntime")),
 ])
 def test_worker_modules_stay_free_of_heavy_libraries(module, banned):
     code = textwrap.dedent(f"""
@@ -148,6 +150,13 @@ def test_worker_modules_stay_free_of_heavy_libraries(module, banned):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "", f"{module} pulls in {out.stdout.strip()}"
+
+
+def test_the_command_is_the_light_entry_point():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["facecut"] == "facecut.__main__:main"
 
 
 def test_every_message_is_a_tagged_array_like_struct_the_coordinator_handles():
