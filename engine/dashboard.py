@@ -64,20 +64,21 @@ def render(snap: RunStats) -> Group:
 
     dec = Table(title="decoders", title_justify="left", expand=True, box=None, padding=(0, 1))
     for col, just in [("", "left"), ("video", "left"), ("position", "right"), ("decode fps", "right"),
-                      ("sampled fps", "right"), ("blocked (ring full)", "right")]:
+                      ("sampled fps", "right"), ("blocked (ring full)", "right"), ("CPU", "right")]:
         dec.add_column(col, justify=just, no_wrap=True)
     for d in snap.decoders:
         pos = f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle"
         dec.add_row(d.name, shown(_short(d.video)) if d.video else "-", pos, f"{d.decode_fps:.0f}",
-                    f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s")
+                    f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s", f"{d.cpu_s:.1f}s")
 
     inf = Table(title="inference", title_justify="left", expand=True, box=None, padding=(0, 1))
     for col, just in [("", "left"), ("provider", "left"), ("model", "left"), ("frames/s", "right"),
-                      ("faces/s", "right"), ("batch fill", "right"), ("starved (ring empty)", "right")]:
+                      ("faces/s", "right"), ("batch fill", "right"), ("starved (ring empty)", "right"),
+                      ("CPU", "right")]:
         inf.add_column(col, justify=just, no_wrap=True)
     for i in snap.infer:
         inf.add_row(i.name, i.provider.replace("ExecutionProvider", ""), i.model, f"{i.fps:.1f}",
-                    f"{i.faces_per_s:.1f}", f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s")
+                    f"{i.faces_per_s:.1f}", f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s", f"{i.cpu_s:.1f}s")
 
     r = snap.ring
     bar = ProgressBar(total=max(1, r.slots), completed=r.ready + r.at_infer, width=30)

@@ -31,9 +31,9 @@ def snapshot(**kw) -> RunStats:
     base = dict(
         time=time.time(), elapsed=125.0,
         decoders=[DecoderStats(name="decoder-0", video="trip/day1.mp4", position=61.0, duration=3600.0,
-                               decode_fps=412.0, sample_fps=27.5, blocked_s=12.5)],
+                               decode_fps=412.0, sample_fps=27.5, blocked_s=12.5, cpu_s=97.25)],
         infer=[InferStats(name="infer-0", model="mtcnn", provider="CPUExecutionProvider", fps=25.25,
-                          faces_per_s=20.5, batch_fill=0.93, starved_s=1.2)],
+                          faces_per_s=20.5, batch_fill=0.93, starved_s=1.2, cpu_s=240.5)],
         ring=RingStats(slots=22, free=2, at_decoders=2, ready=10, at_infer=8, slot_mib=2.6),
         bottleneck="inference-bound (decoders wait for free ring slots)",
         videos_total=13, videos_done=3, videos_failed=1, video_seconds_total=22248.0,
@@ -52,8 +52,8 @@ def rendered(renderable, width: int = 140) -> str:
 
 def test_dashboard_shows_the_figures_of_the_snapshot():
     text = rendered(render(snapshot()))
-    for expected in ["trip/day1.mp4", "0:01:01/1:00:00", "412", "27.5", "12.5s",  # decoder
-                     "CPU", "mtcnn", "25.2", "20.5", "93%", "1.2s",  # inference
+    for expected in ["trip/day1.mp4", "0:01:01/1:00:00", "412", "27.5", "12.5s", "97.2s",  # decoder
+                     "CPU", "mtcnn", "25.2", "20.5", "93%", "1.2s", "240.5s",  # inference
                      "10 ready", "8 in inference", "of 22",  # ring
                      "inference-bound", "4/13", "1 failed", "1.11/6.18 h", "ETA 0:09:28", "32.1x",
                      "bad.mp4: failed"]:
