@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facecut.bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
+from facecut.cli.options import model_options
 from facecut.config import FAST_DECODE
 from facecut.profile import infer_processes
 
@@ -437,9 +438,11 @@ def compare(a_path: Path, b_path: Path) -> None:
 @click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
 @click.option("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
               help="facecut's --fast-decode level in the analyze and chain stages [default: the profile's, else ref-frames].")
+@click.option("--model-opt", "model_opt", multiple=True, metavar="KEY=VALUE",
+              help="A model backend option (as facecut's --model-opt), for facecut and the old chain alike.")
 def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_seconds, model, model_dir, provider, min_face, fps, max_side,
          decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
-         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode) -> None:
+         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode, model_opt) -> None:
     """Benchmark facecut on INPUT_DIR or a generated corpus, against the old chain."""
     if compare_files:
         compare(*compare_files)
@@ -467,7 +470,11 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "infer_threads": infer_threads or prof.get("infer_threads") or 1,
         "batch": batch or prof.get("batch") or 8,
         "fast_decode": fast_decode or prof.get("fast_decode") or _analyze_cfg({}).fast_decode,
+        "model_options": model_options(model_opt),
     }
+    from facecut.models.base import check_options
+
+    check_options(model, base["model_options"])
     from facecut.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
 
     videos_info = [v for v in scan(corpus).videos if v.status == "ok"]
@@ -478,7 +485,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                   f"model {model}; {cores} cores; repeats {repeats}")
     tmp = Path(tempfile.mkdtemp(prefix="facecut-bench-"))
     model_opts = {"name": model, "model_dir": model_dir, "provider": prov, "threads": base["infer_threads"],
-                  "min_face": min_face, "batch": base["batch"]}
+                  "min_face": min_face, "batch": base["batch"], **base["model_options"]}
     res: dict = {
         "schema": SCHEMA, "created": time.time(), "machine": machine(), "provider": prov,
         "corpus": {"path": str(corpus), "videos": [{"path": v.path, "duration": v.duration, "width": v.width,

@@ -81,6 +81,10 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     infer_procs: NonNeg = 0  # 0: 1 on a GPU provider, one per core on CPU
     infer_threads: Pos = 1
     min_face: PosF = 80.0  # size gate (source px); the detector looks down to ~60 % of it
+    # backend options passed to load_model as they are (``--model-opt KEY=VALUE``:
+    # MTCNN's min_size_ratio, thresholds..., SCRFD's det_thresh, det_size...);
+    # recorded in ``model_params``, so logs made with others are not continued
+    model_options: dict[str, bool | int | float | str | list[float]] = {}
     # report support
     thumb_every: Annotated[float, Meta(ge=0)] = 2.0  # s between thumbnails of face frames (0 = none)
     thumb_side: Annotated[int, Meta(ge=32)] = 320
@@ -92,6 +96,8 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def model_params(self) -> str:
         """Canonical JSON of everything that changes what the model writes to a log."""
         p = {"model": self.model, "min_face": self.min_face, "max_side": self.max_side}
+        if self.model_options:  # absent when none: logs made before the option match
+            p["model_options"] = dict(sorted(self.model_options.items()))
         if self.fast_decode not in EXACT_DECODE:  # the model saw other pixels (absent otherwise: older logs match)
             p["fast_decode"] = self.fast_decode
         return json.dumps(p, sort_keys=True)

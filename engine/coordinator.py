@@ -149,7 +149,7 @@ class Coordinator:
     def _start_infer(self, i: int) -> Worker:
         cfg = self.cfg
         opts = dict(name=cfg.model, model_dir=Path(cfg.model_dir) if cfg.model_dir else None, provider=cfg.provider,
-                    threads=cfg.infer_threads, min_face=cfg.min_face, batch=cfg.batch)
+                    threads=cfg.infer_threads, min_face=cfg.min_face, batch=cfg.batch, **cfg.model_options)
         w = start_worker(
             f"infer-{i}", "infer", infer_main, (self.ring.spec, opts, cfg.thumb_side, self.sizing.infer_below, cfg.sharpness),
             fault_dir=self.work.logs_dir,

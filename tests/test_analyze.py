@@ -245,6 +245,31 @@ def test_other_settings_refuse_to_mix(analyzed):
         analyze(WorkDir(dst), AnalyzeConfig(**{**CFG, "fps": 3.0}))
 
 
+def test_model_options_reach_the_model_and_bind_the_logs(media_dir, tmp_path):
+    """--model-opt goes to the backend in the inference process as it is, is recorded
+    with the log, and a log made with other options is not continued."""
+    from facecut.errors import ConfigError
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "basic.mp4", media)
+    opts = {"min_size_ratio": 0.9, "thresholds": [0.6, 0.7, 0.75]}
+    result = run_analysis(media, tmp_path / "w", model_options=opts)
+    assert result.exit_code == 0 and [v.status for v in result.videos] == ["ok"]
+    header = read_records(WorkDir(tmp_path / "w").log_path(video_key("basic.mp4")), LogRecord)[0]
+    assert json.loads(header.model_params)["model_options"] == opts
+    assert "model_options" not in json.loads(AnalyzeConfig(**CFG).model_params())  # older logs match
+    for p in WorkDir(tmp_path / "w").analysis_dir.glob("*.done"):
+        p.unlink()  # unfinished: the next run would continue it
+    with pytest.raises(ConfigError, match="model_params"):
+        analyze(WorkDir(tmp_path / "w"), AnalyzeConfig(**{**CFG, "model_options": {"min_size_ratio": 0.7}}))
+    # an option the backend does not have fails in the inference process, with its name
+    from facecut.errors import ModelError
+
+    with pytest.raises(ModelError, match="no_such_option"):
+        run_analysis(media, tmp_path / "w2", model_options={"no_such_option": 1})
+
+
 def test_decoder_count_does_not_change_the_logs(analyzed, media_dir, tmp_path):
     work, _ = analyzed
     result = run_analysis(media_dir, tmp_path / "w3", decoders=3, infer_procs=2)

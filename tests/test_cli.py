@@ -39,3 +39,18 @@ def test_python_dash_m_engine():
 
     out = subprocess.run([sys.executable, "-m", "facecut", "--version"], capture_output=True, text=True, check=True)
     assert "facecut" in out.stdout
+
+
+def test_model_opt_is_parsed_and_checked_before_anything_starts(tmp_path):
+    from facecut.cli.options import model_options
+
+    assert model_options(["min_size_ratio=0.85", "max_rows=64", "exact=true", "thresholds=0.6,0.7,0.8",
+                          "name=buffalo"]) == {"min_size_ratio": 0.85, "max_rows": 64, "exact": True,
+                                               "thresholds": [0.6, 0.7, 0.8], "name": "buffalo"}
+    res = CliRunner().invoke(main, ["analyze", "-w", str(tmp_path), "--provider", "cpu", "--model-opt", "bogus=1"])
+    assert res.exit_code == 2 and "bogus" in res.output and "min_size_ratio" in res.output  # names what there is
+    res = CliRunner().invoke(main, ["analyze", "-w", str(tmp_path), "--provider", "cpu", "--model-opt", "threads=4"])
+    assert res.exit_code == 2 and "--infer-threads" in res.output
+    res = CliRunner().invoke(main, ["analyze", "-w", str(tmp_path), "--model-opt", "min_size_ratio"])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.output
+    assert not (tmp_path / "analysis").exists() and not (tmp_path / "logs").exists()  # refused before any work

@@ -57,6 +57,40 @@ WORK_OPT = opt("-w", "--work", type=_path(file_okay=False), required=True, help=
 
 # Options more than one command takes, declared once (help texts may say what they are for there).
 MIN_FACE_OPT = opt("--min-face", type=float, default=80.0, help="Size gate: short side of a usable face, source pixels.")
+MODEL_OPT = opt("--model-opt", "model_opt", multiple=True, metavar="KEY=VALUE",
+                help="A backend option, repeatable (e.g. min_size_ratio=0.85 for mtcnn: faster, finds no face under "
+                     "85 % of --min-face; det_thresh=0.6 for scrfd). README: Model options.")
+
+
+def model_options(pairs) -> dict:
+    """``--model-opt`` KEY=VALUE pairs -> {key: value}; a value reads as true/false,
+    an integer or a number when it is one, a list of numbers when it is several
+    separated by commas (thresholds=0.6,0.7,0.8), else as text."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE, KEY a name such as min_size_ratio",
+                                     param_hint="--model-opt")
+        text = text.strip()
+        if text.lower() in ("true", "false"):
+            out[key] = text.lower() == "true"
+        elif "," in text and all(_number(t) is not None for t in text.split(",")):
+            out[key] = [float(t) for t in text.split(",")]
+        else:
+            n = _number(text)
+            out[key] = text if n is None else n
+    return out
+
+
+def _number(text: str) -> int | float | None:
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return None
 
 
 def provider_opt(help: str = "onnxruntime execution provider."):
@@ -107,6 +141,7 @@ def analyze_options(f):
                       ".assets/models [default: ~/.insightface/models/buffalo_l]."),
         provider_opt(),
         MIN_FACE_OPT,
+        MODEL_OPT,
         opt("--detector", type=click.Choice(["adaptive", "content", "none"]), default="adaptive", help="Shot-cut detector."),
         opt("--threshold", type=float, default=None, help="Shot detector threshold [default: the detector's]."),
         opt("--min-scene-len", type=int, default=15, help="Shortest shot, frames."),
@@ -135,6 +170,7 @@ def _analyze_config(kw: dict, work: Path | None = None):
         "fast_decode", "hwaccel",
     ]
     vals = {k: kw.pop(k) for k in keys}
+    vals["model_options"] = model_options(kw.pop("model_opt", ()))
     if vals["model_dir"] is not None:
         vals["model_dir"] = str(vals["model_dir"])
     # Counts not given on the command line (or env) come from this machine's bench profile.
@@ -151,7 +187,12 @@ def _analyze_config(kw: dict, work: Path | None = None):
         if logged is not None and logged != now and not {logged, now} <= set(EXACT_DECODE):
             log.info("--fast-decode %s, as the logs in %s were made", logged, work)
             vals["fast_decode"] = logged
-    return build(AnalyzeConfig, **vals)
+    cfg = build(AnalyzeConfig, **vals)
+    if cfg.model_options:
+        from facecut.models.base import check_options
+
+        check_options(cfg.model, cfg.model_options)
+    return cfg
 
 
 def progress_options(f):

@@ -286,6 +286,29 @@ def backends() -> dict[str, type[FaceModel]]:
     return {n: _REGISTRY[n] for n in [*first, *(n for n in _REGISTRY if n not in first)]}
 
 
+_COMMON = ("model_dir", "provider", "threads", "min_face", "batch")  # what load_model passes every backend
+
+
+def check_options(name: str, opts: dict) -> None:
+    """Raise ConfigError unless backend ``name`` takes every option in ``opts``
+    (``--model-opt``; checked before any process starts: the message names the
+    options it has). An unknown ``name`` is left to :func:`load_model`."""
+    import inspect
+
+    cls = backends().get(name) if opts else None
+    if cls is None:
+        return
+    params = inspect.signature(cls.__init__).parameters
+    own = [p for p in params if p != "self" and p not in _COMMON and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
+    common = [k for k in opts if k in _COMMON]
+    if common:
+        raise ConfigError(f"--model-opt {', '.join(common)}: set with its own option "
+                          "(--model-dir, --provider, --infer-threads, --min-face, --batch)")
+    bad = [k for k in opts if k not in own]
+    if bad:
+        raise ConfigError(f"model {name!r} has no option {', '.join(bad)} (its options: {', '.join(own) or 'none'})")
+
+
 def check_frames(frames: Sequence[np.ndarray], scales: Sequence[float]) -> None:
     """Validate a batch at the edge: say what was expected and what arrived."""
     if len(frames) != len(scales):
