@@ -299,12 +299,13 @@ def check_options(name: str, opts: dict) -> None:
     if cls is None:
         return
     params = inspect.signature(cls.__init__).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # takes **opts
     own = [p for p in params if p != "self" and p not in _COMMON and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
     common = [k for k in opts if k in _COMMON]
     if common:
         raise ConfigError(f"--model-opt {', '.join(common)}: set with its own option "
                           "(--model-dir, --provider, --infer-threads, --min-face, --batch)")
-    bad = [k for k in opts if k not in own]
+    bad = [] if open_ended else [k for k in opts if k not in own]
     if bad:
         raise ConfigError(f"model {name!r} has no option {', '.join(bad)} (its options: {', '.join(own) or 'none'})")
 
