@@ -118,8 +118,20 @@ def test_registry_by_class_constant():
         assert m.kw["min_face"] == 50 and m.kw["batch"] == 8 and m.kw["foo"] == 1
         names = [d["name"] for d in describe_backends()]
         assert names[:2] == ["mtcnn", "buffalo_l"] and "dummy-test" in names
+        base.check_options("dummy-test", {"foo": 1, "anything": "x"})  # takes **opts: its own load judges
+        with pytest.raises(ConfigError, match="--infer-threads"):
+            base.check_options("dummy-test", {"threads": 2})
     finally:
         base._REGISTRY.pop("dummy-test", None)
+
+
+def test_check_options_names_what_a_backend_takes():
+    base.check_options("mtcnn", {"min_size_ratio": 0.8, "thresholds": [0.6, 0.7, 0.7]})
+    base.check_options("scrfd", {"det_thresh": 0.6})
+    with pytest.raises(ConfigError, match=r"no option det_thresh \(its options: min_size, min_size_ratio"):
+        base.check_options("mtcnn", {"det_thresh": 0.6})
+    with pytest.raises(ConfigError, match="min_size_ratio"):
+        base.check_options("buffalo_l", {"min_size_ratio": 0.8})  # an MTCNN option
 
 
 def test_describe_backends(tmp_path):
