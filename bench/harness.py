@@ -19,7 +19,7 @@ from rich.table import Table
 
 from facecut.bench.common import SCHEMA, default_cache, figure, format_corpus, generated_corpus, machine, repeat, save_json
 from facecut.cli.options import model_options
-from facecut.config import FAST_DECODE
+from facecut.config import FAST_DECODE, HWACCELS
 from facecut.profile import infer_processes
 
 console = Console(stderr=True)
@@ -165,6 +165,26 @@ def _print_cpu_split(c: dict) -> None:
                   f"{cpu_ratio:.2f} (less CPU per sample) x {fc_cores / old_cores:.2f} (more cores busy)")
 
 
+def _hwaccel_state(name: str) -> dict:
+    """Whether ``--hwaccel name`` decodes here (facecut.media.hwaccel_check, strict):
+    when it does not, facecut falls back to software and its rows measure that."""
+    from facecut.errors import ConfigError
+    from facecut.media import hwaccel_check, hwaccel_for
+
+    try:
+        _, device = hwaccel_for(name)
+    except ConfigError as ex:
+        raise click.UsageError(str(ex)) from ex
+    reason = hwaccel_check(device) if device else "this FFmpeg build has no hardware device type facecut knows"
+    state = {"asked": name, "device": device, "works": reason is None, "reason": reason}
+    if reason is None:
+        console.print(f"hardware decoder {device}: works")
+    else:
+        console.print(f"[yellow]--hwaccel {name}: no hardware decode here ({reason}); "
+                      "facecut falls back to software, so those rows measure software decode[/]")
+    return state
+
+
 # --------------------------------------------------------------------------- sweep
 
 
@@ -253,11 +273,11 @@ def _print_figures(res: dict) -> None:
     f = res["figures"]
     if "decode" in f:
         t = Table(title="decode only (real decoder path, samples converted, no ring)", title_justify="left")
-        for c in ("decoders", "shot detection", "frames/s", "video s/s", "samples/s", "CPU ms/frame"):
+        for c in ("decoders", "hwaccel", "shot detection", "frames/s", "video s/s", "samples/s", "CPU ms/frame"):
             t.add_column(c, justify="right")
         for key, v in f["decode"].items():
             cpu = f"{_med(v['cpu_ms_per_frame']):.2f}" if "cpu_ms_per_frame" in v else "-"
-            t.add_row(str(v["decoders"]), "on" if v["detector"] != "none" else "off",
+            t.add_row(str(v["decoders"]), v.get("hwaccel", "none"), "on" if v["detector"] != "none" else "off",
                       f"{_med(v['frames_per_s']):.0f}", f"{_med(v['video_s_per_s']):.1f}",
                       f"{_med(v['samples_per_s']):.1f}", cpu)
         console.print(t)
@@ -438,11 +458,13 @@ def compare(a_path: Path, b_path: Path) -> None:
 @click.option("--keep", is_flag=True, help="Keep the work folders (clips, logs) of the run.")
 @click.option("--fast-decode", type=click.Choice(list(FAST_DECODE)), default=None,
               help="facecut's --fast-decode level in the analyze and chain stages [default: the profile's, else ref-frames].")
+@click.option("--hwaccel", type=click.Choice(list(HWACCELS)), default="none", show_default=True,
+              help="Hardware decoder for facecut (analyze, chain; the decode figure shows it next to software).")
 @click.option("--model-opt", "model_opt", multiple=True, metavar="KEY=VALUE",
               help="A model backend option (as facecut's --model-opt), for facecut and the old chain alike.")
 def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_seconds, model, model_dir, provider, min_face, fps, max_side,
          decoders, infer_procs, infer_threads, batch, decoder_counts, batches, infer_frames, repeats, warmup,
-         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode, model_opt) -> None:
+         sweep, budget, sweep_videos, save_profile, json_out, compare_files, keep, fast_decode, hwaccel, model_opt) -> None:
     """Benchmark facecut on INPUT_DIR or a generated corpus, against the old chain."""
     if compare_files:
         compare(*compare_files)
@@ -471,6 +493,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "batch": batch or prof.get("batch") or 8,
         "fast_decode": fast_decode or prof.get("fast_decode") or _analyze_cfg({}).fast_decode,
         "model_options": model_options(model_opt),
+        "hwaccel": hwaccel,
     }
     from facecut.models.base import check_options
 
@@ -493,19 +516,24 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
                    "total_seconds": total_s},
         "config": base, "repeats": repeats, "warmup": warmup, "figures": {},
     }
+    if hwaccel != "none":
+        res["hwaccel"] = _hwaccel_state(hwaccel)
     F = res["figures"]
     try:
         if "decode" in wanted:
             F["decode"] = {}
-            for n in _ints(decoder_counts):
-                for det in ("adaptive", "none"):
-                    runs = repeat(lambda: st.bench_decode(videos_info, corpus, decoders=n, fps=fps,
-                                                          max_side=max_side, detector=det), repeats, warmup)
-                    F["decode"][f"decoders={n},detector={det}"] = {
-                        "decoders": n, "detector": det,
-                        **{k: figure([r[k] for r in runs]) for k in
-                           ("wall_s", "frames_per_s", "video_s_per_s", "samples_per_s", "cpu_ms_per_frame")},
-                    }
+            # Software decode, and with --hwaccel the hardware decoder side by side in the same run.
+            for hw in dict.fromkeys(("none", base["hwaccel"])):
+                for n in _ints(decoder_counts):
+                    for det in ("adaptive", "none"):
+                        runs = repeat(lambda: st.bench_decode(videos_info, corpus, decoders=n, fps=fps, max_side=max_side,
+                                                              detector=det, hwaccel=hw), repeats, warmup)
+                        key = f"decoders={n},detector={det}" + (f",hwaccel={hw}" if hw != "none" else "")
+                        F["decode"][key] = {
+                            "decoders": n, "detector": det, "hwaccel": hw,
+                            **{k: figure([r[k] for r in runs]) for k in
+                               ("wall_s", "frames_per_s", "video_s_per_s", "samples_per_s", "cpu_ms_per_frame")},
+                        }
             one_on = F["decode"].get("decoders=1,detector=adaptive")
             one_off = F["decode"].get("decoders=1,detector=none")
             if one_on and one_off:

@@ -24,10 +24,10 @@ from facecut.records import VideoInfo
 
 
 def decode_jobs(videos: list[VideoInfo], root: Path, *, fps: float, max_side: int, detector: str,
-                threads: int = 1, fast: str = "off") -> list[DecodeJob]:
+                threads: int = 1, fast: str = "off", hwaccel: str = "none") -> list[DecodeJob]:
     return [
         DecodeJob(job_id=i, path=os.fsencode(root / v.path), rel=v.path, stream_index=v.stream_index, fps=fps,
-                  max_side=max_side, detector=detector, threads=threads, fast=fast)
+                  max_side=max_side, detector=detector, threads=threads, fast=fast, hwaccel=hwaccel)
         for i, v in enumerate(videos)
     ]
 
@@ -124,13 +124,14 @@ def run_parallel(target, per_worker_args: list[tuple]) -> tuple[float, list]:
 
 
 def bench_decode(videos: list[VideoInfo], root: Path, *, decoders: int, fps: float, max_side: int,
-                 detector: str, fast: str = "off") -> dict:
+                 detector: str, fast: str = "off", hwaccel: str = "none") -> dict:
     """Decode the corpus with ``decoders`` processes (whole videos each);
-    ``fast``: the ``--fast-decode`` level."""
+    ``fast``: the ``--fast-decode`` level; ``hwaccel``: the hardware decoder to try."""
     from facecut.procs import cpu_count
 
     threads = max(1, cpu_count() // decoders)
-    jobs = decode_jobs(videos, root, fps=fps, max_side=max_side, detector=detector, threads=threads, fast=fast)
+    jobs = decode_jobs(videos, root, fps=fps, max_side=max_side, detector=detector, threads=threads, fast=fast,
+                       hwaccel=hwaccel)
     buckets = [b for b in split(jobs, [v.duration for v in videos], decoders) if b]
     wall, results = run_parallel(_decode_worker, [(b, max_side) for b in buckets])
     frames = sum(r[0] for r in results)

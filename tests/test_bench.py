@@ -114,3 +114,23 @@ def test_decode_options_stage_compares_every_level_with_off(media_dir, tmp_path)
         assert v["clips"] > 0 and v["clips_same_as_off"] <= v["clips"] and v["decode_speedup"] > 0
         assert v["sample_shift_max_frames"] is not None
     assert "--fast-decode levels" in res.stderr
+
+
+@pytest.mark.slow
+def test_bench_puts_hardware_decode_next_to_software(media_dir, tmp_path):
+    """--hwaccel: the decode figure has software and hardware rows from the same run,
+    and the JSON says whether the device decodes here (why not, when it does not)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(media_dir / "basic.mp4", corpus / "basic.mp4")
+    out = tmp_path / "hw.json"
+    cmd = [sys.executable, "-m", "facecut.bench", str(corpus), "--provider", "cpu", "--stages", "decode",
+           "--decoder-counts", "1", "--hwaccel", "auto", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    rows = data["figures"]["decode"].values()
+    assert {r["hwaccel"] for r in rows} == {"none", "auto"} and len(rows) == 4
+    hw = data["hwaccel"]
+    assert hw["asked"] == "auto" and isinstance(hw["works"], bool)
+    assert hw["works"] or (hw["reason"] and "hardware decode" in res.stderr)
