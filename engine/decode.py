@@ -28,7 +28,7 @@ from scenedetect import FrameTimecode
 
 from facecut import protocol
 from facecut.media import open_decoding
-from facecut.procs import CoordinatorGone, recv_or_parent_death
+from facecut.procs import CoordinatorGone, cap_opencv_threads, recv_or_parent_death
 from facecut.protocol import DecodeJob, DecodeResult
 from facecut.ring import FrameRing
 from facecut.refframes import RefFramesOnly
@@ -106,11 +106,7 @@ class _Decoder:
 
 def decoder_main(conn, ring_spec) -> None:
     """Entry point of a decoder process (see procs.start_worker)."""
-    import cv2
-
-    # OpenCV's own thread pool (one thread per core by default) only adds
-    # hand-offs here: the shot frames are small and every core has a process.
-    cv2.setNumThreads(1)
+    cap_opencv_threads(1)  # the shot detector's frames are small
     ring = FrameRing.attach(ring_spec)
     dec = _Decoder(conn, ring)
     try:

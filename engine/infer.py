@@ -25,7 +25,7 @@ import numpy as np
 from facecut import protocol
 from facecut.errors import FacecutError
 from facecut.fsio import replace_with_retry, temp_name
-from facecut.procs import recv_or_parent_death
+from facecut.procs import cap_opencv_threads, recv_or_parent_death
 from facecut.quality import sharpness
 from facecut.records import Sample
 from facecut.ring import FrameRing
@@ -50,12 +50,7 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
     except FacecutError as ex:
         protocol.send(conn, protocol.ModelFailed(str(ex), ex.exit_code))
         return
-    import cv2
-
-    # OpenCV (MTCNN's pyramid and crops, thumbnails) gets the threads onnxruntime
-    # gets, not one per core: with every core busy its pool only adds hand-offs
-    # (measured, MTCNN on 720p with one thread: 33.7 -> 32.1 ms CPU per frame).
-    cv2.setNumThreads(max(1, int(model_opts.get("threads", 1))))
+    cap_opencv_threads(model_opts.get("threads", 1))  # MTCNN's pyramid and crops: onnxruntime's count
     protocol.send(conn, protocol.ModelLoaded(model.name, model.provider, model.has_embeddings))
     ring = FrameRing.attach(ring_spec)
     enc = msgspec.msgpack.Encoder()

@@ -286,9 +286,6 @@ def backends() -> dict[str, type[FaceModel]]:
     return {n: _REGISTRY[n] for n in [*first, *(n for n in _REGISTRY if n not in first)]}
 
 
-_COMMON = ("model_dir", "provider", "threads", "min_face", "batch")  # what load_model passes every backend
-
-
 def check_options(name: str, opts: dict) -> None:
     """Raise ConfigError unless backend ``name`` takes every option in ``opts``
     (``--model-opt``; checked before any process starts: the message names the
@@ -298,10 +295,12 @@ def check_options(name: str, opts: dict) -> None:
     cls = backends().get(name) if opts else None
     if cls is None:
         return
+    kw = inspect.Parameter.KEYWORD_ONLY
+    common_names = [p.name for p in inspect.signature(load_model).parameters.values() if p.kind is kw]  # every backend's
     params = inspect.signature(cls.__init__).parameters
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())  # takes **opts
-    own = [p for p in params if p != "self" and p not in _COMMON and params[p].kind is inspect.Parameter.KEYWORD_ONLY]
-    common = [k for k in opts if k in _COMMON]
+    own = [p for p in params if p not in common_names and params[p].kind is kw]
+    common = [k for k in opts if k in common_names]
     if common:
         raise ConfigError(f"--model-opt {', '.join(common)}: set with its own option "
                           "(--model-dir, --provider, --infer-threads, --min-face, --batch)")
