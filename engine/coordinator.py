@@ -141,12 +141,12 @@ class Coordinator:
             slot_bytes / 2**20,
         )
 
-    def _start_decoder(self, i: int) -> Worker:
+    def _start_decoder(self, i: int, state: P.DecoderState | None = None) -> Worker:
         w = start_worker(f"decoder-{i}", "decoder", decoder_main, (self.ring.spec,), fault_dir=self.work.logs_dir)
-        w.state = P.DecoderState()
+        w.state = state or P.DecoderState()
         return w
 
-    def _start_infer(self, i: int) -> Worker:
+    def _start_infer(self, i: int, state: P.InferState | None = None) -> Worker:
         cfg = self.cfg
         opts = dict(name=cfg.model, model_dir=Path(cfg.model_dir) if cfg.model_dir else None, provider=cfg.provider,
                     threads=cfg.infer_threads, min_face=cfg.min_face, batch=cfg.batch, **cfg.model_options)
@@ -154,7 +154,7 @@ class Coordinator:
             f"infer-{i}", "infer", infer_main, (self.ring.spec, opts, cfg.thumb_side, self.sizing.infer_below, cfg.sharpness),
             fault_dir=self.work.logs_dir,
         )
-        w.state = P.InferState()
+        w.state = state or P.InferState()
         return w
 
     # ------------------------------------------------------------------ main loop
@@ -217,7 +217,7 @@ class Coordinator:
             vr.open_log(self.cfg, msg.t0)
 
     def _on_progress(self, w: Worker, msg: P.Progress) -> None:
-        w.state.blocked, w.state.cpu = msg.blocked, msg.cpu
+        w.state.reported(msg)
         vr = self.jobs.get(msg.job_id)
         if vr is not None:
             vr.frames, vr.position, vr.last_stat = msg.frames, msg.position, msg
@@ -412,7 +412,7 @@ class Coordinator:
             if vr is not None:
                 self._finish(vr, vr.failed_result(f"decoder process died ({reason})"))
             if self.queue or self.jobs:
-                self.decoders.append(self._start_decoder(int(w.name.split("-")[1])))
+                self.decoders.append(self._start_decoder(int(w.name.split("-")[1]), w.state.successor()))
         else:
             self.infers.remove(w)
             self.free.extend(w.state.unreleased)  # sent to it, never released
@@ -434,7 +434,7 @@ class Coordinator:
                     self._give_up(vr, f"inference process died twice while analysing it ({reason})")
                 else:
                     self._restart(vr)
-            self.infers.append(self._start_infer(int(w.name.split("-")[1])))
+            self.infers.append(self._start_infer(int(w.name.split("-")[1]), w.state.successor()))
 
     def _restart(self, vr: VideoRun) -> None:
         old = vr.job.job_id

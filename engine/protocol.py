@@ -301,9 +301,18 @@ class ProtocolError(FacecutError):
 class DecoderState:
     held: set[int] = field(default_factory=set)  # slots handed out, not yet filled
     job: int | None = None  # the job it works on
-    blocked: float = 0.0  # seconds it waited for slots
-    cpu: float = 0.0  # CPU seconds the process reported last
+    blocked: float = 0.0  # seconds it waited for slots (this slot's processes, all jobs)
+    cpu: float = 0.0  # CPU seconds (this slot's processes: a restarted one adds to the dead one's)
     fatal: str | None = None
+    before: tuple[float, float] = (0.0, 0.0)  # (blocked, cpu) of the processes this one replaced
+
+    def reported(self, msg: Progress) -> None:
+        """Take a Progress's process-wide totals (counted from the process's start)."""
+        self.blocked, self.cpu = self.before[0] + msg.blocked, self.before[1] + msg.cpu
+
+    def successor(self) -> DecoderState:
+        """The state of the process that replaces this dead one: its totals go on."""
+        return DecoderState(blocked=self.blocked, cpu=self.cpu, before=(self.blocked, self.cpu))
 
 
 @dataclass
@@ -318,15 +327,22 @@ class InferState:
     batches: int = 0
     busy: float = 0.0
     starved: float = 0.0
-    cpu: float = 0.0  # CPU seconds the process reported last
+    cpu: float = 0.0  # CPU seconds (this slot's processes: a restarted one adds to the dead one's)
     first: float | None = None  # perf_counter of its first batch's start
     fatal: str | None = None
+    cpu_before: float = 0.0  # CPU of the processes this one replaced
+
+    def successor(self) -> InferState:
+        """The state of the process that replaces this dead one: frames, faces, busy,
+        CPU... go on (its model and the batches it held do not)."""
+        return InferState(frames=self.frames, faces=self.faces, batches=self.batches, busy=self.busy,
+                          starved=self.starved, cpu=self.cpu, first=self.first, cpu_before=self.cpu)
 
     def took(self, msg: Results) -> None:
         """Account a batch's results."""
         self.batches += 1
         self.busy += msg.busy
         self.starved += msg.starved
-        self.cpu = msg.cpu
+        self.cpu = self.cpu_before + msg.cpu
         if self.first is None:
             self.first = time.perf_counter() - msg.busy

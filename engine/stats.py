@@ -17,7 +17,8 @@ class DecoderStats(Struct, kw_only=True):
     decode_fps: float = 0.0  # frames decoded per second of wall time (current video)
     sample_fps: float = 0.0
     blocked_s: float = 0.0  # waiting for a free ring slot (ring full), whole run
-    cpu_s: float = 0.0  # CPU the process has used (all its threads), as last reported
+    cpu_s: float = 0.0  # CPU the process has used (all its threads) as last reported, plus the CPU of
+    # the dead ones it replaced (like every counter of a restarted worker: it goes on, not from 0)
     alive: bool = True
 
 
@@ -33,7 +34,7 @@ class InferStats(Struct, kw_only=True):
     batch_fill: float = 0.0  # mean frames per batch / --batch
     busy_s: float = 0.0  # time inside the model
     starved_s: float = 0.0  # waiting for ready frames (ring empty)
-    cpu_s: float = 0.0  # CPU the process has used (all its threads), as last reported
+    cpu_s: float = 0.0  # as DecoderStats.cpu_s (frames, faces, busy... of a restarted one go on too)
     alive: bool = True
 
 

@@ -457,7 +457,7 @@ def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_re
     work = tmp_path / "w"
     WorkDir(work).save_scan(scan(long_media))
     log = WorkDir(work).log_path(video_key("a_long.mp4"))
-    proc = start_analyze(work)
+    proc = start_analyze(work, "--json-progress")
     wait_for_samples(log, moment, proc)
     hb = json.loads(WorkDir(work).heartbeat.read_text())
     os.kill(hb["workers"]["infer-0"], signal.SIGKILL)
@@ -466,6 +466,11 @@ def test_inference_killed_mid_run_restarts_to_identical_logs(long_media, long_re
     assert b"infer-0 died" in err
     assert log_bytes(work) == log_bytes(long_reference)
     assert shm_segments() == []
+    # the restarted process's counters go on from the dead one's (were: from 0)
+    last = json.loads(out.splitlines()[-1])
+    (infer,) = last["infer"]
+    assert infer["frames"] >= last["samples_written"] > moment
+    assert infer["faces"] >= last["faces_found"] > 0
 
 
 @pytest.mark.slow
