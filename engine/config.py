@@ -85,6 +85,11 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     # MTCNN's min_size_ratio, thresholds..., SCRFD's det_thresh, det_size...);
     # recorded in ``model_params``, so logs made with others are not continued
     model_options: dict[str, bool | int | float | str | list[float]] = {}
+    # not an option: role -> "name size digest" of the files the model loads here
+    # (facecut.models.base.model_files_identity), bound by the planner
+    # (facecut.resume.plan_run) so that logs record them and a run with other weights
+    # in the model folder does not continue them
+    model_files: dict[str, str] = {}
     # report support
     thumb_every: Annotated[float, Meta(ge=0)] = 2.0  # s between thumbnails of face frames (0 = none)
     thumb_side: Annotated[int, Meta(ge=32)] = 320
@@ -98,6 +103,8 @@ class AnalyzeConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         p = {"model": self.model, "min_face": self.min_face, "max_side": self.max_side}
         if self.model_options:  # absent when none: logs made before the option match
             p["model_options"] = dict(sorted(self.model_options.items()))
+        if self.model_files:
+            p["model_files"] = dict(sorted(self.model_files.items()))
         if self.fast_decode not in EXACT_DECODE:  # the model saw other pixels (absent otherwise: older logs match)
             p["fast_decode"] = self.fast_decode
         return json.dumps(p, sort_keys=True)

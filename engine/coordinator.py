@@ -117,6 +117,7 @@ class Coordinator:
     def plan(self) -> None:
         """Decide, per scanned video, whether it is done, resumes, or starts (facecut.resume)."""
         self.resume = plan_run(self.work, self.cfg, only=self.only)
+        self.cfg = self.resume.cfg  # with the model files it binds the logs to
         self.videos, self.queue, self.warnings = self.resume.videos, self.resume.queue, self.resume.warnings
         if self.input_dir is None:
             self.input_dir = self.resume.input_dir

@@ -90,6 +90,7 @@ def plan_run(work: WorkDir, cfg: AnalyzeConfig, *, scan: ScanResult | None = Non
     is done, resumes, or starts. Raises ConfigError when a log was made with
     other settings, LogCorruption when one is damaged beyond its tail."""
     scan = scan or work.load_scan()
+    cfg = bind_model_files(cfg)
     plan = ResumePlan(work=work, cfg=cfg, input_dir=Path(scan.input_dir))
     for info in scan.videos:
         if info.status != "ok" or (only is not None and info.path not in only):
@@ -124,6 +125,14 @@ def plan_run(work: WorkDir, cfg: AnalyzeConfig, *, scan: ScanResult | None = Non
     return plan
 
 
+def bind_model_files(cfg: AnalyzeConfig) -> AnalyzeConfig:
+    """``cfg`` with ``model_files`` naming the files its model loads on this machine
+    (always computed here: a setting made on another machine does not count)."""
+    from facecut.models.base import model_files_identity
+
+    return msgspec.structs.replace(cfg, model_files=model_files_identity(cfg.model, cfg.model_dir))
+
+
 def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeader) -> None:
     """Refuse to continue a log made with other analysis settings."""
     want = {
@@ -137,13 +146,40 @@ def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeade
     got = {k: getattr(h, k) for k in want}
     for k in ("model_params", "detector_params"):
         got[k] = comparable_params(got[k])
+    if cfg.model_files and "model_files" not in _params(got["model_params"]):
+        # logged before logs named their model files: continued (nothing to compare)
+        want["model_params"] = msgspec.structs.replace(cfg, model_files={}).model_params()
     diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
+    for k in ("model_params", "detector_params"):  # name only the parts that differ
+        if k in diff and (a := _params(diff[k][0])) and (b := _params(diff[k][1])):
+            diff[k] = _differing(a, b)
     if diff:
         lines = "; ".join(f"{k}: logged {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+        files = "model_files" in diff.get("model_params", ({}, {}))[0]
         raise ConfigError(
             f"{info.path} was analysed in {work.root} with other settings ({lines}). "
-            "Use the same options, or a new work folder."
+            + ("The model folder holds other files than when it was analysed: point --model-dir at those, "
+               "or use a new work folder." if files else "Use the same options, or a new work folder.")
         )
+
+
+def _differing(a: dict, b: dict) -> tuple[dict, dict]:
+    """The parts of ``a`` and ``b`` that differ (into nested objects)."""
+    out_a, out_b = {}, {}
+    for n in sorted({*a, *b}):
+        x, y = a.get(n), b.get(n)
+        if x != y:
+            out_a[n], out_b[n] = _differing(x, y) if isinstance(x, dict) and isinstance(y, dict) else (x, y)
+    return out_a, out_b
+
+
+def _params(text: str) -> dict:
+    """A ``model_params`` / ``detector_params`` JSON object ({} when it is not one)."""
+    try:
+        p = json.loads(text)
+    except ValueError:
+        return {}
+    return p if isinstance(p, dict) else {}
 
 
 def set_aside(path: Path, why: str) -> None:

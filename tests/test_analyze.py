@@ -270,6 +270,51 @@ def test_model_options_reach_the_model_and_bind_the_logs(media_dir, tmp_path):
         run_analysis(media, tmp_path / "w2", model_options={"no_such_option": 1})
 
 
+def test_logs_name_their_model_files_and_other_weights_do_not_continue_them(media_dir, tmp_path):
+    """Each log records which model files made it (name, size, digest); a run whose
+    model folder holds other weights is refused before anything starts, with the
+    files named; a log from before this record is continued."""
+    import msgspec
+
+    from facecut.errors import ConfigError
+    from facecut.models.mtcnn import package_files
+    from facecut.resume import bind_model_files, check_params
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for p in package_files()[0].values():
+        shutil.copy(p, models)
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "basic.mp4", media)
+    result = run_analysis(media, tmp_path / "w", model_dir=str(models))
+    assert result.exit_code == 0 and [v.status for v in result.videos] == ["ok"]
+    header = records(tmp_path / "w", "basic.mp4")[0]
+    files = json.loads(header.model_params)["model_files"]
+    assert sorted(files) == ["onet", "pnet", "rnet"]
+    assert files["onet"].startswith(f"onet.onnx {(models / 'onet.onnx').stat().st_size} ")
+    # the embedded files are the same weights under the same names: the same record
+    assert bind_model_files(AnalyzeConfig(**CFG)).model_files == files
+    wd = WorkDir(tmp_path / "w")
+    for p in wd.analysis_dir.glob("*.done"):
+        p.unlink()  # unfinished: the next run would continue it
+    cfg = AnalyzeConfig(**{**CFG, "model_dir": str(models)})
+    data = bytearray((models / "onet.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF  # other weights, same size and name
+    (models / "onet.onnx").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="model folder holds other files") as ex:
+        analyze(wd, cfg)
+    assert "onet.onnx" in str(ex.value) and "pnet.onnx" not in str(ex.value)
+    # a log made before logs named their files goes on
+    info = wd.load_scan().videos[0]
+    old = json.loads(header.model_params)
+    del old["model_files"]
+    check_params(wd, bind_model_files(cfg), info,
+                 msgspec.structs.replace(header, model_params=json.dumps(old, sort_keys=True)))
+    with pytest.raises(ConfigError):
+        check_params(wd, bind_model_files(cfg), info, header)
+
+
 def test_decoder_count_does_not_change_the_logs(analyzed, media_dir, tmp_path):
     work, _ = analyzed
     result = run_analysis(media_dir, tmp_path / "w3", decoders=3, infer_procs=2)

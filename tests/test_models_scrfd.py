@@ -251,6 +251,29 @@ def test_roop_and_facefusion_installs_are_model_folders(installs, scrfd_sdist):
         load_model("scrfd", model_dir=only_swapper / "nothing-here", provider="cpu")
 
 
+def test_model_files_identity_names_what_each_backend_loads(installs, tmp_path):
+    """What a log records about the weights: the files the backend would load, by
+    role, with size and digest; other weights under the same name change it."""
+    from facecut.models.base import model_files_identity
+
+    roop = model_files_identity("buffalo_l", installs["roop"])
+    assert sorted(roop) == ["detector", "landmark", "recognition"]
+    assert roop["recognition"].split()[0] == "w600k_r50.onnx"
+    ff = model_files_identity("scrfd", installs["facefusion"])
+    assert sorted(ff) == ["detector", "recognition"]  # never the swapper
+    assert ff["detector"].split()[0] == "scrfd_2.5g.onnx"
+    assert model_files_identity("buffalo_l", tmp_path) == {}  # nothing to load: the load says why
+    copy = tmp_path / "copy"
+    shutil.copytree(installs["roop"] / "models" / "buffalo_l", copy)
+    assert model_files_identity("buffalo_l", copy) == roop  # the same weights elsewhere
+    rec = copy / "w600k_r50.onnx"
+    data = bytearray(rec.read_bytes())
+    data[-1] ^= 1  # one byte of the recogniser changed
+    rec.write_bytes(bytes(data))
+    moved = model_files_identity("buffalo_l", copy)
+    assert moved["recognition"] != roop["recognition"] and moved["detector"] == roop["detector"]
+
+
 def test_doctor_lists_the_models_in_the_usual_places(installs, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # an ~/.insightface/models with one pack
     build_buffalo_l(tmp_path / ".insightface" / "models" / "buffalo_l")

@@ -268,6 +268,12 @@ class FaceModel(ABC):
     def describe(cls, model_dir: Path | None, provider: str) -> dict:
         """What ``facecut doctor`` shows: files found/missing, provider, embeddings."""
 
+    @classmethod
+    def files(cls, model_dir: Path | None) -> dict[str, Path]:
+        """Role -> the file this backend would load from ``model_dir`` ({} when it
+        cannot tell: the load then fails and says why). Cheap: no session, no provider."""
+        return {}
+
 
 _REGISTRY: dict[str, type[FaceModel]] = {}
 _BUILTIN = ("facecut.models.mtcnn", "facecut.models.scrfd", "facecut.models.buffalo")
@@ -307,6 +313,32 @@ def check_options(name: str, opts: dict) -> None:
     bad = [] if open_ended else [k for k in opts if k not in own]
     if bad:
         raise ConfigError(f"model {name!r} has no option {', '.join(bad)} (its options: {', '.join(own) or 'none'})")
+
+
+def model_files_identity(name: str, model_dir: Path | str | None) -> dict[str, str]:
+    """Role -> ``"file-name size digest"`` of the files backend ``name`` would load
+    from ``model_dir``: what a log records, so a run with other weights in the folder
+    does not continue it. The digest (BLAKE2b, 64 bits) covers the size and 1 MiB at
+    the start, middle and end of the file: other weights change it, and it costs
+    ~3 MiB of reading even for insightface's 166 MB recogniser."""
+    import hashlib
+
+    cls = backends().get(name)
+    if cls is None:
+        return {}
+    out = {}
+    for role, path in sorted(cls.files(None if model_dir is None else Path(model_dir)).items()):
+        try:
+            size = path.stat().st_size
+            h = hashlib.blake2b(str(size).encode(), digest_size=8)
+            with open(path, "rb") as fh:
+                for at in sorted({0, max(0, size // 2 - 2**19), max(0, size - 2**20)}):
+                    fh.seek(at)
+                    h.update(fh.read(2**20))
+        except OSError:
+            continue  # unreadable: the load fails and says why
+        out[role] = f"{path.name} {size} {h.hexdigest()}"
+    return out
 
 
 def check_frames(frames: Sequence[np.ndarray], scales: Sequence[float]) -> None:

@@ -291,6 +291,13 @@ class MTCNN(FaceModel):
         self.provider = self.pnet.provider
 
     @classmethod
+    def files(cls, model_dir: Path | None) -> dict[str, Path]:
+        try:
+            return _find_files(model_dir)
+        except ModelError:
+            return {}
+
+    @classmethod
     def describe(cls, model_dir: Path | None, provider: str) -> dict:
         if model_dir is not None and all((model_dir / f).is_file() for f in FILES.values()):
             found, missing = {r: model_dir / f for r, f in FILES.items()}, []

@@ -211,6 +211,13 @@ class Scrfd(FaceModel):
                 ".assets/models/ below it. facecut downloads nothing; or use --model mtcnn.")
 
     @classmethod
+    def files(cls, model_dir: Path | None) -> dict[str, Path]:
+        try:
+            return cls.files_in(model_dir)[1]
+        except ModelError:
+            return {}
+
+    @classmethod
     def describe(cls, model_dir: Path | None, provider: str) -> dict:
         try:
             folder, files = cls.files_in(model_dir)
