@@ -146,9 +146,14 @@ def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeade
     got = {k: getattr(h, k) for k in want}
     for k in ("model_params", "detector_params"):
         got[k] = comparable_params(got[k])
-    if cfg.model_files and "model_files" not in _params(got["model_params"]):
-        # logged before logs named their model files: continued (nothing to compare)
+    logged = _params(got["model_params"])
+    if "model_files" not in logged or not cfg.model_files:
+        # one side cannot tell: a log from before logs named their files, or a
+        # machine without the model folder (a cluster client; a local run fails
+        # to load and says why): the files are not compared
         want["model_params"] = msgspec.structs.replace(cfg, model_files={}).model_params()
+        if logged.pop("model_files", None) is not None:
+            got["model_params"] = json.dumps(logged, sort_keys=True)
     diff = {k: (got[k], want[k]) for k in want if got[k] != want[k]}
     for k in ("model_params", "detector_params"):  # name only the parts that differ
         if k in diff and (a := _params(diff[k][0])) and (b := _params(diff[k][1])):
