@@ -31,12 +31,10 @@ def scene_pass(paths: list[Path]) -> tuple[float, dict[str, list[float]]]:
     return time.perf_counter() - t, cuts
 
 
-def sample_and_detect(paths: list[Path], model_opts: dict, *, fps: float, max_side: int, out: Path) -> dict:
+def sample_and_detect(paths: list[Path], spec, *, fps: float, max_side: int, out: Path) -> dict:
     """One process, one seek per video, sequential decode, detection at batch 1, a JSONL line per result."""
     from facecut.decode import frame_to_bgr
-    from facecut.models import load_model
-
-    model = load_model(**model_opts)
+    model = spec.load()  # a facecut.models.base.ModelSpec
     out.parent.mkdir(parents=True, exist_ok=True)
     samples = faces = 0
     t_detect = 0.0

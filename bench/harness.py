@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -115,7 +116,7 @@ def _facecut_chain(corpus: Path, cfg, tmp: Path) -> dict:
     return {"times": t, "clips": clips, "cpu": cpu}
 
 
-def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max_side: int, tmp: Path) -> dict:
+def _baseline_chain(corpus: Path, clips: list, spec, fps: float, max_side: int, tmp: Path) -> dict:
     from facecut.bench import baseline
 
     paths = sorted(p for p in corpus.rglob("*") if p.suffix.lower() in (".mp4", ".mkv", ".mov"))
@@ -124,7 +125,7 @@ def _baseline_chain(corpus: Path, clips: list, model_opts: dict, fps: float, max
     c0 = time.process_time()  # the old chain runs in this process (every thread counted)
     t["scene_pass_s"], _ = baseline.scene_pass(paths)
     c1 = time.process_time()
-    r = baseline.sample_and_detect(paths, model_opts, fps=fps, max_side=max_side, out=work / "results.jsonl")
+    r = baseline.sample_and_detect(paths, spec, fps=fps, max_side=max_side, out=work / "results.jsonl")
     c2 = time.process_time()
     t["sample_detect_s"] = r["wall_s"]
     t["detect_only_s"] = r["detect_s"]
@@ -495,7 +496,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "model_options": model_options(model_opt),
         "hwaccel": hwaccel,
     }
-    from facecut.models.base import check_options
+    from facecut.models.base import ModelSpec, check_options
 
     check_options(model, base["model_options"])
     from facecut.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
@@ -507,8 +508,9 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
     console.print(f"corpus {corpus}: {len(videos_info)} videos, {total_s / 60:.1f} min; provider {prov}; "
                   f"model {model}; {cores} cores; repeats {repeats}")
     tmp = Path(tempfile.mkdtemp(prefix="facecut-bench-"))
-    model_opts = {"name": model, "model_dir": model_dir, "provider": prov, "threads": base["infer_threads"],
-                  "min_face": min_face, "batch": base["batch"], **base["model_options"]}
+    spec = ModelSpec(name=model, model_dir=None if model_dir is None else str(model_dir), provider=prov,
+                     threads=base["infer_threads"], min_face=min_face, batch=base["batch"],
+                     options=dict(base["model_options"]))
     res: dict = {
         "schema": SCHEMA, "created": time.time(), "machine": machine(), "provider": prov,
         "corpus": {"path": str(corpus), "videos": [{"path": v.path, "duration": v.duration, "width": v.width,
@@ -574,8 +576,8 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
             if procs_default != cores:
                 points += [(cores, 1, base["batch"])]
             for procs, threads, b in dict.fromkeys(points):
-                opts = {**model_opts, "threads": threads, "batch": b}
-                runs = repeat(lambda: st.bench_inference(frames, model_opts=opts, batch=b, procs=procs),
+                opts = msgspec.structs.replace(spec, threads=threads, batch=b)
+                runs = repeat(lambda: st.bench_inference(frames, spec=opts, batch=b, procs=procs),
                               repeats, warmup)
                 F["inference"][f"procs={procs},threads={threads},batch={b}"] = {
                     "procs": procs, "threads": threads, "batch": b,
@@ -585,8 +587,8 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         if "quality" in wanted:
             # What the quality score's sharpness costs: on frames in memory against the
             # model (one process), and analyze end to end with it on and off, interleaved.
-            opts = {**model_opts, "threads": base["infer_threads"], "batch": 1}
-            cost = repeat(lambda: st.bench_sharpness_cost(frames, model_opts=opts), repeats, warmup)
+            opts = msgspec.structs.replace(spec, batch=1)
+            cost = repeat(lambda: st.bench_sharpness_cost(frames, spec=opts), repeats, warmup)
             pairs = repeat(lambda: (st.bench_analyze(corpus, _analyze_cfg(base, sharpness=True), tmp),
                                     st.bench_analyze(corpus, _analyze_cfg(base, sharpness=False), tmp)),
                            repeats, warmup)
@@ -610,14 +612,14 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         if "analyze" in wanted:
             cfg = _analyze_cfg(base)
             procs = infer_processes(cfg)
-            opts = {**model_opts, "threads": cfg.infer_threads, "batch": cfg.batch}
+            opts = msgspec.structs.replace(spec, threads=cfg.infer_threads, batch=cfg.batch)
 
             def paired() -> tuple[dict, dict]:
                 # analyze, then at once the same inference configuration alone on frames in
                 # memory: pairs taken back to back, so slow drifts of a shared machine
                 # cancel out of each pair's ratio.
                 a = st.bench_analyze(corpus, cfg, tmp)
-                return a, st.bench_inference(frames, model_opts=opts, batch=cfg.batch, procs=procs)
+                return a, st.bench_inference(frames, spec=opts, batch=cfg.batch, procs=procs)
 
             pairs = repeat(paired, repeats, warmup)
             runs = [a for a, _ in pairs]
@@ -639,7 +641,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
             for i in range(warmup + repeats):
                 fc = _facecut_chain(corpus, cfg, tmp)
                 clips = fc["clips"]
-                bl = _baseline_chain(corpus, clips, {**model_opts, "batch": 1}, fps, max_side, tmp)
+                bl = _baseline_chain(corpus, clips, msgspec.structs.replace(spec, batch=1), fps, max_side, tmp)
                 if i >= warmup:
                     fc_runs.append(fc["times"])
                     fc_cpu.append(fc["cpu"])

@@ -161,15 +161,14 @@ def preload_frames(videos: list[VideoInfo], root: Path, *, fps: float, max_side:
 # --------------------------------------------------------------------------- inference
 
 
-def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: list[float], model_opts: dict,
+def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: list[float], spec,
                   batch: int) -> None:
-    from facecut.models import load_model
     from facecut.procs import steady_heap
     from facecut.ring import FrameRing
 
     steady_heap()  # as in facecut's own inference processes
     try:
-        model = load_model(**model_opts)
+        model = spec.load()
     except Exception as ex:  # noqa: BLE001
         conn.send(f"model: {ex}")
         return
@@ -187,9 +186,9 @@ def _infer_worker(conn, ring_spec, slots: list[tuple[int, int, int]], scales: li
     conn.send((len(frames), faces, time.perf_counter() - t))
 
 
-def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict, batch: int, procs: int) -> dict:
-    """Inference only, on frames held in memory, with ``procs`` processes of
-    ``model_opts['threads']`` threads each (frames shared through a ring)."""
+def bench_inference(frames: list[tuple[np.ndarray, float]], *, spec, batch: int, procs: int) -> dict:
+    """Inference only, on frames held in memory, with ``procs`` processes loading
+    ``spec`` (a ModelSpec: ``spec.threads`` threads each; frames shared through a ring)."""
     from facecut.ring import FrameRing
 
     ring = FrameRing.create(len(frames), max(f.nbytes for f, _ in frames))
@@ -199,7 +198,7 @@ def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict,
             ring.write(i, i + 1, f)
             shapes.append((i, f.shape[0], f.shape[1]))
         scales = [s for _, s in frames]
-        per = [(ring.spec, shapes[p::procs], scales[p::procs], model_opts, batch) for p in range(procs)]
+        per = [(ring.spec, shapes[p::procs], scales[p::procs], spec, batch) for p in range(procs)]
         wall, results = run_parallel(_infer_worker, [a for a in per if a[2]])
     finally:
         ring.close()
@@ -208,15 +207,14 @@ def bench_inference(frames: list[tuple[np.ndarray, float]], *, model_opts: dict,
     return {"wall_s": wall, "frames": n, "faces": sum(r[1] for r in results), "frames_per_s": n / wall}
 
 
-def bench_sharpness_cost(frames: list[tuple[np.ndarray, float]], *, model_opts: dict) -> dict:
+def bench_sharpness_cost(frames: list[tuple[np.ndarray, float]], *, spec) -> dict:
     """The face sharpness measurement (facecut.quality) against the model it follows,
     on the same frames in this process: model time per frame, sharpness time per
     frame (all its faces), and their ratio: the share the quality score adds to
     an inference process's work."""
-    from facecut.models import load_model
     from facecut.quality import sharpness
 
-    with load_model(**model_opts) as model:
+    with spec.load() as model:
         model.detect([frames[0][0]], [frames[0][1]])  # warm up (first run allocates)
         t_model = t_sharp = 0.0
         faces = 0

@@ -25,6 +25,7 @@ import numpy as np
 from facecut import protocol
 from facecut.errors import FacecutError
 from facecut.fsio import replace_with_retry, temp_name
+from facecut.models.base import ModelSpec
 from facecut.procs import cap_opencv_threads, recv_or_parent_death
 from facecut.quality import sharpness
 from facecut.records import Sample
@@ -33,12 +34,20 @@ from facecut.ring import FrameRing
 log = logging.getLogger(__name__)
 
 
-def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priority: bool = False,
-               measure_sharpness: bool = True) -> None:
-    """Entry point of an inference process (see procs.start_worker)."""
-    from facecut.models import load_model
+class InferSetup(msgspec.Struct, frozen=True, kw_only=True):
+    """What an inference process is started with."""
 
-    if lower_priority:
+    ring: tuple[str, int, int]  # FrameRing.spec
+    model: ModelSpec
+    thumb_side: int  # long side of the thumbnails it writes
+    lower_priority: bool = False  # below the decoders' priority (more processes than cores)
+    sharpness: bool = True  # measure each face's sharpness (facecut.quality)
+
+
+def infer_main(conn, setup: InferSetup) -> None:
+    """Entry point of an inference process (see procs.start_worker)."""
+    thumb_side, measure_sharpness = setup.thumb_side, setup.sharpness
+    if setup.lower_priority:
         # More processes than cores (CPU inference): the decoders must never wait
         # for a core, inference soaks up what is left (measured: 14.1 s -> 13.7 s,
         # and no starved inference when one decoder shares 2 cores with 2 models).
@@ -46,13 +55,13 @@ def infer_main(conn, ring_spec, model_opts: dict, thumb_side: int, lower_priorit
 
         lower()
     try:
-        model = load_model(**model_opts)
+        model = setup.model.load()
     except FacecutError as ex:
         protocol.send(conn, protocol.ModelFailed(str(ex), ex.exit_code))
         return
-    cap_opencv_threads(model_opts.get("threads", 1))  # MTCNN's pyramid and crops: onnxruntime's count
+    cap_opencv_threads(setup.model.threads)  # MTCNN's pyramid and crops: onnxruntime's count
     protocol.send(conn, protocol.ModelLoaded(model.name, model.provider, model.has_embeddings))
-    ring = FrameRing.attach(ring_spec)
+    ring = FrameRing.attach(setup.ring)
     enc = msgspec.msgpack.Encoder()
     thumb_errors = 0
     try:

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
 import numpy as np
 
 from facecut.errors import ConfigError, ModelError, ProviderUnavailable
@@ -397,6 +398,25 @@ def load_model(
         if "unexpected keyword argument" not in str(ex):
             raise
         raise ConfigError(f"model {name!r} has no such option: {ex}") from ex
+
+
+class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which model to build and how: :func:`load_model`'s arguments as one record,
+    the form they cross a process boundary in (an inference process, a bench
+    worker). ``options``: the backend's own (``--model-opt``)."""
+
+    name: str = "mtcnn"
+    model_dir: str | None = None
+    provider: str = "auto"
+    threads: int = 1
+    min_face: float = 80.0
+    batch: int | None = None
+    options: dict[str, Any] = {}
+
+    def load(self) -> FaceModel:
+        return load_model(self.name, model_dir=None if self.model_dir is None else Path(self.model_dir),
+                          provider=self.provider, threads=self.threads, min_face=self.min_face, batch=self.batch,
+                          **self.options)
 
 
 def describe_backends(model_dir: Path | None = None, provider: str = "auto") -> list[dict]:
