@@ -17,6 +17,7 @@ import time
 from typing import Callable
 
 import msgspec
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -36,7 +37,13 @@ def hms(seconds: float | None) -> str:
 
 
 def _short(path: str, width: int = 38) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1):]
+    """``path``'s end in at most ``width`` terminal cells (wide characters count two)."""
+    if cell_len(path) <= width:
+        return path
+    tail = path[-(width - 1):]
+    while cell_len(tail) > width - 1:
+        tail = tail[1:]
+    return "…" + tail
 
 
 def shown(text: str, style: str = "") -> Text:
@@ -45,8 +52,42 @@ def shown(text: str, style: str = "") -> Text:
     return Text(display_name(text), style=style)
 
 
-def render(snap: RunStats) -> Group:
-    """The dashboard for one snapshot (pure: the same snapshot gives the same text)."""
+def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], width: int,
+           path_col: int | None = None) -> Table:
+    """A dashboard table whose columns keep the width of their header and figures
+    (names, positions and numbers are never cut). Column ``path_col`` holds
+    user-derived paths: it takes what is left of ``width`` and shows each path's
+    end (the file name), literally."""
+    t = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+    if path_col is not None:
+        rows = [[display_name(v) if c == path_col else v for c, v in enumerate(r)] for r in rows]
+    widths = [max([cell_len(h), *(cell_len(r[c]) for r in rows)]) for c, (h, _) in enumerate(columns)]
+    if path_col is not None:
+        rest = width - sum(w for c, w in enumerate(widths) if c != path_col) - 2 * len(columns)
+        widths[path_col] = max(len(columns[path_col][0]), min(widths[path_col], rest), 8)
+    for (header, just), w in zip(columns, widths):
+        t.add_column(header, justify=just, no_wrap=True, min_width=w, max_width=w, overflow="ellipsis")
+    for r in rows:
+        t.add_row(*(shown(_short(v, widths[c])) if c == path_col else v for c, v in enumerate(r)))
+    return t
+
+
+class _Dashboard:
+    """The dashboard of one snapshot, laid out for the width it is printed in."""
+
+    def __init__(self, snap: RunStats) -> None:
+        self.snap = snap
+
+    def __rich_console__(self, console, options):
+        yield _layout(self.snap, options.max_width)
+
+
+def render(snap: RunStats) -> _Dashboard:
+    """The dashboard for one snapshot (pure: the same snapshot and width give the same text)."""
+    return _Dashboard(snap)
+
+
+def _layout(snap: RunStats, width: int) -> Group:
     done = snap.videos_done + snap.videos_partial + snap.videos_failed
     head = Text.assemble(
         (f"facecut {snap.stage}", "bold"),
@@ -62,23 +103,15 @@ def render(snap: RunStats) -> Group:
         f"   samples {snap.samples_written}   faces {snap.faces_found}",
     )
 
-    dec = Table(title="decoders", title_justify="left", expand=True, box=None, padding=(0, 1))
-    for col, just in [("", "left"), ("video", "left"), ("position", "right"), ("decode fps", "right"),
-                      ("sampled fps", "right"), ("blocked (ring full)", "right"), ("CPU", "right")]:
-        dec.add_column(col, justify=just, no_wrap=True)
-    for d in snap.decoders:
-        pos = f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle"
-        dec.add_row(d.name, shown(_short(d.video)) if d.video else "-", pos, f"{d.decode_fps:.0f}",
-                    f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s", f"{d.cpu_s:.1f}s")
-
-    inf = Table(title="inference", title_justify="left", expand=True, box=None, padding=(0, 1))
-    for col, just in [("", "left"), ("provider", "left"), ("model", "left"), ("frames/s", "right"),
-                      ("faces/s", "right"), ("batch fill", "right"), ("starved (ring empty)", "right"),
-                      ("CPU", "right")]:
-        inf.add_column(col, justify=just, no_wrap=True)
-    for i in snap.infer:
-        inf.add_row(i.name, i.provider.replace("ExecutionProvider", ""), i.model, f"{i.fps:.1f}",
-                    f"{i.faces_per_s:.1f}", f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s", f"{i.cpu_s:.1f}s")
+    dec = _table("decoders", [("", "left"), ("video", "left"), ("position", "right"), ("decode/s", "right"),
+                              ("sample/s", "right"), ("ring full", "right"), ("CPU", "right")], [
+        [d.name, d.video or "-", f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle",
+         f"{d.decode_fps:.0f}", f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s", f"{d.cpu_s:.1f}s"]
+        for d in snap.decoders], width, path_col=1)
+    inf = _table("inference", [("", "left"), ("provider", "left"), ("model", "left"), ("frames/s", "right"),
+                               ("faces/s", "right"), ("fill", "right"), ("ring empty", "right"), ("CPU", "right")], [
+        [i.name, i.provider.replace("ExecutionProvider", ""), i.model, f"{i.fps:.1f}", f"{i.faces_per_s:.1f}",
+         f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s", f"{i.cpu_s:.1f}s"] for i in snap.infer], width)
 
     r = snap.ring
     bar = ProgressBar(total=max(1, r.slots), completed=r.ready + r.at_infer, width=30)
@@ -88,9 +121,9 @@ def render(snap: RunStats) -> Group:
         Text(f"{r.ready} ready, {r.at_infer} in inference, {r.at_decoders} at decoders, {r.free} free"
              f" of {r.slots} x {r.slot_mib:.1f} MiB"),
     )
-    ring.add_row(Text("bottleneck"), Text(snap.bottleneck or "-", style="bold"), Text(""))
+    bottleneck = Text.assemble("bottleneck ", (snap.bottleneck or "-", "bold"))
 
-    parts = [head, batch, dec, inf, ring]
+    parts = [head, batch, dec, inf, ring, bottleneck]
     later = []
     if snap.tracks is not None:
         later.append(f"tracks {snap.tracks}")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from rich.cells import cell_len
 from rich.console import Console
 
 from facecut.cli import main
@@ -58,6 +59,22 @@ def test_dashboard_shows_the_figures_of_the_snapshot():
                      "inference-bound", "4/13", "1 failed", "1.11/6.18 h", "ETA 0:09:28", "32.1x",
                      "bad.mp4: failed"]:
         assert expected in text, expected
+
+
+def test_an_80_column_terminal_keeps_names_and_figures_whole():
+    """Worker names, positions and figures are never cut; a long path shows its end
+    (the file name), wide characters counted as two cells."""
+    decs = [DecoderStats(name="decoder-0", video="a folder/" + "long name " * 8 + "day1.mp4", position=61.0,
+                         duration=3600.0, decode_fps=412.0, sample_fps=27.5, blocked_s=12.5, cpu_s=97.25),
+            DecoderStats(name="decoder-1", video="旅行/東京の夜景とても長い名前の動画ファイル.mkv", position=5.0,
+                         duration=60.0, cpu_s=1.5)]
+    text = rendered(render(snapshot(decoders=decs)), width=80)
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
+    for expected in ["decoder-0", "decoder-1", "infer-0", "0:01:01/1:00:00", "412", "27.5", "12.5s", "97.2s",
+                     "240.5s", "25.2", "93%", "1.2s", "…", "day1.mp4", ".mkv"]:
+        assert expected in text, expected
+    wide = rendered(render(snapshot(decoders=decs)), width=200)
+    assert "a folder/long name" in wide and "東京の夜景" in wide  # room enough: the whole path
 
 
 def test_later_stages_appear_when_they_run():
