@@ -95,10 +95,9 @@ def card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> st
         + (f" · <b>person:{e(clip.person)}</b>" if clip.person is not None else "")
         + "</div>",
         f'<div class="from meta">{e(clip.source)}</div>',  # shown when the cards leave their source
-        (
-            f"<div>face {st.face_short_median:.0f} px · yaw {round(st.yaw_range[0]):+d}°…"
-            f"{round(st.yaw_range[1]):+d}° · {st.frames} frames</div>"
-        ),
+        # the face's size is in the quality line when there is one (said once)
+        (f"<div>{'' if clip.quality is not None else f'face {st.face_short_median:.0f} px · '}"
+         f"yaw {round(st.yaw_range[0]):+d}°…{round(st.yaw_range[1]):+d}° · {st.frames} frames</div>"),
     ]
     if clip.quality is not None:
         lines.append(_parts(clip.quality))
