@@ -246,7 +246,6 @@ class _RingSink(Sink):
 
 
 def run_job(dec: _Decoder, job: DecodeJob) -> None:
-    dec.blocked = 0.0
     sink = _RingSink(dec, job)
     r = decode_video(job, sink)
     sink.progress(r.frames, r.samples, max(0.0, r.end_time))

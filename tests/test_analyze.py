@@ -478,6 +478,27 @@ def test_killed_while_writing_the_markers_resumes_to_the_same_markers(long_refer
 
 
 @pytest.mark.slow
+def test_a_workers_counters_cover_the_whole_run(long_media, tmp_path):
+    """Per-worker figures of the progress snapshots are totals of the run: they never
+    fall from one snapshot to the next (a decoder's time blocked on a full ring was
+    reset at each video)."""
+    work = tmp_path / "w"
+    WorkDir(work).save_scan(scan(long_media))
+    out, err = finish(start_analyze(work, "--json-progress", "--ring-slots", "3"))
+    snaps = [json.loads(line) for line in out.splitlines()]
+    assert len(snaps) >= 2, err
+    seen: dict[tuple[str, str], float] = {}
+    for snap in snaps:
+        for kind, fields in (("decoders", ("blocked_s", "cpu_s")), ("infer", ("frames", "cpu_s"))):
+            for w in snap[kind]:
+                for f in fields:
+                    key = (w["name"], f)
+                    assert w[f] >= seen.get(key, 0.0), (key, w[f], seen.get(key))
+                    seen[key] = w[f]
+    assert seen[("decoder-0", "blocked_s")] > 0  # the ring was full at times: the check saw numbers
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_decoder_killed_mid_run_is_reported_and_the_batch_goes_on(long_media, tmp_path):
     work = tmp_path / "w"
