@@ -52,23 +52,47 @@ def shown(text: str, style: str = "") -> Text:
     return Text(display_name(text), style=style)
 
 
+def _middle(name: str, width: int) -> str:
+    """``name`` in at most ``width`` cells, its start and end kept (``host:port decoder-0``)."""
+    if cell_len(name) <= width:
+        return name
+    head, tail = name[: (width - 1) // 2], name[-(width - 1 - (width - 1) // 2):]
+    while cell_len(head) + cell_len(tail) > width - 1:
+        head, tail = (head[:-1], tail) if cell_len(head) >= cell_len(tail) else (head, tail[1:])
+    return head + "…" + tail
+
+
 def _table(title: str, columns: list[tuple[str, str]], rows: list[list[str]], width: int,
-           path_col: int | None = None) -> Table:
-    """A dashboard table whose columns keep the width of their header and figures
-    (names, positions and numbers are never cut). Column ``path_col`` holds
-    user-derived paths: it takes what is left of ``width`` and shows each path's
-    end (the file name), literally."""
-    t = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+           path_col: int | None = None, drop: tuple[int, ...] = ()) -> Table:
+    """A dashboard table laid out for ``width`` cells. Figures keep their width
+    (never cut); the first column (worker names) keeps its start and end within a
+    quarter of the width; the columns in ``drop`` are left out, in that order, while
+    the rest would not fit; column ``path_col`` holds user-derived paths and takes
+    what is left, showing each path's end (the file name), literally."""
     if path_col is not None:
         rows = [[display_name(v) if c == path_col else v for c, v in enumerate(r)] for r in rows]
     widths = [max([cell_len(h), *(cell_len(r[c]) for r in rows)]) for c, (h, _) in enumerate(columns)]
+    widths[0] = min(widths[0], max(12, width // 4))
+    keep = list(range(len(columns)))
+
+    def need() -> int:
+        return sum(8 if c == path_col else widths[c] for c in keep) + 2 * len(keep)
+
+    for c in drop:
+        if need() <= width:
+            break
+        keep.remove(c)
     if path_col is not None:
-        rest = width - sum(w for c, w in enumerate(widths) if c != path_col) - 2 * len(columns)
-        widths[path_col] = max(len(columns[path_col][0]), min(widths[path_col], rest), 8)
-    for (header, just), w in zip(columns, widths):
-        t.add_column(header, justify=just, no_wrap=True, min_width=w, max_width=w, overflow="ellipsis")
+        rest = width - need() + 8
+        widths[path_col] = max(8, min(widths[path_col], rest))
+    t = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+    for c in keep:
+        header, just = columns[c]
+        t.add_column(header, justify=just, no_wrap=True, min_width=widths[c], max_width=widths[c],
+                     overflow="ellipsis")
     for r in rows:
-        t.add_row(*(shown(_short(v, widths[c])) if c == path_col else v for c, v in enumerate(r)))
+        t.add_row(*(shown(_short(r[c], widths[c])) if c == path_col else
+                    _middle(r[c], widths[c]) if c == 0 else r[c] for c in keep))
     return t
 
 
@@ -107,11 +131,12 @@ def _layout(snap: RunStats, width: int) -> Group:
                               ("sample/s", "right"), ("ring full", "right"), ("CPU", "right")], [
         [d.name, d.video or "-", f"{hms(d.position)}/{hms(d.duration)}" if d.video else "idle",
          f"{d.decode_fps:.0f}", f"{d.sample_fps:.1f}", f"{d.blocked_s:.1f}s", f"{d.cpu_s:.1f}s"]
-        for d in snap.decoders], width, path_col=1)
+        for d in snap.decoders], width, path_col=1, drop=(4, 3, 5))
     inf = _table("inference", [("", "left"), ("provider", "left"), ("model", "left"), ("frames/s", "right"),
                                ("faces/s", "right"), ("fill", "right"), ("ring empty", "right"), ("CPU", "right")], [
         [i.name, i.provider.replace("ExecutionProvider", ""), i.model, f"{i.fps:.1f}", f"{i.faces_per_s:.1f}",
-         f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s", f"{i.cpu_s:.1f}s"] for i in snap.infer], width)
+         f"{100 * i.batch_fill:.0f}%", f"{i.starved_s:.1f}s", f"{i.cpu_s:.1f}s"] for i in snap.infer], width,
+        drop=(4, 1, 5, 6))
 
     r = snap.ring
     bar = ProgressBar(total=max(1, r.slots), completed=r.ready + r.at_infer, width=30)

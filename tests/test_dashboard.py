@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rich.cells import cell_len
 from rich.console import Console
+from rich.table import Table
 
 from facecut.cli import main
 from facecut.videolog import read_log_state
@@ -61,18 +61,33 @@ def test_dashboard_shows_the_figures_of_the_snapshot():
         assert expected in text, expected
 
 
-def test_an_80_column_terminal_keeps_names_and_figures_whole():
-    """Worker names, positions and figures are never cut; a long path shows its end
-    (the file name), wide characters counted as two cells."""
-    decs = [DecoderStats(name="decoder-0", video="a folder/" + "long name " * 8 + "day1.mp4", position=61.0,
-                         duration=3600.0, decode_fps=412.0, sample_fps=27.5, blocked_s=12.5, cpu_s=97.25),
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_a_narrow_terminal_keeps_names_and_figures_whole(width):
+    """The layout fits the width by itself (measured on a wider console, which
+    would show what a terminal crops): worker names keep their start and end,
+    positions and CPU are never cut, a long path shows its end (wide characters
+    count two cells), lesser columns go first."""
+    from facecut.dashboard import _layout
+
+    decs = [DecoderStats(name="render-node-07.studio.lan:40123 decoder-0", video="a folder/" + "long name " * 8
+                         + "day1.mp4", position=61.0, duration=3600.0, decode_fps=412.0, sample_fps=27.5,
+                         blocked_s=12.5, cpu_s=97.25),
             DecoderStats(name="decoder-1", video="旅行/東京の夜景とても長い名前の動画ファイル.mkv", position=5.0,
                          duration=60.0, cpu_s=1.5)]
-    text = rendered(render(snapshot(decoders=decs)), width=80)
-    assert max(cell_len(line) for line in text.splitlines()) <= 80
-    for expected in ["decoder-0", "decoder-1", "infer-0", "0:01:01/1:00:00", "412", "27.5", "12.5s", "97.2s",
-                     "240.5s", "25.2", "93%", "1.2s", "…", "day1.mp4", ".mkv"]:
+    infs = [InferStats(name="render-node-07.studio.lan:40123 infer-0", model="buffalo_l",
+                       provider="CUDAExecutionProvider", fps=25.25, faces_per_s=20.5, batch_fill=0.93, starved_s=1.2,
+                       cpu_s=1240.5)]
+    snap = snapshot(decoders=decs, infer=infs)
+    tables = [r for r in _layout(snap, width).renderables if isinstance(r, Table) and r.title]
+    assert len(tables) == 2 and all(Console(width=1000).measure(t).maximum <= width for t in tables)
+    text = rendered(render(snap), width=width)
+    for expected in ["render-", "decoder-1", "0:01:01/1:00:00", "0:00:05/0:01:00", "97.2s", "1.5s", "1240.5s",
+                     "25.2", "…", "day1.mp4", ".mkv", "buffalo_l"]:
         assert expected in text, expected
+    if width < 100:
+        assert "sample/s" not in text  # the first column to go
+    else:
+        assert "CUDA" in text and "93%" in text and "20.5" in text
     wide = rendered(render(snapshot(decoders=decs)), width=200)
     assert "a folder/long name" in wide and "東京の夜景" in wide  # room enough: the whole path
 
