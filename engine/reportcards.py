@@ -128,8 +128,8 @@ def card(clip: Clip, thumb_url: str | None, link: tuple[str, Path] | None) -> st
             lines.append(f'<div class="reason">file missing: {e(link[1])}</div>')
     # Numbers only (the filter/sort bar reads them; nothing user-written is in them).
     yaw = max(abs(st.yaw_range[0]), abs(st.yaw_range[1]))
-    data = (f'data-start="{clip.start:.3f}" data-dur="{dur:.3f}" data-face="{st.face_short_median:.1f}" '
-            f'data-yaw="{yaw:.1f}"')
+    face = clip.quality.face_px if clip.quality is not None else st.face_short_median  # the size the card shows
+    data = f'data-start="{clip.start:.3f}" data-dur="{dur:.3f}" data-face="{face:.1f}" data-yaw="{yaw:.1f}"'
     if score is not None:
         data += f' data-score="{score:.1f}"'
     if clip.person is not None:

@@ -531,6 +531,7 @@ def test_cards_show_the_score_and_its_parts(scored):
             assert "data-score" not in attrs and "data-person" not in attrs
             assert "sharpness" not in text and "person:" not in text
             assert text.count(" px ·") == 1  # the face's size from the clip's stats
+            assert f'face {float(attrs["data-face"]):.0f} px' in text
             continue
         assert float(attrs["data-score"]) == c.quality.score
         assert attrs["data-person"] == str(c.person)
@@ -539,6 +540,7 @@ def test_cards_show_the_score_and_its_parts(scored):
         sharp = "sharpness not measured" if name == "a4" else "sharpness 710"
         assert f"face 182 px · yaw 1° pitch 9° · {sharp} · steady 0.02 · present 100 % · alone 75 %" in text
         assert text.count(" px ·") == 1 and " frames" in text  # the size said once (was twice)
+        assert float(attrs["data-face"]) == c.quality.face_px  # the size shown is the one the bar filters by
     badges = [a for a in page.all("span") if "score" in a.get("class", "").split()]
     assert len(badges) == len(clips) - 1
     # the bar ranks by score first, and lists the people
