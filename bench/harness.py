@@ -496,7 +496,8 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
         "model_options": model_options(model_opt),
         "hwaccel": hwaccel,
     }
-    from facecut.models.base import ModelSpec, check_options
+    from facecut.infer import model_spec
+    from facecut.models.base import check_options
 
     check_options(model, base["model_options"])
     from facecut.coordinator import Coordinator  # noqa: F401  (import errors surface before timing)
@@ -508,9 +509,7 @@ def main(input_dir, generate, minutes, videos, stages, scale_pieces, scale_secon
     console.print(f"corpus {corpus}: {len(videos_info)} videos, {total_s / 60:.1f} min; provider {prov}; "
                   f"model {model}; {cores} cores; repeats {repeats}")
     tmp = Path(tempfile.mkdtemp(prefix="facecut-bench-"))
-    spec = ModelSpec(name=model, model_dir=None if model_dir is None else str(model_dir), provider=prov,
-                     threads=base["infer_threads"], min_face=min_face, batch=base["batch"],
-                     options=dict(base["model_options"]))
+    spec = model_spec(_analyze_cfg(base))
     res: dict = {
         "schema": SCHEMA, "created": time.time(), "machine": machine(), "provider": prov,
         "corpus": {"path": str(corpus), "videos": [{"path": v.path, "duration": v.duration, "width": v.width,

@@ -25,8 +25,7 @@ from facecut.config import AnalyzeConfig
 from facecut.decode import capped_size, decoder_main
 from facecut.errors import EXIT_OK, EXIT_SOME_FAILED, FacecutError, ModelError
 from facecut.workdir import WorkDir
-from facecut.infer import InferSetup, infer_main
-from facecut.models.base import ModelSpec
+from facecut.infer import InferSetup, infer_main, model_spec
 from facecut.procs import Worker, start_worker, stop_workers
 from facecut.profile import DECODER_CREDIT, size_run
 from facecut.records import VideoInfo
@@ -150,9 +149,7 @@ class Coordinator:
 
     def _start_infer(self, i: int, state: P.InferState | None = None) -> Worker:
         cfg = self.cfg
-        model = ModelSpec(name=cfg.model, model_dir=cfg.model_dir, provider=cfg.provider, threads=cfg.infer_threads,
-                          min_face=cfg.min_face, batch=cfg.batch, options=dict(cfg.model_options))
-        setup = InferSetup(ring=self.ring.spec, model=model, thumb_side=cfg.thumb_side,
+        setup = InferSetup(ring=self.ring.spec, model=model_spec(cfg), thumb_side=cfg.thumb_side,
                            lower_priority=self.sizing.infer_below, sharpness=cfg.sharpness)
         w = start_worker(f"infer-{i}", "infer", infer_main, (setup,), fault_dir=self.work.logs_dir)
         w.state = state or P.InferState()

@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from facecut import protocol
+from facecut.config import AnalyzeConfig
 from facecut.errors import FacecutError
 from facecut.fsio import replace_with_retry, temp_name
 from facecut.models.base import ModelSpec
@@ -42,6 +43,12 @@ class InferSetup(msgspec.Struct, frozen=True, kw_only=True):
     thumb_side: int  # long side of the thumbnails it writes
     lower_priority: bool = False  # below the decoders' priority (more processes than cores)
     sharpness: bool = True  # measure each face's sharpness (facecut.quality)
+
+
+def model_spec(cfg: AnalyzeConfig) -> ModelSpec:
+    """The model the inference processes of a run with ``cfg`` load."""
+    return ModelSpec(name=cfg.model, model_dir=cfg.model_dir or None, provider=cfg.provider,
+                     threads=cfg.infer_threads, min_face=cfg.min_face, batch=cfg.batch, options=dict(cfg.model_options))
 
 
 def infer_main(conn, setup: InferSetup) -> None:

@@ -160,7 +160,7 @@ def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeade
             diff[k] = _differing(a, b)
     if diff:
         lines = "; ".join(f"{k}: logged {a!r}, asked {b!r}" for k, (a, b) in diff.items())
-        files = "model_files" in diff.get("model_params", ({}, {}))[0]
+        files = list(diff) == ["model_params"] and set(diff["model_params"][0]) == {"model_files"}
         raise ConfigError(
             f"{info.path} was analysed in {work.root} with other settings ({lines}). "
             + ("The model folder holds other files than when it was analysed: point --model-dir at those, "

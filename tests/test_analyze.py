@@ -313,6 +313,11 @@ def test_logs_name_their_model_files_and_other_weights_do_not_continue_them(medi
                  msgspec.structs.replace(header, model_params=json.dumps(old, sort_keys=True)))
     with pytest.raises(ConfigError):
         check_params(wd, bind_model_files(cfg), info, header)
+    # other settings as well: the message says so, not only that the files differ
+    with pytest.raises(ConfigError) as ex:
+        check_params(wd, bind_model_files(msgspec.structs.replace(cfg, min_face=70.0)), info, header)
+    assert "min_face" in str(ex.value) and "onet.onnx" in str(ex.value)
+    assert "model folder holds" not in str(ex.value) and "Use the same options" in str(ex.value)
     # a machine that cannot tell which files it would load (a cluster client
     # without the model folder) does not refuse the log for it
     check_params(wd, msgspec.structs.replace(cfg, model_files={}), info, header)

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 
 distributed = pytest.importorskip("distributed")
@@ -190,6 +191,40 @@ def test_a_path_workers_cannot_see_fails_before_any_work(batch, tmp_path):
     assert f"another folder at {wd.root} (here {other})" in msg and "not the shared folder" in msg
     assert f"cannot see the input folder {input_dir} (here {tmp_path / 'not-mounted'})" in msg
     assert not list(wd.analysis_dir.iterdir())
+
+
+def test_a_worker_loads_the_model_folder_as_it_sees_it(media_dir, tmp_path):
+    """--model-dir is a client path: each worker maps it (FACECUT_PATH_MAP) to load
+    the model and to record which files made the logs; the client, which does not
+    see the folder, does not compare them (was: the task loaded the unmapped path)."""
+    import json as _json
+
+    from facecut.logio import read_first
+    from facecut.models.base import model_files_identity
+    from facecut.models.mtcnn import package_files
+    from facecut.records import LogRecord
+
+    media = tmp_path / "media"
+    media.mkdir()
+    shutil.copy(media_dir / "basic.mp4", media)
+    models = tmp_path / "models"  # the worker's copy, with weights of its own
+    models.mkdir()
+    for p in package_files()[0].values():
+        shutil.copy(p, models)
+    data = bytearray((models / "onet.onnx").read_bytes())
+    data[len(data) // 2] ^= 1
+    (models / "onet.onnx").write_bytes(bytes(data))
+    seen_by_client = tmp_path / "share" / "models"  # not mounted here
+    cfg = msgspec.structs.replace(CFG, model_dir=str(seen_by_client))
+    wd = fresh_work(media, tmp_path / "w")
+    with local_cluster(1, env={"FACECUT_PATH_MAP": f"{seen_by_client}={models}"}) as cluster:
+        res = analyze_on_cluster(wd, cfg, cluster.scheduler_address)
+        assert res.exit_code == 0, res
+        header = read_first(wd.log_path(video_key("basic.mp4")), LogRecord)
+        assert _json.loads(header.model_params)["model_files"] == model_files_identity("mtcnn", models)
+        for p in wd.analysis_dir.glob("*.done"):
+            p.unlink()  # unfinished: a second run would continue it
+        assert analyze_on_cluster(wd, cfg, cluster.scheduler_address).exit_code == 0
 
 
 def test_daemonic_workers_and_unreachable_schedulers_are_refused(batch, tmp_path):

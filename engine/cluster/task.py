@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from facecut.cluster.lease import Lease, fence
-from facecut.cluster.paths import PathNotVisible, _see_inputs, _see_work
+from facecut.cluster.paths import PathNotVisible, _see_inputs, _see_work, local_path
 from facecut.config import AnalyzeConfig
 from facecut.coordinator import Coordinator
 from facecut.errors import FacecutError
@@ -116,6 +116,8 @@ def analyze_video(work: str, input_dir: str, rel: str, size: int, cfg: AnalyzeCo
                              + "; ".join(w for w in (why, why_in) if w))
     wd = _TaskWorkDir(wdir)
     cfg_here = machine_config(cfg, pinned)
+    if cfg.model_dir:  # the model folder as this worker sees it (checked before any task: paths.preflight)
+        cfg_here = msgspec.structs.replace(cfg_here, model_dir=str(local_path(cfg.model_dir)))
     key = video_key(rel)
     me = {"video": rel, "host": socket.gethostname(), "pid": os.getpid(), "created": psutil.Process().create_time(),
           "worker": worker.address, "token": uuid.uuid4().hex}

@@ -414,7 +414,7 @@ class ModelSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     options: dict[str, Any] = {}
 
     def load(self) -> FaceModel:
-        return load_model(self.name, model_dir=None if self.model_dir is None else Path(self.model_dir),
+        return load_model(self.name, model_dir=Path(self.model_dir) if self.model_dir else None,
                           provider=self.provider, threads=self.threads, min_face=self.min_face, batch=self.batch,
                           **self.options)
 

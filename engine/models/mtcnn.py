@@ -292,6 +292,8 @@ class MTCNN(FaceModel):
 
     @classmethod
     def files(cls, model_dir: Path | None) -> dict[str, Path]:
+        if model_dir is not None and not model_dir.is_dir():
+            return {}  # a folder this machine does not see (a cluster client's view of the workers')
         try:
             return _find_files(model_dir)
         except ModelError:
