@@ -130,7 +130,7 @@ def bind_model_files(cfg: AnalyzeConfig) -> AnalyzeConfig:
     (always computed here: a setting made on another machine does not count)."""
     from facecut.models.base import model_files_identity
 
-    return msgspec.structs.replace(cfg, model_files=model_files_identity(cfg.model, cfg.model_dir))
+    return msgspec.structs.replace(cfg, model_files=model_files_identity(cfg.model, cfg.model_dir, cfg.model_options))
 
 
 def check_params(work: WorkDir, cfg: AnalyzeConfig, info: VideoInfo, h: LogHeader) -> None:

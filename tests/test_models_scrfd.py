@@ -263,6 +263,7 @@ def test_model_files_identity_names_what_each_backend_loads(installs, tmp_path):
     assert sorted(ff) == ["detector", "recognition"]  # never the swapper
     assert ff["detector"].split()[0] == "scrfd_2.5g.onnx"
     assert model_files_identity("buffalo_l", tmp_path) == {}  # nothing to load: the load says why
+    assert sorted(model_files_identity("buffalo_l", installs["roop"], {"embed": False})) == ["detector", "landmark"]
     copy = tmp_path / "copy"
     shutil.copytree(installs["roop"] / "models" / "buffalo_l", copy)
     assert model_files_identity("buffalo_l", copy) == roop  # the same weights elsewhere

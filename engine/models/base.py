@@ -270,9 +270,10 @@ class FaceModel(ABC):
         """What ``facecut doctor`` shows: files found/missing, provider, embeddings."""
 
     @classmethod
-    def files(cls, model_dir: Path | None) -> dict[str, Path]:
-        """Role -> the file this backend would load from ``model_dir`` ({} when it
-        cannot tell: the load then fails and says why). Cheap: no session, no provider."""
+    def model_files(cls, model_dir: Path | None, options: dict) -> dict[str, Path]:
+        """Role -> the file this backend would load from ``model_dir`` with ``options``
+        (its ``load_model`` options; {} when it cannot tell: the load then fails and
+        says why). Cheap: no session, no provider."""
         return {}
 
 
@@ -316,7 +317,7 @@ def check_options(name: str, opts: dict) -> None:
         raise ConfigError(f"model {name!r} has no option {', '.join(bad)} (its options: {', '.join(own) or 'none'})")
 
 
-def model_files_identity(name: str, model_dir: Path | str | None) -> dict[str, str]:
+def model_files_identity(name: str, model_dir: Path | str | None, options: dict | None = None) -> dict[str, str]:
     """Role -> ``"file-name size digest"`` of the files backend ``name`` would load
     from ``model_dir``: what a log records, so a run with other weights in the folder
     does not continue it. The digest (BLAKE2b, 64 bits) covers the size and 1 MiB at
@@ -328,7 +329,7 @@ def model_files_identity(name: str, model_dir: Path | str | None) -> dict[str, s
     if cls is None:
         return {}
     out = {}
-    for role, path in sorted(cls.files(None if model_dir is None else Path(model_dir)).items()):
+    for role, path in sorted(cls.model_files(Path(model_dir) if model_dir else None, options or {}).items()):
         try:
             size = path.stat().st_size
             h = hashlib.blake2b(str(size).encode(), digest_size=8)

@@ -291,7 +291,7 @@ class MTCNN(FaceModel):
         self.provider = self.pnet.provider
 
     @classmethod
-    def files(cls, model_dir: Path | None) -> dict[str, Path]:
+    def model_files(cls, model_dir: Path | None, options: dict) -> dict[str, Path]:
         if model_dir is not None and not model_dir.is_dir():
             return {}  # a folder this machine does not see (a cluster client's view of the workers')
         try:

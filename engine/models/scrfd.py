@@ -211,11 +211,14 @@ class Scrfd(FaceModel):
                 ".assets/models/ below it. facecut downloads nothing; or use --model mtcnn.")
 
     @classmethod
-    def files(cls, model_dir: Path | None) -> dict[str, Path]:
+    def model_files(cls, model_dir: Path | None, options: dict) -> dict[str, Path]:
         try:
-            return cls.files_in(model_dir)[1]
+            files = cls.files_in(model_dir)[1]
         except ModelError:
             return {}
+        if options.get("embed") is False:  # the recogniser is not loaded
+            files.pop("recognition", None)
+        return files
 
     @classmethod
     def describe(cls, model_dir: Path | None, provider: str) -> dict:
