@@ -239,7 +239,11 @@ def probe(path: Path, rel: str) -> VideoInfo:
             except (av.FFmpegError, OSError) as ex:
                 return VideoInfo(**base, status="failed", reason=_open_failure_reason(path, ex))
             with container:
-                return _probe_open(container, base)
+                try:
+                    return _probe_open(container, base)
+                except Exception as ex:  # noqa: BLE001 - a file PyAV cannot describe fails alone; the scan goes on
+                    log.debug("probing %s", path, exc_info=True)
+                    return VideoInfo(**base, status="failed", reason=f"cannot probe: {type(ex).__name__}: {ex}")
 
 
 _level_lock = threading.Lock()
@@ -270,11 +274,11 @@ def _ffmpeg_errors_kept():
 def _probe_open(container, base: dict) -> VideoInfo:
     fmt = container.format.name
     audio = tuple(
-        AudioInfo(
+        AudioInfo(  # no codec context: a codec this FFmpeg does not know
             index=a.index,
-            codec=a.codec_context.name,
-            channels=a.codec_context.channels,
-            sample_rate=a.codec_context.sample_rate or 0,
+            codec=a.codec_context.name if a.codec_context is not None else "unknown",
+            channels=a.codec_context.channels if a.codec_context is not None else 0,
+            sample_rate=(a.codec_context.sample_rate or 0) if a.codec_context is not None else 0,
         )
         for a in container.streams.audio
     )
@@ -286,6 +290,9 @@ def _probe_open(container, base: dict) -> VideoInfo:
         return VideoInfo(**base, container=fmt, audio=audio, status="failed", reason=f"no video stream ({kind})")
     stream = videos[0]
     ctx = stream.codec_context
+    if ctx is None:
+        return VideoInfo(**base, container=fmt, audio=audio, status="failed",
+                         reason="no decoder for its video codec in PyAV's FFmpeg (unknown or not built in)")
     tb = time_base(stream, Fraction(1, 1))
     if stream.duration:
         duration = float(stream.duration * tb)

@@ -69,6 +69,29 @@ def test_broken_inputs_become_failed_records(result):
         assert "\n" not in videos[name].reason
 
 
+def test_a_codec_ffmpeg_has_no_decoder_for_fails_that_file_alone(scan_dir, tmp_path):
+    """An AVI whose video (or audio) FourCC no decoder knows: PyAV gives its stream
+    no codec context; the file is a failed record with the reason and the scan
+    goes on (was: AttributeError out of scan())."""
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(scan_dir / "old.avi", d / "good.avi")
+    data = (scan_dir / "old.avi").read_bytes()
+    head = data[: 20 + int.from_bytes(data[16:20], "little")]  # RIFF AVI + the 'hdrl' list: the headers
+    fourcc = head[head.index(b"strh") + 12: head.index(b"strh") + 16]  # the video stream's handler
+    assert fourcc and fourcc in head[head.index(b"strf"):]
+    (d / "strange.avi").write_bytes(head.replace(fourcc, b"ZQZQ") + data[len(head):])
+    at = head.index(b"auds")  # the audio stream's format tag (WAVEFORMATEX, after its strf header)
+    fmt = head.index(b"strf", at) + 8
+    (d / "odd_audio.avi").write_bytes(data[:fmt] + b"\x7a\x7a" + data[fmt + 2:])
+    videos = by_path(scan(d))
+    assert videos["good.avi"].status == "ok"
+    assert videos["strange.avi"].status == "failed"
+    assert "no decoder for its video codec" in videos["strange.avi"].reason
+    odd = videos["odd_audio.avi"]
+    assert odd.status == "ok" and [a.codec for a in odd.audio] == ["unknown"]
+
+
 def test_truncated_mp4_is_told_from_its_boxes_not_ffmpegs_log(scan_dir):
     """Probes run in threads: the log line an FFmpeg error carries may be
     another file's, so the reason must not depend on it."""
