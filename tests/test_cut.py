@@ -345,6 +345,31 @@ def test_avi_mpeg4_with_b_frames_remuxes(extra_media, tmp_path):
             assert np.array_equal(info["images"][k], images[s]), (clip, k)
 
 
+@pytest.mark.parametrize("accurate", [False, True])
+def test_audio_of_a_codec_ffmpeg_does_not_know_is_left_out(extra_media, tmp_path, accurate):
+    """An AVI whose audio format tag no decoder knows (PyAV gives the stream no codec
+    context): its clips carry the video, the source says what was left out (was:
+    AttributeError ending the whole cut)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    data = (extra_media / "old.avi").read_bytes()
+    head = data[: 20 + int.from_bytes(data[16:20], "little")]  # RIFF AVI + the 'hdrl' list
+    fmt = head.index(b"strf", head.index(b"auds")) + 8  # WAVEFORMATEX.wFormatTag
+    (src / "odd.avi").write_bytes(data[:fmt] + b"\x7a\x7a" + data[fmt + 2:])
+    with av.open(str(src / "odd.avi")) as c:
+        assert [a.codec_context for a in c.streams.audio] == [None]
+    wd = new_work(tmp_path / "w", make_plan(src, {"odd.avi": [(0.0, 1.0)]}))
+    out = tmp_path / "out"
+    result = cut_plan(wd, out, accurate=accurate)
+    (sc,) = result.sources
+    assert sc.status == "ok" and result.written == 1, sc
+    clip = wd.load_plan().clips[0]
+    with av.open(str(out / clip.file)) as c:
+        assert [s.type for s in c.streams] == ["video"] and c.duration > 0.8e6
+    if not accurate:
+        assert any("audio stream 1 left out" in n for n in sc.notes), sc.notes
+
+
 def test_timestamp_jump_is_never_cut_across(extra_media, tmp_path):
     """joined.ts = part.mp4 [0, 4) then [2, 6) with timestamps restarting at 0. The
     analysis timeline keeps going (4..8 s is the second part); a clip over the

@@ -15,7 +15,7 @@ import av
 from facecut.cut.audio import AUDIO_TB, _AacAudio
 from facecut.cut.files import EPS
 from facecut.cut.spans import _abort, _CopySpan, _finish, _open_output, _Pkt
-from facecut.cut.streams import _main_video
+from facecut.cut.streams import _audio, _main_video
 from facecut.timeline import Unwrapper, frame_rate, time_base
 
 AUDIO_KEEP_S = 30.0  # audio kept back without a video keyframe (video ended early)
@@ -29,7 +29,7 @@ class _CopyPass(_AacAudio):
         self.c = container
         self.folder, self.fmt, self.t0, self.tick = folder, fmt, t0, tick
         self.video = _main_video(container)
-        self.audios = list(container.streams.audio)
+        self.audios = _audio(container)
         self.transcode = set(transcode)  # audio streams re-encoded to AAC (MP4 can't hold them)
         self.resamplers = {a.index: self._resampler(a) for a in self.audios if a.index in self.transcode}
         self.awrap: dict[int, Unwrapper] = {}

@@ -15,7 +15,7 @@ import av
 from facecut.cut.audio import _AacAudio
 from facecut.cut.files import EPS
 from facecut.cut.spans import _abort, _EncodeSpan, _finish, _open_output
-from facecut.cut.streams import _main_video
+from facecut.cut.streams import _audio, _main_video
 from facecut.timeline import FrameClock, Unwrapper, frame_rate, time_base
 
 X264 = {"preset": "veryfast", "crf": "18"}  # accurate mode
@@ -32,7 +32,7 @@ class _EncodePass(_AacAudio):
         self.video = _main_video(container)
         self.video.thread_type = "AUTO"
         self.vctx = self.video.codec_context
-        self.audios = [a for a in container.streams.audio if a.codec_context is not None]
+        self.audios = _audio(container)
         self.vtb = time_base(self.video)
         self.rate = frame_rate(self.video)
         self.frame_s = float(1 / self.rate)

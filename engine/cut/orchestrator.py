@@ -19,7 +19,7 @@ from facecut.cut.copy_pass import _CopyPass
 from facecut.cut.encode_pass import _EncodePass
 from facecut.cut.files import CutCache, _clear_cut, _existing, _write_sidecar, clean_temp_files
 from facecut.cut.spans import _CopySpan, _EncodeSpan, _Span
-from facecut.cut.streams import _copy_plan, _main_video
+from facecut.cut.streams import _audio, _copy_plan, _main_video, _unknown_audio_note
 from facecut.errors import ConfigError
 from facecut.fsio import (
     OUT_MARKER,
@@ -293,10 +293,11 @@ def _cut_source(plan: Plan, idxs: list[int], sp: SourcePlan | None, input_dir: P
                 sc.container = "mp4"
                 _run_pass(_EncodePass(container, spans, folder, t0, tick), sc, tick)
             else:
-                fmt, transcode, why = _copy_plan(video, list(container.streams.audio))
-                if why:
-                    sc.notes.append(why)
-                    log.info("%s: %s", rel, why)
+                fmt, transcode, why = _copy_plan(video, _audio(container))
+                for note in (why, _unknown_audio_note(container)):
+                    if note:
+                        sc.notes.append(note)
+                        log.info("%s: %s", rel, note)
                 sc.container = fmt or "mp4"
                 whole = fmt is None
                 if whole:  # no container takes the video by copy: every clip re-encoded

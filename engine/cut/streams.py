@@ -14,6 +14,18 @@ def _main_video(container):
     return vids[0] if vids else None
 
 
+def _audio(container) -> list:
+    """The audio streams clips carry: those FFmpeg has a codec for (a stream of a
+    codec it does not know can be neither copied into a container nor decoded)."""
+    return [a for a in container.streams.audio if a.codec_context is not None]
+
+
+def _unknown_audio_note(container) -> str:
+    """What the clips leave out of the source's audio, in words ("" when nothing)."""
+    left = [str(a.index) for a in container.streams.audio if a.codec_context is None]
+    return f"audio stream {', '.join(left)} left out (a codec FFmpeg does not know)" if left else ""
+
+
 def _accepts(fmt: str, streams) -> str | None:
     """None when a ``fmt`` muxer takes every stream by copy, else the codec it refuses."""
     import io
