@@ -252,6 +252,23 @@ def test_ref_frames_samples_and_cuts_what_a_full_decode_does(media_dir, fixed_go
         assert n_ref < n_off, path.name
 
 
+def test_short_shots_keep_their_cuts_when_pictures_are_skipped(tmp_path):
+    """--min-scene-len counts frames of the stream, not decoded pictures: shots of
+    20 and 22 frames (more than the 15 asked) keep both their cuts with ref-frames
+    (were lost: a third of the pictures skipped made them look shorter than 15)."""
+    from facecut.tools.make_media import Shot, load_truth, make_video
+
+    path = tmp_path / "short_shots.mp4"
+    make_video(path, [Shot("face", 3.0, "astronaut", face_px=120), Shot("noface", 0.8, "coffee"),
+                      Shot("face", 3.0, "hanks", face_px=120, background="rocket"), Shot("noface", 0.88, "chelsea"),
+                      Shot("face", 3.0, "t1_mid", face_px=120)], audio=False, seed=12)
+    off, n_off = decode_pass(path, "off")
+    ref, n_ref = decode_pass(path, "ref-frames")
+    starts = [round(s.start, 6) for s in load_truth(path).shots[1:]]
+    assert sorted(off.cuts) == starts  # the full decode finds every shot
+    assert sorted(ref.cuts) == starts and ref.samples == off.samples and n_ref < n_off
+
+
 def test_a_shot_starting_on_a_skipped_picture_is_cut_on_its_own_frame(fixed_gop):
     """The refinement is what makes it exact: shots of these files start on
     B-frames (a decoder of reference pictures only sees them a frame or two late),
