@@ -308,7 +308,9 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
         container.seek(job.resume_cut_pts, stream=stream, backward=True, any_frame=False)
     feed_from_pts = job.resume_cut_pts  # detector starts at this frame (None: first frame)
 
-    recent: deque[tuple[int, int, float]] = deque(maxlen=128)  # (detector frame no., pts, t)
+    # (detector frame no., pts, t) of the last frames: a detector reports a cut up to
+    # --min-scene-len frames after it (merged cuts), so they stay findable
+    recent: deque[tuple[int, int, float]] = deque(maxlen=2 * job.min_scene_len + 128)
     det_no = 0
     pending_cuts: list[tuple[int, float]] = []
     cut_times: set[float] = set()  # cuts reported by this job (a discontinuity may be found twice)

@@ -15,6 +15,7 @@ import av
 import cv2
 import numpy as np
 
+from facecut.media import open_input
 from facecut.protocol import DecodeJob
 from facecut.shotdetect import ShotFrames
 from facecut.timeline import SAME_INSTANT
@@ -135,7 +136,7 @@ class RefFramesOnly:
         seek to ``seek_pts``; {} when the seek landed after ``q_pts``; None: unreadable."""
         got: dict[int, np.ndarray] = {}
         try:
-            with av.open(job.file) as c:
+            with open_input(job.file) as c:  # as the decoder opens it (odd tags, protocols)
                 stream = c.streams[job.stream_index]
                 stream.thread_type = "SLICE"
                 cc = stream.codec_context

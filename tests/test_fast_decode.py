@@ -288,6 +288,29 @@ def test_a_shot_starting_on_a_skipped_picture_is_cut_on_its_own_frame(fixed_gop)
         assert all(abs(c - t) < 0.5 / truth.fps for c, t in zip(sorted(ref.cuts), starts)), (ref.cuts, starts)
 
 
+def test_a_file_with_tags_that_are_not_utf8_is_refined_too(fixed_gop, tmp_path):
+    """The refinement opens the file as the decoder does: an MKV whose title is
+    Latin-1 (not UTF-8) gets its cuts on their own frames (PyAV's default open
+    raised UnicodeDecodeError there and the cuts stayed a picture or two late)."""
+    src = fixed_gop[1]
+    path = tmp_path / "latin1_title.mkv"
+    with av.open(str(src)) as i, av.open(str(path), "w", format="matroska") as o:
+        o.metadata["title"] = "Zürich"
+        m = {s.index: o.add_stream_from_template(s) for s in i.streams}
+        for pkt in i.demux():
+            if pkt.dts is not None:
+                pkt.stream = m[pkt.stream.index]
+                o.mux(pkt)
+    data = path.read_bytes()
+    assert data.count("Zürich".encode()) == 1
+    path.write_bytes(data.replace("Zürich".encode(), b"Z\xfc rich"))  # Latin-1, same length
+    with pytest.raises(UnicodeDecodeError):
+        av.open(str(path)).close()
+    off, _ = decode_pass(path, "off")
+    ref, _ = decode_pass(path, "ref-frames")
+    assert off.cuts and ref.cuts == off.cuts
+
+
 def test_logs_of_the_earlier_ref_frames_are_resumed_and_other_levels_refused(media_dir, tmp_path):
     """Logs written by ref-frames before it became exact name the level in their
     parameters; they go on with the exact levels (their samples lie within two
