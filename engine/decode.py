@@ -22,6 +22,7 @@ import time
 from collections import deque
 
 import av
+import msgspec
 import numpy as np
 from av.video.reformatter import VideoReformatter
 from scenedetect import FrameTimecode
@@ -277,11 +278,31 @@ def decode_video(job: DecodeJob, sink: Sink) -> DecodeResult:
     if fallback and fallback not in _SAID:
         _SAID.add(fallback)
         log.warning("%s: decoding in software (%s)", job.rel, fallback)
-    with container:
-        r = _decode(job, container, sink)
-        if device and not container.streams[job.stream_index].codec_context.is_hwaccel:
-            log.info("%s: %s cannot decode this stream: decoded in software", job.rel, device)
-        return r
+    try:
+        with container:
+            return _decode_in(job, container, device, sink)
+    except _CannotSeek as ex:
+        # Resume the other way (facecut.resume): decode from the start, skipping what
+        # the log holds. A failed seek may leave the demuxer anywhere: open it again.
+        log.info("%s: cannot seek (%s): resumed by decoding from the start", job.rel, ex)
+        job = msgspec.structs.replace(job, resume_cut_pts=None, last_sample_pts=None)
+        try:
+            container, device, _ = open_decoding(job.file, job.hwaccel)
+        except (av.FFmpegError, OSError) as ex2:
+            return DecodeResult("failed", f"cannot open: {ex2}", 0, 0, 0, 0.0, None, [])
+        with container:
+            return _decode_in(job, container, device, sink)
+
+
+def _decode_in(job: DecodeJob, container, device: str, sink: Sink) -> DecodeResult:
+    r = _decode(job, container, sink)
+    if device and not container.streams[job.stream_index].codec_context.is_hwaccel:
+        log.info("%s: %s cannot decode this stream: decoded in software", job.rel, device)
+    return r
+
+
+class _CannotSeek(Exception):
+    """The resume seek failed (facecut.decode.decode_video resumes from the start)."""
 
 
 def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
@@ -298,14 +319,17 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     else:
         apply_fast_decode(stream.codec_context, job.fast)
 
-    detector = make_detector(job.detector, job.threshold, job.min_scene_len)
-    sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
     t0 = job.t0
     if job.resume_cut_pts is not None and t0 is not None:
         # Resume: one seek to the keyframe at/before the last logged cut; the
         # detector restarts exactly at that cut (its state right after a cut is
         # the same as in an uninterrupted run).
-        container.seek(job.resume_cut_pts, stream=stream, backward=True, any_frame=False)
+        try:
+            container.seek(job.resume_cut_pts, stream=stream, backward=True, any_frame=False)
+        except (av.FFmpegError, OSError) as ex:  # a stream that cannot seek (raw .h264, no timestamps)
+            raise _CannotSeek(str(ex)) from ex
+    detector = make_detector(job.detector, job.threshold, job.min_scene_len)
+    sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
     feed_from_pts = job.resume_cut_pts  # detector starts at this frame (None: first frame)
 
     # (detector frame no., pts, t) of the last frames: a detector reports a cut up to

@@ -311,6 +311,41 @@ def test_a_file_with_tags_that_are_not_utf8_is_refined_too(fixed_gop, tmp_path):
     assert off.cuts and ref.cuts == off.cuts
 
 
+def test_a_stream_that_cannot_seek_resumes_from_its_start(tmp_path):
+    """A raw H.264 stream (no timestamps: the decoder makes them up, so the log
+    looks seekable) cannot seek: the resume decodes from the start and gives the
+    samples and cuts the uninterrupted pass gave after the log's last ones (was:
+    PermissionError out of the decoder, the video failed on every resume)."""
+    import msgspec
+
+    from facecut.decode import decode_video
+    from facecut.protocol import DecodeJob
+    from facecut.tools.make_media import Shot, make_video
+
+    make_video(tmp_path / "src.mp4", [Shot("face", 3.0, "astronaut", face_px=120), Shot("noface", 2.0, "coffee"),
+                                      Shot("face", 3.0, "hanks", face_px=120, background="rocket")],
+               audio=False, seed=3)
+    raw = tmp_path / "raw.h264"
+    with av.open(str(tmp_path / "src.mp4")) as i, av.open(str(raw), "w", format="h264") as o:
+        out = o.add_stream_from_template(i.streams.video[0])
+        for pkt in i.demux(i.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = out
+                o.mux(pkt)
+    job = DecodeJob(job_id=0, path=os.fsencode(raw), rel=raw.name, stream_index=0, fps=2.0, max_side=1280,
+                    detector="adaptive", threads=1)
+    full = _Collect()
+    decode_video(job, full)
+    cut_pts, cut_t = next((p, t) for k, p, t, _ in full.samples if t == full.cuts[0])  # the first cut's sample
+    done = [x for x in full.samples if x[2] < cut_t]  # what a killed run had logged
+    again = _Collect()
+    r = decode_video(msgspec.structs.replace(job, start_k=done[-1][0] + 1, t0=0.0, resume_cut_pts=cut_pts,
+                                             resume_cut_time=cut_t, last_sample_pts=done[-1][1]), again)
+    assert r.status == "ok", r.reason
+    assert again.samples == full.samples[len(done):] and again.samples
+    assert again.cuts == [c for c in full.cuts if c > cut_t] and again.cuts
+
+
 def test_logs_of_the_earlier_ref_frames_are_resumed_and_other_levels_refused(media_dir, tmp_path):
     """Logs written by ref-frames before it became exact name the level in their
     parameters; they go on with the exact levels (their samples lie within two
