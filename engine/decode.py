@@ -305,6 +305,43 @@ class _CannotSeek(Exception):
     """The resume seek failed (facecut.decode.decode_video resumes from the start)."""
 
 
+_SEEK_BACK = (0.0, 2.0, 8.0, 30.0)  # seconds before the target tried in turn
+
+
+def _seek_at_or_before(container, stream, target: int, tb) -> None:
+    """Seek so that the first picture decoded is at or before pts ``target``.
+    Demuxers differ: MP4 lands on the keyframe before a timestamp, MPEG-TS on the
+    one after it (even on a keyframe's own pts), which would lose the pictures in
+    between; so the landing is checked by decoding one picture, and the seek
+    aimed earlier until it lands in time. Raises _CannotSeek when the stream does
+    not seek at all or never lands in time (the resume then decodes from the start)."""
+    for back in _SEEK_BACK:
+        at = target - int(back / tb)
+        try:
+            container.seek(at, stream=stream, backward=True, any_frame=False)
+            first = _first_pts(container, stream)
+            if first is None or first <= target:
+                container.seek(at, stream=stream, backward=True, any_frame=False)  # from there again
+                return
+        except (av.FFmpegError, OSError) as ex:  # a stream that cannot seek (raw .h264, no timestamps)
+            raise _CannotSeek(str(ex)) from ex
+    raise _CannotSeek(f"no seek lands at or before pts {target}")
+
+
+def _first_pts(container, stream, packets: int = 600) -> int | None:
+    """The pts of the first picture decoded from where the demuxer is (None: none
+    within ``packets`` packets, or pictures without pts)."""
+    for n, packet in enumerate(container.demux(stream)):
+        try:
+            for frame in packet.decode():
+                return frame.pts
+        except (av.FFmpegError, ValueError):
+            pass
+        if n >= packets:
+            return None
+    return None
+
+
 def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
     stream = container.streams[job.stream_index]
     stream.thread_type = "AUTO" if job.threads > 1 else "SLICE"
@@ -324,10 +361,7 @@ def _decode(job: DecodeJob, container, sink: Sink) -> DecodeResult:
         # Resume: one seek to the keyframe at/before the last logged cut; the
         # detector restarts exactly at that cut (its state right after a cut is
         # the same as in an uninterrupted run).
-        try:
-            container.seek(job.resume_cut_pts, stream=stream, backward=True, any_frame=False)
-        except (av.FFmpegError, OSError) as ex:  # a stream that cannot seek (raw .h264, no timestamps)
-            raise _CannotSeek(str(ex)) from ex
+        _seek_at_or_before(container, stream, job.resume_cut_pts, tb)
     detector = make_detector(job.detector, job.threshold, job.min_scene_len)
     sampler = _Sampler(job.fps, job.start_k, job.last_sample_pts)
     feed_from_pts = job.resume_cut_pts  # detector starts at this frame (None: first frame)

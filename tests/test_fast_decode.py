@@ -200,6 +200,7 @@ class _Collect:
     def __init__(self) -> None:
         self.samples: list = []
         self.cuts: list[float] = []
+        self.marks: list[tuple[int, float]] = []
 
     def start(self, t0) -> None:
         pass
@@ -208,6 +209,7 @@ class _Collect:
         pixels = frame.to_ndarray(format="gray").tobytes()
         self.samples.append((k, pts, round(t, 6), hashlib.sha1(pixels).hexdigest()))
         self.cuts += [round(c[1], 6) for c in cuts]
+        self.marks += [(c[0], round(c[1], 6)) for c in cuts]  # (pts, time)
 
     def progress(self, frames, samples, position) -> None:
         pass
@@ -344,6 +346,33 @@ def test_a_stream_that_cannot_seek_resumes_from_its_start(tmp_path):
     assert r.status == "ok", r.reason
     assert again.samples == full.samples[len(done):] and again.samples
     assert again.cuts == [c for c in full.cuts if c > cut_t] and again.cuts
+
+
+@pytest.mark.parametrize("level", ["off", "ref-frames"])
+def test_a_resume_at_each_cut_gives_what_the_uninterrupted_pass_gave(fixed_gop, level):
+    """MPEG-TS seeks land on the keyframe *after* a timestamp: the resume checks
+    where it landed and aims earlier, so no sample after the log's last cut is lost
+    (was: the samples up to the next keyframe, and a cut there, were never decoded)."""
+    import msgspec
+
+    from facecut.decode import decode_video
+    from facecut.protocol import DecodeJob
+
+    for path in fixed_gop:
+        job = DecodeJob(job_id=0, path=os.fsencode(path), rel=path.name, stream_index=0, fps=2.0, max_side=1280,
+                        detector="adaptive", threads=1, fast=level)
+        full = _Collect()
+        t0 = decode_video(job, full).t0
+        cuts = full.marks
+        assert len(cuts) == 2, path.name
+        for cut_pts, cut_t in cuts:  # a killed run had logged everything before this cut
+            done = [x for x in full.samples if x[2] < cut_t]
+            again = _Collect()
+            r = decode_video(msgspec.structs.replace(job, start_k=done[-1][0] + 1, t0=t0, resume_cut_pts=cut_pts,
+                                                     resume_cut_time=cut_t, last_sample_pts=done[-1][1]), again)
+            assert r.status == "ok"
+            assert again.samples == full.samples[len(done):], (path.name, cut_t)
+            assert again.cuts == [c for c in full.cuts if c > cut_t], (path.name, cut_t)
 
 
 def test_logs_of_the_earlier_ref_frames_are_resumed_and_other_levels_refused(media_dir, tmp_path):
